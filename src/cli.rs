@@ -1,0 +1,130 @@
+//! The command line: global flags and one subcommand per verb.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "capstan",
+    version,
+    about = "Declarative, SSH-driven Kubernetes cluster provisioning",
+    long_about = "capstan reads an inventory of hosts, connects to all of them over SSH in \
+                  parallel and converges them into a Kubernetes cluster.\n\n\
+                  Exit codes: 0 ok, 1 some host or step failed, 2 bad input.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Inventory file, or a folder holding `cluster.yaml`
+    #[arg(short = 'i', long = "inventory", env = "CAPSTAN_INVENTORY", global = true)]
+    pub inventory: Option<PathBuf>,
+
+    /// How many hosts to connect to and work on at once
+    #[arg(long, default_value_t = 50, global = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub forks: u32,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+    pub output: OutputFormat,
+
+    /// More detail (repeat for more: -v, -vv, -vvv)
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors and the final summary
+    #[arg(short = 'q', long = "quiet", global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// No colours in the output
+    #[arg(long, global = true, env = "NO_COLOR", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_color: bool,
+
+    /// Learn the host keys of hosts not yet known (trust on first use) into the
+    /// inventory's own known_hosts; a changed key is always refused
+    #[arg(long, global = true)]
+    pub accept_new_host_keys: bool,
+
+    /// Seconds to wait for a host's SSH connection and authentication
+    #[arg(long, default_value_t = 10, global = true, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub connect_timeout: u64,
+
+    /// Ask for the sudo password on the terminal (else CAPSTAN_BECOME_PASSWORD, else none)
+    #[arg(long, global = true)]
+    pub ask_become_pass: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the inventory, connect to every host, gather facts and run preflight checks
+    Check(CheckArgs),
+    /// Container hosts on this machine, for trying capstan and for tests
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Preflight checks to report as warnings instead of errors (names as printed, or `all`)
+    #[arg(long, value_delimiter = ',')]
+    pub ignore_preflight_errors: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create (or complete) a lab: containers with systemd and sshd on an internal network
+    Up(LabUpArgs),
+    /// Remove a lab's containers, volumes, network and inventory
+    Down(LabDownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    /// Lab name (prefix of every container, volume and network)
+    #[arg(long, default_value = "capstan")]
+    pub name: String,
+    /// Control-plane hosts
+    #[arg(long, default_value_t = 1)]
+    pub control_planes: u32,
+    /// Worker hosts
+    #[arg(long, default_value_t = 0)]
+    pub workers: u32,
+    /// Dedicated etcd hosts (external etcd topology)
+    #[arg(long, default_value_t = 0)]
+    pub etcd: u32,
+    /// Load-balancer hosts
+    #[arg(long, default_value_t = 0)]
+    pub load_balancers: u32,
+    /// Image the hosts run (built by tests/lab/build-image.sh)
+    #[arg(long, default_value = crate::lab::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Bind-mount a folder of this machine into every host (SRC:DST, repeatable)
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Where to write the inventory (default: lab/<name>/)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabDownArgs {
+    /// Lab name
+    #[arg(long, default_value = "capstan")]
+    pub name: String,
+    /// Where the lab's inventory was written (default: lab/<name>/)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}

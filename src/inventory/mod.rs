@@ -1,0 +1,306 @@
+//! The inventory: loading, defaults, validation.
+//!
+//! [`load`] reads the YAML file, reports every problem at once with file:line:col, and
+//! returns a validated [`Inventory`] whose values are all filled in. Nothing connects to a
+//! host before this succeeds.
+
+mod model;
+mod validate;
+pub mod yaml;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+pub use model::{
+    ApiEndpointMode, Become, ChecksumSource, EtcdTopology, InventoryFile, LbSoftware, Role,
+};
+pub use validate::resolve;
+
+/// The file name looked up when `-i` names a folder.
+pub const DEFAULT_FILE_NAME: &str = "cluster.yaml";
+/// capstan's state folder beside the inventory.
+pub const STATE_DIR: &str = ".capstan";
+
+/// A validated inventory with every default filled in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    /// The inventory file.
+    pub path: PathBuf,
+    pub cluster: Cluster,
+    pub hosts: Vec<Host>,
+}
+
+impl Inventory {
+    /// The folder that holds the inventory file.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// capstan's state folder (`.capstan/` beside the inventory).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join(STATE_DIR)
+    }
+
+    /// capstan's own known_hosts, where `--accept-new-host-keys` records keys.
+    pub fn known_hosts_path(&self) -> PathBuf {
+        self.state_dir().join("known_hosts")
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn hosts_with(&self, role: Role) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(move |h| h.has_role(role))
+    }
+
+    /// The hosts that run an etcd member under the inventory's topology.
+    pub fn etcd_members(&self) -> impl Iterator<Item = &Host> {
+        let role = match self.cluster.etcd_topology {
+            EtcdTopology::Stacked => Role::ControlPlane,
+            EtcdTopology::External => Role::Etcd,
+        };
+        self.hosts_with(role)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub kubernetes_version: Version,
+    pub pod_subnet: IpNet,
+    pub service_subnet: IpNet,
+    pub dns_domain: String,
+    pub etcd_topology: EtcdTopology,
+    pub api_endpoint: ApiEndpoint,
+    pub artifacts: Artifacts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiEndpoint {
+    pub mode: ApiEndpointMode,
+    /// The address clients use: the LB/VIP, the single control plane, or 127.0.0.1 for
+    /// local proxies.
+    pub address: String,
+    pub port: u16,
+    pub software: LbSoftware,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifacts {
+    pub mirror: String,
+    pub checksums: ChecksumSource,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    /// The Kubernetes node name.
+    pub name: String,
+    /// Where SSH reaches it.
+    pub address: String,
+    /// Cluster traffic (defaults to `address`).
+    pub internal_address: String,
+    pub roles: BTreeSet<Role>,
+    pub ssh: SshSettings,
+}
+
+impl Host {
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// SSH settings of one host: the global `ssh` block with the host's overrides applied.
+///
+/// `user`, `port` and `identity_file` stay unset when the inventory does not give them, so
+/// that `~/.ssh/config` can supply them; the SSH layer falls back to root, 22 and the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshSettings {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub become_method: Become,
+    pub bastion: Option<Bastion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bastion {
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+}
+
+/// A Kubernetes version, `vMAJOR.MINOR.PATCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl Version {
+    /// Parses `vX.Y.Z` (the leading `v` is required, as in Kubernetes release names).
+    pub fn parse(text: &str) -> Option<Version> {
+        let rest = text.strip_prefix('v')?;
+        let mut parts = rest.split('.');
+        let mut next = || -> Option<u32> {
+            let p = parts.next()?;
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+                return None;
+            }
+            p.parse().ok()
+        };
+        let v = Version {
+            major: next()?,
+            minor: next()?,
+            patch: next()?,
+        };
+        parts.next().is_none().then_some(v)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One problem found in an inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// Every problem found in an inventory file; nothing was contacted.
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
+#[diagnostic(
+    code(capstan::inventory),
+    help("fix the inventory and run again; nothing was contacted")
+)]
+pub struct InventoryErrors {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for InventoryErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{} has {n} problem{}:",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}:{}:{}: {}", self.file.display(), p.line, p.col, p.message)?;
+            if let Some(help) = &p.help {
+                write!(f, "\n      help: {help}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InventoryErrors {
+    fn single(file: &Path, message: String, help: Option<String>) -> Self {
+        InventoryErrors {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                line: 1,
+                col: 1,
+                message,
+                help,
+            }],
+        }
+    }
+}
+
+/// Where the inventory is: `-i`, else `$CAPSTAN_INVENTORY` (clap fills both into one flag).
+pub fn locate(given: Option<&Path>) -> Result<PathBuf, crate::error::BadInput> {
+    let Some(path) = given else {
+        return Err(crate::error::BadInput::new(
+            "no inventory given",
+            "pass -i PATH (a cluster.yaml, or a folder holding one) or set CAPSTAN_INVENTORY",
+        ));
+    };
+    if path.is_dir() {
+        let file = path.join(DEFAULT_FILE_NAME);
+        if !file.is_file() {
+            return Err(crate::error::BadInput::new(
+                format!("{} has no {DEFAULT_FILE_NAME}", path.display()),
+                "pass the inventory file itself with -i, or create cluster.yaml in that folder \
+                 (see inventory/sample/cluster.yaml)",
+            ));
+        }
+        return Ok(file);
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Reads and validates an inventory file.
+pub fn load(path: &Path) -> Result<Inventory, InventoryErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        InventoryErrors::single(
+            path,
+            format!("cannot read the inventory: {e}"),
+            Some("check the path given with -i or CAPSTAN_INVENTORY".to_string()),
+        )
+    })?;
+    load_str(&text, path)
+}
+
+/// Validates inventory text; `path` names it in messages and anchors relative paths.
+pub fn load_str(text: &str, path: &Path) -> Result<Inventory, InventoryErrors> {
+    let root = yaml::parse(text).map_err(|e| InventoryErrors {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            line: e.loc.line,
+            col: e.loc.col,
+            message: format!("not valid YAML: {}", e.message),
+            help: Some("YAML is indentation-sensitive; compare with inventory/sample/cluster.yaml".into()),
+        }],
+    })?;
+    let file: InventoryFile = yaml::from_node_collecting(&root).map_err(|errors| InventoryErrors {
+        file: path.to_path_buf(),
+        problems: errors
+            .iter()
+            .map(|e| {
+                let (message, help) = e.message();
+                let loc = e.loc.unwrap_or_default();
+                Problem {
+                    line: loc.line,
+                    col: loc.col,
+                    message,
+                    help,
+                }
+            })
+            .collect(),
+    })?;
+    resolve(&file, &root, path).map_err(|mut problems| {
+        problems.sort_by_key(|p| (p.line, p.col));
+        InventoryErrors {
+            file: path.to_path_buf(),
+            problems,
+        }
+    })
+}
+
+/// Does `addr` parse as an IP address?
+pub fn is_ip(addr: &str) -> bool {
+    addr.parse::<IpAddr>().is_ok()
+}

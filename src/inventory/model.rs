@@ -1,0 +1,169 @@
+//! The inventory file as written by the user: every key optional where a default exists.
+//!
+//! These types mirror the YAML one to one (`deny_unknown_fields` everywhere). Defaults are
+//! filled in one place, [`super::resolve`], which turns this into the validated
+//! [`super::Inventory`].
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryFile {
+    pub cluster: ClusterSpec,
+    #[serde(default)]
+    pub ssh: SshSpec,
+    pub hosts: Vec<HostSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub kubernetes_version: String,
+    pub pod_subnet: Option<String>,
+    pub service_subnet: Option<String>,
+    pub dns_domain: Option<String>,
+    #[serde(default)]
+    pub etcd: EtcdSpec,
+    #[serde(default)]
+    pub api_endpoint: ApiEndpointSpec,
+    #[serde(default)]
+    pub artifacts: ArtifactsSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSpec {
+    pub topology: Option<EtcdTopology>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EtcdTopology {
+    /// Members on the control-plane hosts.
+    Stacked,
+    /// Members on the hosts with role `etcd`.
+    External,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiEndpointSpec {
+    pub mode: Option<ApiEndpointMode>,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub software: Option<LbSoftware>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiEndpointMode {
+    /// haproxy/nginx on the load-balancer hosts (or a VIP in front of them).
+    ExternalLb,
+    /// A proxy on every node at 127.0.0.1 (kubespray's way).
+    LocalProxy,
+    /// A load balancer capstan does not manage.
+    Existing,
+    /// The one control plane's own address.
+    Single,
+}
+
+impl ApiEndpointMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExternalLb => "external-lb",
+            Self::LocalProxy => "local-proxy",
+            Self::Existing => "existing",
+            Self::Single => "single",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbSoftware {
+    Haproxy,
+    Nginx,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsSpec {
+    pub mirror: Option<String>,
+    pub checksums: Option<ChecksumSource>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumSource {
+    /// capstan's own catalog of upstream sha256 sums.
+    Pinned,
+    /// The `.sha256` file beside each artifact on the mirror.
+    Mirror,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<String>,
+    #[serde(rename = "become")]
+    pub become_method: Option<Become>,
+    pub bastion: Option<BastionSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Become {
+    /// Run as the SSH user (root, or a user that needs no elevation).
+    None,
+    /// Wrap every command in `sudo`.
+    Sudo,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BastionSpec {
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    pub name: String,
+    pub address: String,
+    pub internal_address: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    pub ssh: Option<SshSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+    Etcd,
+    LoadBalancer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ControlPlane => "control-plane",
+            Self::Worker => "worker",
+            Self::Etcd => "etcd",
+            Self::LoadBalancer => "load-balancer",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,579 @@
+//! Defaults and validation: [`resolve`] turns the file's model into an [`Inventory`],
+//! collecting every problem with the position of the offending node.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use super::model::{
+    ApiEndpointMode, Become, BastionSpec, ChecksumSource, EtcdTopology, InventoryFile, LbSoftware,
+    Role, SshSpec,
+};
+use super::yaml::Node;
+use super::{ApiEndpoint, Artifacts, Bastion, Cluster, Host, Inventory, Problem, SshSettings, Version};
+
+pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
+pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
+pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
+pub const DEFAULT_API_PORT: u16 = 6443;
+pub const OFFICIAL_MIRROR: &str = "https://dl.k8s.io";
+
+struct Collector<'a> {
+    root: &'a Node,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    /// A problem at the value found at `path` (or its nearest existing ancestor).
+    fn at(&mut self, path: &[&str], message: impl Into<String>, help: impl Into<String>) {
+        let loc = self.root.locate(path);
+        self.problems.push(Problem {
+            line: loc.line,
+            col: loc.col,
+            message: message.into(),
+            help: Some(help.into()),
+        });
+    }
+}
+
+/// Fills defaults and validates; returns every problem found.
+pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Inventory, Vec<Problem>> {
+    let mut c = Collector {
+        root,
+        problems: Vec::new(),
+    };
+    let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let spec = &file.cluster;
+
+    if !is_dns_label(&spec.name) {
+        c.at(
+            &["cluster", "name"],
+            format!("cluster name `{}` is not a valid name", spec.name),
+            "use lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit",
+        );
+    }
+
+    let version = Version::parse(&spec.kubernetes_version);
+    if version.is_none() {
+        c.at(
+            &["cluster", "kubernetes_version"],
+            format!(
+                "`{}` is not a Kubernetes version",
+                spec.kubernetes_version
+            ),
+            "write it as vMAJOR.MINOR.PATCH, e.g. v1.32.3",
+        );
+    }
+
+    let pod_subnet = parse_subnet(&mut c, spec.pod_subnet.as_deref(), DEFAULT_POD_SUBNET, "pod_subnet");
+    let service_subnet = parse_subnet(
+        &mut c,
+        spec.service_subnet.as_deref(),
+        DEFAULT_SERVICE_SUBNET,
+        "service_subnet",
+    );
+    if let (Some(pods), Some(services)) = (pod_subnet, service_subnet) {
+        if pods.contains(&services.network()) || services.contains(&pods.network()) {
+            c.at(
+                &["cluster", "service_subnet"],
+                format!("service_subnet {services} overlaps pod_subnet {pods}"),
+                "pod and service addresses must not collide: pick disjoint ranges, e.g. 10.244.0.0/16 and 10.96.0.0/12",
+            );
+        }
+    }
+
+    let dns_domain = spec
+        .dns_domain
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DNS_DOMAIN.to_string());
+    if !is_dns_name(&dns_domain) {
+        c.at(
+            &["cluster", "dns_domain"],
+            format!("`{dns_domain}` is not a DNS domain"),
+            "use dot-separated lowercase labels, e.g. cluster.local",
+        );
+    }
+
+    // Hosts, with the global ssh block merged into each host's.
+    if file.hosts.is_empty() {
+        c.at(&["hosts"], "the inventory lists no hosts", "add at least one host with role control-plane under `hosts:`");
+    }
+    let mut hosts = Vec::with_capacity(file.hosts.len());
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut ssh_addresses: HashMap<(String, Option<u16>), usize> = HashMap::new();
+    let mut internal_addresses: HashMap<String, usize> = HashMap::new();
+    for (i, h) in file.hosts.iter().enumerate() {
+        let idx = i.to_string();
+        let at = |field: &str| vec!["hosts".to_string(), idx.clone(), field.to_string()];
+        if !is_dns_subdomain(&h.name) {
+            c.at(
+                &strs(&at("name")),
+                format!("host name `{}` is not a valid node name", h.name),
+                "node names are DNS-1123 subdomains: lowercase letters, digits, '-' and '.', at most 253, starting and ending with a letter or digit",
+            );
+        } else if let Some(first) = names.insert(&h.name, i) {
+            c.at(
+                &strs(&at("name")),
+                format!("host name `{}` is used twice (first by hosts[{first}])", h.name),
+                "every host needs its own name: it becomes the Kubernetes node name",
+            );
+        }
+        if !is_address(&h.address) {
+            c.at(
+                &strs(&at("address")),
+                format!("`{}` is not an IP address or host name", h.address),
+                "give the address SSH reaches the host at, e.g. 192.0.2.11 or cp1.example.com",
+            );
+        }
+        let internal = h.internal_address.clone().unwrap_or_else(|| h.address.clone());
+        if let Some(addr) = &h.internal_address {
+            if !is_address(addr) {
+                c.at(
+                    &strs(&at("internal_address")),
+                    format!("`{addr}` is not an IP address or host name"),
+                    "give the address cluster traffic uses, e.g. 10.0.0.11",
+                );
+            }
+        }
+        if h.roles.is_empty() {
+            c.at(
+                &strs(&at("name")),
+                format!("host `{}` has no roles", h.name),
+                "add `roles: [...]` with one or more of control-plane, worker, etcd, load-balancer",
+            );
+        }
+        let mut roles = BTreeSet::new();
+        for (j, role) in h.roles.iter().enumerate() {
+            if !roles.insert(*role) {
+                c.at(
+                    &["hosts", &idx, "roles", &j.to_string()],
+                    format!("role `{role}` is listed twice for host `{}`", h.name),
+                    "list each role once",
+                );
+            }
+        }
+        let ssh = merge_ssh(&mut c, &file.ssh, h.ssh.as_ref(), &idx, base_dir);
+        if let Some(first) = ssh_addresses.insert((h.address.clone(), ssh.port), i) {
+            c.at(
+                &strs(&at("address")),
+                format!(
+                    "address `{}` is used by hosts[{first}] too",
+                    h.address
+                ),
+                "every host needs its own SSH address (or its own ssh.port)",
+            );
+        }
+        if let Some(first) = internal_addresses.insert(internal.clone(), i) {
+            if h.internal_address.is_some() {
+                c.at(
+                    &strs(&at("internal_address")),
+                    format!("internal address `{internal}` is used by hosts[{first}] too"),
+                    "every host needs its own internal address",
+                );
+            }
+        }
+        hosts.push(Host {
+            name: h.name.clone(),
+            address: h.address.clone(),
+            internal_address: internal,
+            roles,
+            ssh,
+        });
+    }
+
+    let control_planes: Vec<&Host> = hosts.iter().filter(|h| h.has_role(Role::ControlPlane)).collect();
+    let etcd_hosts: Vec<usize> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.has_role(Role::Etcd))
+        .map(|(i, _)| i)
+        .collect();
+    let lb_hosts: Vec<&Host> = hosts.iter().filter(|h| h.has_role(Role::LoadBalancer)).collect();
+    if !file.hosts.is_empty() && control_planes.is_empty() {
+        c.at(
+            &["hosts"],
+            "no host has the role control-plane",
+            "a cluster needs at least one control plane: add `control-plane` to a host's roles",
+        );
+    }
+
+    let topology = spec.etcd.topology.unwrap_or(EtcdTopology::Stacked);
+    match topology {
+        EtcdTopology::Stacked => {
+            for &i in &etcd_hosts {
+                c.at(
+                    &["hosts", &i.to_string(), "roles"],
+                    format!(
+                        "host `{}` has role etcd but cluster.etcd.topology is stacked",
+                        hosts[i].name
+                    ),
+                    "under stacked topology etcd runs on the control planes; set `etcd: {topology: external}` to use etcd hosts, or remove the role",
+                );
+            }
+            check_member_count(&mut c, control_planes.len(), "control planes (stacked etcd)");
+        }
+        EtcdTopology::External => {
+            if etcd_hosts.is_empty() {
+                c.at(
+                    &["cluster", "etcd", "topology"],
+                    "external etcd topology but no host has the role etcd",
+                    "add `etcd` to the roles of 1, 3 or 5 hosts, or use `topology: stacked`",
+                );
+            } else {
+                check_member_count(&mut c, etcd_hosts.len(), "etcd hosts");
+            }
+        }
+    }
+
+    let api_endpoint = resolve_api_endpoint(&mut c, file, &control_planes, &lb_hosts);
+    let artifacts = resolve_artifacts(&mut c, file);
+
+    if c.problems.is_empty() {
+        Ok(Inventory {
+            path: path.to_path_buf(),
+            cluster: Cluster {
+                name: spec.name.clone(),
+                kubernetes_version: version.unwrap_or(Version { major: 0, minor: 0, patch: 0 }),
+                pod_subnet: pod_subnet.unwrap_or_default(),
+                service_subnet: service_subnet.unwrap_or_default(),
+                dns_domain,
+                etcd_topology: topology,
+                api_endpoint,
+                artifacts,
+            },
+            hosts,
+        })
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn check_member_count(c: &mut Collector<'_>, count: usize, what: &str) {
+    if count > 0 && count % 2 == 0 {
+        let quorum = count / 2 + 1;
+        c.at(
+            &["hosts"],
+            format!(
+                "{count} {what} make an even number of etcd members: a quorum is {quorum} of {count}, so it survives {} failure{} — no more than {} members would",
+                count - quorum,
+                if count - quorum == 1 { "" } else { "s" },
+                count - 1
+            ),
+            format!(
+                "use an odd number of etcd members ({} or {}): an extra even member adds a failure point without adding tolerance",
+                count - 1,
+                count + 1
+            ),
+        );
+    }
+}
+
+fn parse_subnet(c: &mut Collector<'_>, given: Option<&str>, default: &str, key: &str) -> Option<IpNet> {
+    let text = given.unwrap_or(default);
+    match text.parse::<IpNet>() {
+        Ok(net) if net.trunc() == net => Some(net),
+        Ok(net) => {
+            c.at(
+                &["cluster", key],
+                format!("`{text}` has host bits set"),
+                format!("write the network address: {}", net.trunc()),
+            );
+            None
+        }
+        Err(_) => {
+            c.at(
+                &["cluster", key],
+                format!("`{text}` is not a CIDR range"),
+                format!("write it as ADDRESS/PREFIX, e.g. {default}"),
+            );
+            None
+        }
+    }
+}
+
+fn resolve_api_endpoint(
+    c: &mut Collector<'_>,
+    file: &InventoryFile,
+    control_planes: &[&Host],
+    lb_hosts: &[&Host],
+) -> ApiEndpoint {
+    let spec = &file.cluster.api_endpoint;
+    let mode = spec.mode.unwrap_or(if !lb_hosts.is_empty() {
+        ApiEndpointMode::ExternalLb
+    } else if control_planes.len() == 1 {
+        ApiEndpointMode::Single
+    } else {
+        ApiEndpointMode::LocalProxy
+    });
+    let port = spec.port.unwrap_or(DEFAULT_API_PORT);
+    if port == 0 {
+        c.at(&["cluster", "api_endpoint", "port"], "port 0 is not a port", "use 1-65535; the default is 6443");
+    }
+    if let Some(addr) = &spec.address {
+        if !is_address(addr) {
+            c.at(
+                &["cluster", "api_endpoint", "address"],
+                format!("`{addr}` is not an IP address or host name"),
+                "give the address clients reach the API at",
+            );
+        }
+    }
+    if mode != ApiEndpointMode::ExternalLb && !lb_hosts.is_empty() {
+        c.at(
+            &["cluster", "api_endpoint", "mode"],
+            format!(
+                "host `{}` has role load-balancer but api_endpoint.mode is {}",
+                lb_hosts[0].name,
+                mode.as_str()
+            ),
+            "load-balancer hosts serve mode external-lb: set `mode: external-lb`, or remove the role",
+        );
+    }
+    let address = match mode {
+        ApiEndpointMode::ExternalLb => match (&spec.address, lb_hosts) {
+            (Some(addr), _) => addr.clone(),
+            (None, [one]) => one.internal_address.clone(),
+            (None, []) => {
+                c.at(
+                    &["cluster", "api_endpoint"],
+                    "api_endpoint.mode external-lb needs a load balancer",
+                    "give a host the role load-balancer, or set api_endpoint.address to a load balancer or VIP",
+                );
+                String::new()
+            }
+            (None, _) => {
+                c.at(
+                    &["cluster", "api_endpoint"],
+                    format!("{} load-balancer hosts but no api_endpoint.address", lb_hosts.len()),
+                    "with several load balancers, set api_endpoint.address to the VIP or DNS name in front of them",
+                );
+                String::new()
+            }
+        },
+        ApiEndpointMode::Existing => spec.address.clone().unwrap_or_else(|| {
+            c.at(
+                &["cluster", "api_endpoint"],
+                "api_endpoint.mode existing needs an address",
+                "set api_endpoint.address to the load balancer capstan does not manage",
+            );
+            String::new()
+        }),
+        ApiEndpointMode::Single => {
+            if control_planes.len() > 1 {
+                c.at(
+                    &["cluster", "api_endpoint", "mode"],
+                    format!("api_endpoint.mode single with {} control planes", control_planes.len()),
+                    "several control planes need a load balancer: use external-lb or local-proxy",
+                );
+            }
+            spec.address.clone().unwrap_or_else(|| {
+                control_planes
+                    .first()
+                    .map(|h| h.internal_address.clone())
+                    .unwrap_or_default()
+            })
+        }
+        ApiEndpointMode::LocalProxy => {
+            if spec.address.as_deref().is_some_and(|a| a != "127.0.0.1") {
+                c.at(
+                    &["cluster", "api_endpoint", "address"],
+                    "api_endpoint.mode local-proxy listens on 127.0.0.1 on every node",
+                    "remove api_endpoint.address, or use mode external-lb/existing for a shared address",
+                );
+            }
+            "127.0.0.1".to_string()
+        }
+    };
+    ApiEndpoint {
+        mode,
+        address,
+        port,
+        software: spec.software.unwrap_or(LbSoftware::Haproxy),
+    }
+}
+
+fn resolve_artifacts(c: &mut Collector<'_>, file: &InventoryFile) -> Artifacts {
+    let spec = &file.cluster.artifacts;
+    let mirror = spec
+        .mirror
+        .clone()
+        .unwrap_or_else(|| OFFICIAL_MIRROR.to_string())
+        .trim_end_matches('/')
+        .to_string();
+    if !(mirror.starts_with("https://") || mirror.starts_with("http://") || mirror.starts_with("file:///")) {
+        c.at(
+            &["cluster", "artifacts", "mirror"],
+            format!("`{mirror}` is not a mirror URL"),
+            "use https://HOST/PATH or file:///ABSOLUTE/PATH (dl.k8s.io's layout either way)",
+        );
+    }
+    let checksums = spec.checksums.unwrap_or(if mirror == OFFICIAL_MIRROR {
+        ChecksumSource::Pinned
+    } else {
+        ChecksumSource::Mirror
+    });
+    Artifacts { mirror, checksums }
+}
+
+fn merge_ssh(
+    c: &mut Collector<'_>,
+    global: &SshSpec,
+    host: Option<&SshSpec>,
+    idx: &str,
+    base_dir: &Path,
+) -> SshSettings {
+    let over = host.cloned().unwrap_or_default();
+    let (user_path, user) = pick(&over.user, &global.user, idx, "user");
+    let (port_path, port) = pick(&over.port, &global.port, idx, "port");
+    let (id_path, identity) = pick(&over.identity_file, &global.identity_file, idx, "identity_file");
+    let (_, become_method) = pick(&over.become_method, &global.become_method, idx, "become");
+    let (bastion_path, bastion) = pick(&over.bastion, &global.bastion, idx, "bastion");
+
+    if let Some(user) = &user {
+        if !is_user_name(user) {
+            c.at(
+                &strs(&user_path),
+                format!("`{user}` is not a user name"),
+                "use a POSIX user name: letters, digits, '_', '-', '.'",
+            );
+        }
+    }
+    if port == Some(0) {
+        c.at(&strs(&port_path), "port 0 is not a port", "use 1-65535; SSH's default is 22");
+    }
+    let identity_file = identity.map(|f| check_identity_file(c, &f, &id_path, base_dir));
+    let bastion = bastion.map(|b: BastionSpec| {
+        let mut at = bastion_path.clone();
+        if !is_address(&b.address) {
+            at.push("address".into());
+            c.at(
+                &strs(&at),
+                format!("`{}` is not an IP address or host name", b.address),
+                "give the bastion's address",
+            );
+            at.pop();
+        }
+        let identity_file = b.identity_file.as_ref().map(|f| {
+            at.push("identity_file".into());
+            let p = check_identity_file(c, f, &at, base_dir);
+            at.pop();
+            p
+        });
+        Bastion {
+            address: b.address,
+            port: b.port,
+            user: b.user,
+            identity_file,
+        }
+    });
+    // root needs no elevation; anyone else is elevated with sudo unless told otherwise.
+    let become_method = become_method.unwrap_or(match user.as_deref() {
+        None | Some("root") => Become::None,
+        Some(_) => Become::Sudo,
+    });
+    SshSettings {
+        user,
+        port,
+        identity_file,
+        become_method,
+        bastion,
+    }
+}
+
+/// The host's value if set, else the global one, with the path it came from.
+fn pick<T: Clone>(host: &Option<T>, global: &Option<T>, idx: &str, key: &str) -> (Vec<String>, Option<T>) {
+    match (host, global) {
+        (Some(v), _) => (
+            vec!["hosts".into(), idx.into(), "ssh".into(), key.into()],
+            Some(v.clone()),
+        ),
+        (None, v) => (vec!["ssh".into(), key.into()], v.clone()),
+    }
+}
+
+/// Expands `~/` and anchors a relative path at the inventory's folder.
+pub fn expand_path(given: &str, base_dir: &Path) -> PathBuf {
+    if let Some(rest) = given.strip_prefix("~/") {
+        if let Some(home) = dirs::home_dir() {
+            return home.join(rest);
+        }
+    }
+    let p = PathBuf::from(given);
+    if p.is_absolute() { p } else { base_dir.join(p) }
+}
+
+fn check_identity_file(c: &mut Collector<'_>, given: &str, at: &[String], base_dir: &Path) -> PathBuf {
+    let path = expand_path(given, base_dir);
+    if let Err(e) = std::fs::File::open(&path) {
+        c.at(
+            &strs(at),
+            format!("identity file {} cannot be read: {e}", path.display()),
+            "point identity_file at a readable private key (relative paths start at the inventory's folder), or remove it to use the ssh-agent",
+        );
+    }
+    path
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// DNS-1123 subdomain, as Kubernetes requires of node names.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A DNS name: labels may use upper case too (we only compare them, never create objects).
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|l| is_dns_label(&l.to_ascii_lowercase()))
+}
+
+/// An IP address, or a host name that needs no quoting anywhere.
+fn is_address(s: &str) -> bool {
+    super::is_ip(s) || is_dns_name(s)
+}
+
+fn is_user_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses() {
+        assert!(is_dns_subdomain("cp1"));
+        assert!(is_dns_subdomain("cp-1.example.com"));
+        assert!(!is_dns_subdomain("a;rm -rf /"));
+        assert!(!is_dns_subdomain("$(reboot)"));
+        assert!(!is_dns_subdomain("CP1"));
+        assert!(!is_dns_subdomain("-cp"));
+        assert!(is_address("192.0.2.1"));
+        assert!(is_address("fd00::1"));
+        assert!(is_address("Host.Example.com"));
+        assert!(!is_address("1.2.3.4; reboot"));
+        assert!(is_user_name("ubuntu"));
+        assert!(!is_user_name("a b"));
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(Version::parse("v1.32.3").unwrap().to_string(), "v1.32.3");
+        for bad in ["1.32.3", "v1.32", "v1.32.3.4", "v1.032.3", "v1.32.x", "v1..3", ""] {
+            assert!(Version::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

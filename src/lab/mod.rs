@@ -1,0 +1,2 @@
+//! lab
+pub const DEFAULT_IMAGE: &str = "capstan-lab:bookworm-1";

@@ -1,0 +1,2 @@
+//! ui
+pub fn init(_g: &crate::cli::GlobalArgs) {}
