@@ -151,7 +151,10 @@ impl Version {
         let mut parts = rest.split('.');
         let mut next = || -> Option<u32> {
             let p = parts.next()?;
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+            if p.is_empty()
+                || !p.bytes().all(|b| b.is_ascii_digit())
+                || (p.len() > 1 && p.starts_with('0'))
+            {
                 return None;
             }
             p.parse().ok()
@@ -207,7 +210,14 @@ impl fmt::Display for InventoryErrors {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            write!(f, "\n  {}:{}:{}: {}", self.file.display(), p.line, p.col, p.message)?;
+            write!(
+                f,
+                "\n  {}:{}:{}: {}",
+                self.file.display(),
+                p.line,
+                p.col,
+                p.message
+            )?;
             if let Some(help) = &p.help {
                 write!(f, "\n      help: {help}")?;
             }
@@ -254,6 +264,11 @@ pub fn locate(given: Option<&Path>) -> Result<PathBuf, crate::error::BadInput> {
 
 /// Reads and validates an inventory file.
 pub fn load(path: &Path) -> Result<Inventory, InventoryErrors> {
+    load_with_home(path, dirs::home_dir().as_deref())
+}
+
+/// [`load`], with `~/` in paths expanded against `home`.
+pub fn load_with_home(path: &Path, home: Option<&Path>) -> Result<Inventory, InventoryErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         InventoryErrors::single(
             path,
@@ -261,43 +276,63 @@ pub fn load(path: &Path) -> Result<Inventory, InventoryErrors> {
             Some("check the path given with -i or CAPSTAN_INVENTORY".to_string()),
         )
     })?;
-    load_str(&text, path)
+    load_str(&text, path, home)
 }
 
 /// Validates inventory text; `path` names it in messages and anchors relative paths.
-pub fn load_str(text: &str, path: &Path) -> Result<Inventory, InventoryErrors> {
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    home: Option<&Path>,
+) -> Result<Inventory, InventoryErrors> {
     let root = yaml::parse(text).map_err(|e| InventoryErrors {
         file: path.to_path_buf(),
         problems: vec![Problem {
             line: e.loc.line,
             col: e.loc.col,
             message: format!("not valid YAML: {}", e.message),
-            help: Some("YAML is indentation-sensitive; compare with inventory/sample/cluster.yaml".into()),
+            help: Some(
+                "YAML is indentation-sensitive; compare with inventory/sample/cluster.yaml".into(),
+            ),
         }],
     })?;
-    let file: InventoryFile = yaml::from_node_collecting(&root).map_err(|errors| InventoryErrors {
-        file: path.to_path_buf(),
-        problems: errors
-            .iter()
-            .map(|e| {
-                let (message, help) = e.message();
-                let loc = e.loc.unwrap_or_default();
-                Problem {
-                    line: loc.line,
-                    col: loc.col,
-                    message,
-                    help,
-                }
+    let collected = yaml::from_node_collecting::<InventoryFile>(&root);
+    let mut problems: Vec<Problem> = collected
+        .errors
+        .iter()
+        .map(|e| {
+            let (message, help) = e.message();
+            let loc = e.loc.unwrap_or_default();
+            Problem {
+                line: loc.line,
+                col: loc.col,
+                message,
+                help,
+            }
+        })
+        .collect();
+    // Unknown keys leave the rest sound, so its semantic problems are reported too.
+    let inventory = match &collected.value {
+        Some(file) => match resolve(file, &root, path, home) {
+            Ok(inventory) => Some(inventory),
+            Err(more) => {
+                problems.extend(more);
+                None
+            }
+        },
+        None => None,
+    };
+    match inventory {
+        Some(inventory) if problems.is_empty() => Ok(inventory),
+        _ => {
+            problems.sort_by_key(|p| (p.line, p.col));
+            problems.dedup();
+            Err(InventoryErrors {
+                file: path.to_path_buf(),
+                problems,
             })
-            .collect(),
-    })?;
-    resolve(&file, &root, path).map_err(|mut problems| {
-        problems.sort_by_key(|p| (p.line, p.col));
-        InventoryErrors {
-            file: path.to_path_buf(),
-            problems,
         }
-    })
+    }
 }
 
 /// Does `addr` parse as an IP address?

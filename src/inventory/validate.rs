@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use super::model::{
-    ApiEndpointMode, Become, BastionSpec, ChecksumSource, EtcdTopology, InventoryFile, LbSoftware,
+    ApiEndpointMode, BastionSpec, Become, ChecksumSource, EtcdTopology, InventoryFile, LbSoftware,
     Role, SshSpec,
 };
 use super::yaml::Node;
-use super::{ApiEndpoint, Artifacts, Bastion, Cluster, Host, Inventory, Problem, SshSettings, Version};
+use super::{
+    ApiEndpoint, Artifacts, Bastion, Cluster, Host, Inventory, Problem, SshSettings, Version,
+};
 
 pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
 pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
@@ -21,6 +23,7 @@ pub const OFFICIAL_MIRROR: &str = "https://dl.k8s.io";
 
 struct Collector<'a> {
     root: &'a Node,
+    home: Option<PathBuf>,
     problems: Vec<Problem>,
 }
 
@@ -38,9 +41,15 @@ impl Collector<'_> {
 }
 
 /// Fills defaults and validates; returns every problem found.
-pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Inventory, Vec<Problem>> {
+pub fn resolve(
+    file: &InventoryFile,
+    root: &Node,
+    path: &Path,
+    home: Option<&Path>,
+) -> Result<Inventory, Vec<Problem>> {
     let mut c = Collector {
         root,
+        home: home.map(Path::to_path_buf),
         problems: Vec::new(),
     };
     let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
@@ -58,30 +67,31 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
     if version.is_none() {
         c.at(
             &["cluster", "kubernetes_version"],
-            format!(
-                "`{}` is not a Kubernetes version",
-                spec.kubernetes_version
-            ),
+            format!("`{}` is not a Kubernetes version", spec.kubernetes_version),
             "write it as vMAJOR.MINOR.PATCH, e.g. v1.32.3",
         );
     }
 
-    let pod_subnet = parse_subnet(&mut c, spec.pod_subnet.as_deref(), DEFAULT_POD_SUBNET, "pod_subnet");
+    let pod_subnet = parse_subnet(
+        &mut c,
+        spec.pod_subnet.as_deref(),
+        DEFAULT_POD_SUBNET,
+        "pod_subnet",
+    );
     let service_subnet = parse_subnet(
         &mut c,
         spec.service_subnet.as_deref(),
         DEFAULT_SERVICE_SUBNET,
         "service_subnet",
     );
-    if let (Some(pods), Some(services)) = (pod_subnet, service_subnet) {
-        if pods.contains(&services.network()) || services.contains(&pods.network()) {
+    if let (Some(pods), Some(services)) = (pod_subnet, service_subnet)
+        && (pods.contains(&services.network()) || services.contains(&pods.network())) {
             c.at(
                 &["cluster", "service_subnet"],
                 format!("service_subnet {services} overlaps pod_subnet {pods}"),
                 "pod and service addresses must not collide: pick disjoint ranges, e.g. 10.244.0.0/16 and 10.96.0.0/12",
             );
         }
-    }
 
     let dns_domain = spec
         .dns_domain
@@ -97,7 +107,11 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
 
     // Hosts, with the global ssh block merged into each host's.
     if file.hosts.is_empty() {
-        c.at(&["hosts"], "the inventory lists no hosts", "add at least one host with role control-plane under `hosts:`");
+        c.at(
+            &["hosts"],
+            "the inventory lists no hosts",
+            "add at least one host with role control-plane under `hosts:`",
+        );
     }
     let mut hosts = Vec::with_capacity(file.hosts.len());
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -115,7 +129,10 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
         } else if let Some(first) = names.insert(&h.name, i) {
             c.at(
                 &strs(&at("name")),
-                format!("host name `{}` is used twice (first by hosts[{first}])", h.name),
+                format!(
+                    "host name `{}` is used twice (first by hosts[{first}])",
+                    h.name
+                ),
                 "every host needs its own name: it becomes the Kubernetes node name",
             );
         }
@@ -126,16 +143,18 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
                 "give the address SSH reaches the host at, e.g. 192.0.2.11 or cp1.example.com",
             );
         }
-        let internal = h.internal_address.clone().unwrap_or_else(|| h.address.clone());
-        if let Some(addr) = &h.internal_address {
-            if !is_address(addr) {
+        let internal = h
+            .internal_address
+            .clone()
+            .unwrap_or_else(|| h.address.clone());
+        if let Some(addr) = &h.internal_address
+            && !is_address(addr) {
                 c.at(
                     &strs(&at("internal_address")),
                     format!("`{addr}` is not an IP address or host name"),
                     "give the address cluster traffic uses, e.g. 10.0.0.11",
                 );
             }
-        }
         if h.roles.is_empty() {
             c.at(
                 &strs(&at("name")),
@@ -157,22 +176,18 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
         if let Some(first) = ssh_addresses.insert((h.address.clone(), ssh.port), i) {
             c.at(
                 &strs(&at("address")),
-                format!(
-                    "address `{}` is used by hosts[{first}] too",
-                    h.address
-                ),
+                format!("address `{}` is used by hosts[{first}] too", h.address),
                 "every host needs its own SSH address (or its own ssh.port)",
             );
         }
-        if let Some(first) = internal_addresses.insert(internal.clone(), i) {
-            if h.internal_address.is_some() {
+        if let Some(first) = internal_addresses.insert(internal.clone(), i)
+            && h.internal_address.is_some() {
                 c.at(
                     &strs(&at("internal_address")),
                     format!("internal address `{internal}` is used by hosts[{first}] too"),
                     "every host needs its own internal address",
                 );
             }
-        }
         hosts.push(Host {
             name: h.name.clone(),
             address: h.address.clone(),
@@ -182,14 +197,20 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
         });
     }
 
-    let control_planes: Vec<&Host> = hosts.iter().filter(|h| h.has_role(Role::ControlPlane)).collect();
+    let control_planes: Vec<&Host> = hosts
+        .iter()
+        .filter(|h| h.has_role(Role::ControlPlane))
+        .collect();
     let etcd_hosts: Vec<usize> = hosts
         .iter()
         .enumerate()
         .filter(|(_, h)| h.has_role(Role::Etcd))
         .map(|(i, _)| i)
         .collect();
-    let lb_hosts: Vec<&Host> = hosts.iter().filter(|h| h.has_role(Role::LoadBalancer)).collect();
+    let lb_hosts: Vec<&Host> = hosts
+        .iter()
+        .filter(|h| h.has_role(Role::LoadBalancer))
+        .collect();
     if !file.hosts.is_empty() && control_planes.is_empty() {
         c.at(
             &["hosts"],
@@ -211,7 +232,11 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
                     "under stacked topology etcd runs on the control planes; set `etcd: {topology: external}` to use etcd hosts, or remove the role",
                 );
             }
-            check_member_count(&mut c, control_planes.len(), "control planes (stacked etcd)");
+            check_member_count(
+                &mut c,
+                control_planes.len(),
+                "control planes (stacked etcd)",
+            );
         }
         EtcdTopology::External => {
             if etcd_hosts.is_empty() {
@@ -234,7 +259,11 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
             path: path.to_path_buf(),
             cluster: Cluster {
                 name: spec.name.clone(),
-                kubernetes_version: version.unwrap_or(Version { major: 0, minor: 0, patch: 0 }),
+                kubernetes_version: version.unwrap_or(Version {
+                    major: 0,
+                    minor: 0,
+                    patch: 0,
+                }),
                 pod_subnet: pod_subnet.unwrap_or_default(),
                 service_subnet: service_subnet.unwrap_or_default(),
                 dns_domain,
@@ -254,15 +283,16 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn check_member_count(c: &mut Collector<'_>, count: usize, what: &str) {
-    if count > 0 && count % 2 == 0 {
+    if count > 0 && count.is_multiple_of(2) {
         let quorum = count / 2 + 1;
         c.at(
             &["hosts"],
             format!(
-                "{count} {what} make an even number of etcd members: a quorum is {quorum} of {count}, so it survives {} failure{} — no more than {} members would",
+                "{count} {what} give an even number of etcd members: quorum is {quorum} of {count}, which survives {} failure{}, the same as {} member{}",
                 count - quorum,
                 if count - quorum == 1 { "" } else { "s" },
-                count - 1
+                count - 1,
+                if count - 1 == 1 { "" } else { "s" },
             ),
             format!(
                 "use an odd number of etcd members ({} or {}): an extra even member adds a failure point without adding tolerance",
@@ -273,7 +303,12 @@ fn check_member_count(c: &mut Collector<'_>, count: usize, what: &str) {
     }
 }
 
-fn parse_subnet(c: &mut Collector<'_>, given: Option<&str>, default: &str, key: &str) -> Option<IpNet> {
+fn parse_subnet(
+    c: &mut Collector<'_>,
+    given: Option<&str>,
+    default: &str,
+    key: &str,
+) -> Option<IpNet> {
     let text = given.unwrap_or(default);
     match text.parse::<IpNet>() {
         Ok(net) if net.trunc() == net => Some(net),
@@ -312,17 +347,20 @@ fn resolve_api_endpoint(
     });
     let port = spec.port.unwrap_or(DEFAULT_API_PORT);
     if port == 0 {
-        c.at(&["cluster", "api_endpoint", "port"], "port 0 is not a port", "use 1-65535; the default is 6443");
+        c.at(
+            &["cluster", "api_endpoint", "port"],
+            "port 0 is not a port",
+            "use 1-65535; the default is 6443",
+        );
     }
-    if let Some(addr) = &spec.address {
-        if !is_address(addr) {
+    if let Some(addr) = &spec.address
+        && !is_address(addr) {
             c.at(
                 &["cluster", "api_endpoint", "address"],
                 format!("`{addr}` is not an IP address or host name"),
                 "give the address clients reach the API at",
             );
         }
-    }
     if mode != ApiEndpointMode::ExternalLb && !lb_hosts.is_empty() {
         c.at(
             &["cluster", "api_endpoint", "mode"],
@@ -367,7 +405,10 @@ fn resolve_api_endpoint(
             if control_planes.len() > 1 {
                 c.at(
                     &["cluster", "api_endpoint", "mode"],
-                    format!("api_endpoint.mode single with {} control planes", control_planes.len()),
+                    format!(
+                        "api_endpoint.mode single with {} control planes",
+                        control_planes.len()
+                    ),
                     "several control planes need a load balancer: use external-lb or local-proxy",
                 );
             }
@@ -405,7 +446,10 @@ fn resolve_artifacts(c: &mut Collector<'_>, file: &InventoryFile) -> Artifacts {
         .unwrap_or_else(|| OFFICIAL_MIRROR.to_string())
         .trim_end_matches('/')
         .to_string();
-    if !(mirror.starts_with("https://") || mirror.starts_with("http://") || mirror.starts_with("file:///")) {
+    if !(mirror.starts_with("https://")
+        || mirror.starts_with("http://")
+        || mirror.starts_with("file:///"))
+    {
         c.at(
             &["cluster", "artifacts", "mirror"],
             format!("`{mirror}` is not a mirror URL"),
@@ -430,21 +474,29 @@ fn merge_ssh(
     let over = host.cloned().unwrap_or_default();
     let (user_path, user) = pick(&over.user, &global.user, idx, "user");
     let (port_path, port) = pick(&over.port, &global.port, idx, "port");
-    let (id_path, identity) = pick(&over.identity_file, &global.identity_file, idx, "identity_file");
+    let (id_path, identity) = pick(
+        &over.identity_file,
+        &global.identity_file,
+        idx,
+        "identity_file",
+    );
     let (_, become_method) = pick(&over.become_method, &global.become_method, idx, "become");
     let (bastion_path, bastion) = pick(&over.bastion, &global.bastion, idx, "bastion");
 
-    if let Some(user) = &user {
-        if !is_user_name(user) {
+    if let Some(user) = &user
+        && !is_user_name(user) {
             c.at(
                 &strs(&user_path),
                 format!("`{user}` is not a user name"),
                 "use a POSIX user name: letters, digits, '_', '-', '.'",
             );
         }
-    }
     if port == Some(0) {
-        c.at(&strs(&port_path), "port 0 is not a port", "use 1-65535; SSH's default is 22");
+        c.at(
+            &strs(&port_path),
+            "port 0 is not a port",
+            "use 1-65535; SSH's default is 22",
+        );
     }
     let identity_file = identity.map(|f| check_identity_file(c, &f, &id_path, base_dir));
     let bastion = bastion.map(|b: BastionSpec| {
@@ -486,7 +538,12 @@ fn merge_ssh(
 }
 
 /// The host's value if set, else the global one, with the path it came from.
-fn pick<T: Clone>(host: &Option<T>, global: &Option<T>, idx: &str, key: &str) -> (Vec<String>, Option<T>) {
+fn pick<T: Clone>(
+    host: &Option<T>,
+    global: &Option<T>,
+    idx: &str,
+    key: &str,
+) -> (Vec<String>, Option<T>) {
     match (host, global) {
         (Some(v), _) => (
             vec!["hosts".into(), idx.into(), "ssh".into(), key.into()],
@@ -497,18 +554,22 @@ fn pick<T: Clone>(host: &Option<T>, global: &Option<T>, idx: &str, key: &str) ->
 }
 
 /// Expands `~/` and anchors a relative path at the inventory's folder.
-pub fn expand_path(given: &str, base_dir: &Path) -> PathBuf {
-    if let Some(rest) = given.strip_prefix("~/") {
-        if let Some(home) = dirs::home_dir() {
+pub fn expand_path(given: &str, base_dir: &Path, home: Option<&Path>) -> PathBuf {
+    if let Some(rest) = given.strip_prefix("~/")
+        && let Some(home) = home {
             return home.join(rest);
         }
-    }
     let p = PathBuf::from(given);
     if p.is_absolute() { p } else { base_dir.join(p) }
 }
 
-fn check_identity_file(c: &mut Collector<'_>, given: &str, at: &[String], base_dir: &Path) -> PathBuf {
-    let path = expand_path(given, base_dir);
+fn check_identity_file(
+    c: &mut Collector<'_>,
+    given: &str,
+    at: &[String],
+    base_dir: &Path,
+) -> PathBuf {
+    let path = expand_path(given, base_dir, c.home.as_deref());
     if let Err(e) = std::fs::File::open(&path) {
         c.at(
             &strs(at),
@@ -522,7 +583,8 @@ fn check_identity_file(c: &mut Collector<'_>, given: &str, at: &[String], base_d
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -546,7 +608,8 @@ fn is_user_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && !s.starts_with('-')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]
@@ -572,7 +635,15 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(Version::parse("v1.32.3").unwrap().to_string(), "v1.32.3");
-        for bad in ["1.32.3", "v1.32", "v1.32.3.4", "v1.032.3", "v1.32.x", "v1..3", ""] {
+        for bad in [
+            "1.32.3",
+            "v1.32",
+            "v1.32.3.4",
+            "v1.032.3",
+            "v1.32.x",
+            "v1..3",
+            "",
+        ] {
             assert!(Version::parse(bad).is_none(), "{bad}");
         }
     }

@@ -43,7 +43,10 @@ impl From<Marker> for Loc {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
     /// A scalar; `plain` is false for quoted and block scalars, which are always strings.
-    Scalar { value: String, plain: bool },
+    Scalar {
+        value: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -99,12 +102,61 @@ impl Node {
                 None => return node.loc,
             }
         }
-        if let NodeKind::Map(entries) = &node.kind {
-            if let Some((k, _)) = entries.iter().find(|(k, _)| k.as_str() == Some(key)) {
+        if let NodeKind::Map(entries) = &node.kind
+            && let Some((k, _)) = entries.iter().find(|(k, _)| k.as_str() == Some(key)) {
                 return k.loc;
             }
-        }
         node.loc
+    }
+
+    fn get_path(&self, path: &[PathPart]) -> Option<&Node> {
+        let mut node = self;
+        for part in path {
+            node = match (&node.kind, part) {
+                (NodeKind::Map(entries), PathPart::Key(key)) => entries
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(key))
+                    .map(|(_, v)| v)?,
+                (NodeKind::Seq(items), PathPart::Index(i)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    fn get_path_mut(&mut self, path: &[PathPart]) -> Option<&mut Node> {
+        let mut node = self;
+        for part in path {
+            node = match (&mut node.kind, part) {
+                (NodeKind::Map(entries), PathPart::Key(key)) => entries
+                    .iter_mut()
+                    .find(|(k, _)| k.as_str() == Some(key))
+                    .map(|(_, v)| v)?,
+                (NodeKind::Seq(items), PathPart::Index(i)) => items.get_mut(*i)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// Adds `key: null` to the mapping at `path`; returns whether it could.
+    fn insert_null(&mut self, path: &[PathPart], key: &str) -> bool {
+        let Some(node) = self.get_path_mut(path) else {
+            return false;
+        };
+        let loc = node.loc;
+        let NodeKind::Map(entries) = &mut node.kind else {
+            return false;
+        };
+        let scalar = |value: &str| Node {
+            kind: NodeKind::Scalar {
+                value: value.to_string(),
+                plain: true,
+            },
+            loc,
+        };
+        entries.push((scalar(key), scalar("")));
+        true
     }
 
     /// Removes the node at `path` from its parent; returns whether something was removed.
@@ -205,8 +257,8 @@ impl TreeBuilder {
             NodeKind::Map(entries) => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
-                    if let Some(name) = key.as_str() {
-                        if let Some((first, _)) =
+                    if let Some(name) = key.as_str()
+                        && let Some((first, _)) =
                             entries.iter().find(|(k, _)| k.as_str() == Some(name))
                         {
                             self.error = Some(SyntaxError {
@@ -218,7 +270,6 @@ impl TreeBuilder {
                             });
                             return;
                         }
-                    }
                     entries.push((key, node));
                 }
             },
@@ -334,6 +385,10 @@ pub enum DeErrorKind {
         expected: &'static [&'static str],
     },
     MissingField(&'static str),
+    InvalidType {
+        expected: String,
+        found: String,
+    },
     Other(String),
 }
 
@@ -385,11 +440,16 @@ impl DeError {
                     Some(format!("add `{field}:` there")),
                 )
             }
+            DeErrorKind::InvalidType { expected, found } => (
+                format!("`{path}` is {found}"),
+                Some(format!("expected {expected}")),
+            ),
             DeErrorKind::Other(msg) => {
+                let help = Some("compare with inventory/sample/cluster.yaml".to_string());
                 if path.is_empty() {
-                    (msg.clone(), None)
+                    (msg.clone(), help)
                 } else {
-                    (format!("`{path}`: {msg}"), None)
+                    (format!("`{path}`: {msg}"), help)
                 }
             }
         }
@@ -461,43 +521,105 @@ impl de::Error for DeError {
     }
 }
 
+/// The result of [`from_node_collecting`].
+#[derive(Debug)]
+pub struct Collected<T> {
+    /// The value, when every problem was an unknown key: those entries were dropped and
+    /// the rest is exactly what the user wrote, sound enough to validate further.
+    pub value: Option<T>,
+    /// Every problem found, in the order of the file.
+    pub errors: Vec<DeError>,
+}
+
 /// Deserializes `T` from `root`, collecting every problem serde finds.
 ///
-/// Each rejected node is pruned and deserialization retried, so that one run reports all
-/// unknown keys and bad values. A missing key cannot be pruned, so it ends the search; a
-/// missing key that we caused by pruning its bad value is not reported twice.
-pub fn from_node_collecting<T: DeserializeOwned>(root: &Node) -> Result<T, Vec<DeError>> {
+/// After each problem the tree is repaired and deserialization retried, so that one run
+/// reports every unknown key, bad value and missing key: an unknown key's entry is dropped,
+/// a bad value is replaced by a neutral value of the right shape, a missing key is added
+/// with one.
+pub fn from_node_collecting<T: DeserializeOwned>(root: &Node) -> Collected<T> {
     const MAX_ROUNDS: usize = 200;
     let mut tree = root.clone();
     let mut errors: Vec<DeError> = Vec::new();
-    let mut pruned: Vec<Vec<PathPart>> = Vec::new();
+    let mut only_pruned = true;
+    let mut value = None;
     for _ in 0..MAX_ROUNDS {
         let err = match T::deserialize(NodeDe {
             node: &tree,
             path: Vec::new(),
         }) {
-            Ok(value) if errors.is_empty() => return Ok(value),
-            Ok(_) => return Err(errors),
+            Ok(v) => {
+                value = only_pruned.then_some(v);
+                break;
+            }
             Err(err) => err,
         };
         let path = err.path.clone().unwrap_or_default();
-        if let DeErrorKind::MissingField(field) = &err.kind {
-            let mut full = path.clone();
-            full.push(PathPart::Key((*field).to_string()));
-            if !pruned.contains(&full) {
-                errors.push(err);
+        let repaired = match &err.kind {
+            DeErrorKind::UnknownField { .. } => tree.prune(&path),
+            DeErrorKind::MissingField(field) => {
+                only_pruned = false;
+                let mut full = path.clone();
+                full.push(PathPart::Key((*field).to_string()));
+                tree.insert_null(&path, field) && substitute::<T>(&mut tree, &full, None)
             }
-            return Err(errors);
-        }
-        // An unknown key is reported at its key; prune the whole entry.
-        let removable = tree.prune(&path);
+            DeErrorKind::UnknownVariant { .. }
+            | DeErrorKind::InvalidType { .. }
+            | DeErrorKind::Other(_) => {
+                only_pruned = false;
+                substitute::<T>(&mut tree, &path, Some(&err)) || tree.prune(&path)
+            }
+        };
         errors.push(err);
-        if !removable {
-            return Err(errors);
+        if !repaired {
+            break;
         }
-        pruned.push(path);
     }
-    Err(errors)
+    errors.sort_by_key(|e| e.loc);
+    Collected { value, errors }
+}
+
+/// Replaces the node at `path` with the first neutral value that `T` accepts there.
+fn substitute<T: DeserializeOwned>(
+    tree: &mut Node,
+    path: &[PathPart],
+    err: Option<&DeError>,
+) -> bool {
+    let Some(original) = tree.get_path(path).cloned() else {
+        return false;
+    };
+    let scalar = |value: &str, plain: bool| NodeKind::Scalar {
+        value: value.to_string(),
+        plain,
+    };
+    let mut candidates = Vec::new();
+    if let Some(DeErrorKind::UnknownVariant { expected, .. }) = err.map(|e| &e.kind) {
+        candidates.extend(expected.first().map(|v| scalar(v, true)));
+    }
+    candidates.extend([
+        scalar("0", true),
+        scalar("placeholder", false),
+        scalar("true", true),
+        NodeKind::Seq(Vec::new()),
+        NodeKind::Map(Vec::new()),
+    ]);
+    for kind in candidates {
+        if let Some(slot) = tree.get_path_mut(path) {
+            slot.kind = kind;
+        }
+        let next = T::deserialize(NodeDe {
+            node: tree,
+            path: Vec::new(),
+        });
+        match next {
+            Err(e) if e.path.as_deref() == Some(path) => {}
+            _ => return true,
+        }
+    }
+    if let Some(slot) = tree.get_path_mut(path) {
+        *slot = original;
+    }
+    false
 }
 
 struct NodeDe<'a> {
@@ -516,8 +638,15 @@ impl NodeDe<'_> {
             NodeKind::Seq(_) => de::Unexpected::Seq,
             NodeKind::Map(_) => de::Unexpected::Map,
         };
-        let msg = format!("expected {exp}, found {}", describe_unexpected(&unexp));
-        self.fail(de::Error::custom(msg))
+        self.type_error(exp.to_string(), describe_unexpected(&unexp))
+    }
+
+    fn type_error(&self, expected: String, found: String) -> DeError {
+        self.fail(DeError {
+            kind: DeErrorKind::InvalidType { expected, found },
+            path: None,
+            loc: None,
+        })
     }
 
     fn scalar(&self) -> Option<(&str, bool)> {
@@ -529,12 +658,12 @@ impl NodeDe<'_> {
 
     fn parse_number<T: std::str::FromStr>(&self, exp: &str) -> Result<T, DeError> {
         match self.scalar() {
-            Some((value, true)) => value.parse::<T>().map_err(|_| {
-                self.fail(de::Error::custom(format!("expected {exp}, found `{value}`")))
-            }),
-            Some((value, false)) => Err(self.fail(de::Error::custom(format!(
-                "expected {exp}, found the quoted string \"{value}\""
-            )))),
+            Some((value, true)) => value
+                .parse::<T>()
+                .map_err(|_| self.type_error(exp.to_string(), format!("`{value}`"))),
+            Some((value, false)) => {
+                Err(self.type_error(exp.to_string(), format!("the quoted string \"{value}\"")))
+            }
             None => Err(self.invalid_type(&exp)),
         }
     }
@@ -542,7 +671,7 @@ impl NodeDe<'_> {
 
 fn describe_unexpected(unexp: &de::Unexpected<'_>) -> String {
     match unexp {
-        de::Unexpected::Str(s) if s.is_empty() => "an empty value".to_string(),
+        de::Unexpected::Str("") => "an empty value".to_string(),
         de::Unexpected::Str(s) => format!("`{s}`"),
         de::Unexpected::Seq => "a list".to_string(),
         de::Unexpected::Map => "a mapping".to_string(),
@@ -818,7 +947,9 @@ impl<'de> MapAccess<'de> for MapDe<'_> {
         let path = self.entry_path();
         if key.as_str().is_none() {
             return Err(DeError {
-                kind: DeErrorKind::Other("a key must be a plain word, not a list or mapping".into()),
+                kind: DeErrorKind::Other(
+                    "a key must be a plain word, not a list or mapping".into(),
+                ),
                 path: None,
                 loc: None,
             }
@@ -926,10 +1057,11 @@ mod tests {
 
     #[test]
     fn deserializes_a_valid_document() {
-        let root =
-            parse("name: x\ninner:\n  port: 22\n  tags: [a, b]\nmode: external\nitems:\n  - port: 1\n")
-                .unwrap();
-        let outer: Outer = from_node_collecting(&root).unwrap();
+        let root = parse(
+            "name: x\ninner:\n  port: 22\n  tags: [a, b]\nmode: external\nitems:\n  - port: 1\n",
+        )
+        .unwrap();
+        let outer: Outer = from_node_collecting(&root).value.unwrap();
         assert_eq!(outer.inner.port, 22);
         assert_eq!(outer.inner.tags, vec!["a", "b"]);
         assert_eq!(outer.mode, Some(Mode::External));
@@ -940,7 +1072,9 @@ mod tests {
     fn reports_every_unknown_key_and_bad_value_at_once() {
         let text = "name: x\nnmae: y\ninner:\n  port: 99999\n  prot: 1\nmode: stacke\nitems:\n  - port: 1\n    extra: 2\n";
         let root = parse(text).unwrap();
-        let errors = from_node_collecting::<Outer>(&root).unwrap_err();
+        let collected = from_node_collecting::<Outer>(&root);
+        assert!(collected.value.is_none());
+        let errors = collected.errors;
         let found: Vec<(String, Loc)> = errors
             .iter()
             .map(|e| (e.message().0, e.loc.unwrap()))
@@ -948,11 +1082,26 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                ("unknown key `nmae` in the top level".to_string(), Loc { line: 2, col: 1 }),
-                ("`inner.port`: expected a whole number from 0 to 65535, found `99999`".to_string(), Loc { line: 4, col: 9 }),
-                ("unknown key `prot` in `inner`".to_string(), Loc { line: 5, col: 3 }),
-                ("`stacke` is not a valid value for `mode`".to_string(), Loc { line: 6, col: 7 }),
-                ("unknown key `extra` in `items[0]`".to_string(), Loc { line: 9, col: 5 }),
+                (
+                    "unknown key `nmae` in the top level".to_string(),
+                    Loc { line: 2, col: 1 }
+                ),
+                (
+                    "`inner.port` is `99999`".to_string(),
+                    Loc { line: 4, col: 9 }
+                ),
+                (
+                    "unknown key `prot` in `inner`".to_string(),
+                    Loc { line: 5, col: 3 }
+                ),
+                (
+                    "`stacke` is not a valid value for `mode`".to_string(),
+                    Loc { line: 6, col: 7 }
+                ),
+                (
+                    "unknown key `extra` in `items[0]`".to_string(),
+                    Loc { line: 9, col: 5 }
+                ),
             ]
         );
         assert_eq!(
@@ -964,9 +1113,14 @@ mod tests {
     #[test]
     fn missing_key_is_reported_with_its_mapping() {
         let root = parse("inner:\n  port: 1\n").unwrap();
-        let errors = from_node_collecting::<Outer>(&root).unwrap_err();
+        let errors = from_node_collecting::<Outer>(&root).errors;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].message().0, "missing key `name` in the top level");
+        // Unknown keys alone leave a sound value behind.
+        let root = parse("name: x\nzzz: 1\ninner:\n  port: 1\n").unwrap();
+        let collected = from_node_collecting::<Outer>(&root);
+        assert_eq!(collected.errors.len(), 1);
+        assert_eq!(collected.value.unwrap().name, "x");
     }
 
     #[test]
@@ -988,7 +1142,7 @@ mod tests {
             b: Vec<String>,
         }
         let root = parse("a: \"007\"\nb: &x [p, q]\n").unwrap();
-        let s: S = from_node_collecting(&root).unwrap();
+        let s: S = from_node_collecting(&root).value.unwrap();
         assert_eq!(s.a, "007");
         assert_eq!(s.b, vec!["p", "q"]);
     }

@@ -1,2 +1,98 @@
-//! ui
-pub fn init(_g: &crate::cli::GlobalArgs) {}
+//! What the user sees: logging verbosity, colours, progress bars, tables.
+
+mod progress;
+mod table;
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+pub use progress::HostProgress;
+pub use table::Table;
+
+use crate::cli::{GlobalArgs, OutputFormat};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub color: bool,
+    pub quiet: bool,
+    pub verbose: u8,
+    pub json: bool,
+    /// Progress bars only on a terminal, and never in quiet or JSON mode.
+    pub progress: bool,
+}
+
+static UI: OnceLock<Ui> = OnceLock::new();
+
+/// Sets up the error report style and logging from the global flags. Call once.
+pub fn init(global: &GlobalArgs) {
+    let stderr_tty = std::io::stderr().is_terminal();
+    let json = global.output == OutputFormat::Json;
+    let ui = Ui {
+        color: !global.no_color && stderr_tty,
+        quiet: global.quiet,
+        verbose: global.verbose,
+        json,
+        progress: stderr_tty && !global.quiet && !json,
+    };
+    let _ = UI.set(ui);
+    let color = ui.color;
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(color)
+                .unicode(color)
+                .terminal_links(false)
+                .build(),
+        )
+    }));
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("capstan={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .without_time()
+        .try_init();
+}
+
+/// The settings chosen by [`init`] (defaults when `init` was not called, as in tests).
+pub fn ui() -> Ui {
+    UI.get().copied().unwrap_or(Ui {
+        color: false,
+        quiet: false,
+        verbose: 0,
+        json: false,
+        progress: false,
+    })
+}
+
+/// Wraps `text` in an ANSI colour when colours are on.
+pub fn paint(text: &str, color: Color) -> String {
+    if !ui().color {
+        return text.to_string();
+    }
+    let code = match color {
+        Color::Red => "31",
+        Color::Green => "32",
+        Color::Yellow => "33",
+        Color::Dim => "2",
+        Color::Bold => "1",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Color {
+    Red,
+    Green,
+    Yellow,
+    Dim,
+    Bold,
+}
