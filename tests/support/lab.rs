@@ -1,0 +1,78 @@
+//! A lab of container hosts for one test binary, made with the real `capstan lab up` and
+//! always removed with `capstan lab down`, also when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Lab {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Starts a lab named `capstan-t-<what>-<pid>` with the given `lab up` flags.
+    pub fn up(what: &str, flags: &[&str]) -> Lab {
+        let name = format!("ct-{what}-{}", std::process::id());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lab = Lab { name, dir };
+        let out = capstan()
+            .args(["lab", "up", "--name", &lab.name, "--out"])
+            .arg(lab.dir.path())
+            .args(flags)
+            .output()
+            .expect("run capstan lab up");
+        assert!(
+            out.status.success(),
+            "lab up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.path().join("cluster.yaml")
+    }
+
+    pub fn container(&self, host: &str) -> String {
+        format!("{}-{host}", self.name)
+    }
+
+    /// Runs `docker` with the arguments and returns stdout; panics on failure.
+    pub fn docker(&self, args: &[&str]) -> String {
+        docker(args)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = capstan()
+            .args(["lab", "down", "--name", &self.name, "--out"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The capstan binary under test.
+pub fn capstan() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.env_remove("CAPSTAN_INVENTORY")
+        .env_remove("SSH_AUTH_SOCK")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+#[allow(dead_code)]
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
