@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod lab;
 pub mod ssh;
 pub mod ui;
+pub mod yaml;
 
 use std::process::ExitCode;
 

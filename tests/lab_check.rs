@@ -25,16 +25,23 @@ fn check_against_a_lab() {
 
     // A healthy lab passes, every host with its facts and checks.
     let (code, stdout, stderr) = run(&["check"], &inv);
-    assert_eq!(code, 0, "check failed on a healthy lab:\n{stdout}\n{stderr}");
+    assert_eq!(
+        code, 0,
+        "check failed on a healthy lab:\n{stdout}\n{stderr}"
+    );
     for host in ["cp1", "w1", "w2"] {
         assert!(stdout.contains(host), "{host} missing from:\n{stdout}");
     }
-    assert!(stdout.contains("check passed: 3 hosts, 0 unreachable, 0 errors"), "{stdout}");
+    assert!(
+        stdout.contains("check passed: 3 hosts, 0 unreachable, 0 errors"),
+        "{stdout}"
+    );
 
     // JSON gives the same as one document.
     let (code, stdout, _) = run(&["check", "--output", "json"], &inv);
     assert_eq!(code, 0);
-    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("check --output json is JSON");
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout).expect("check --output json is JSON");
     let hosts = doc["hosts"].as_array().expect("hosts array");
     assert_eq!(hosts.len(), 3);
     for h in hosts {
@@ -50,14 +57,17 @@ fn check_against_a_lab() {
     let w2 = stdout.split("w2 (").nth(1).expect("w2 section");
     assert!(w2.contains("unreachable:"), "{stdout}");
     let cp1 = stdout.split("cp1 (").nth(1).expect("cp1 section");
-    assert!(cp1.split("w1 (").next().is_some_and(|s| s.contains("Swap")), "{stdout}");
+    assert!(
+        cp1.split("w1 (").next().is_some_and(|s| s.contains("Swap")),
+        "{stdout}"
+    );
     lab.docker(&["start", &lab.container("w2")]);
 
     // A changed host key is refused: give w1 the key recorded for cp1.
     let known = lab.dir.path().join(".capstan/known_hosts");
     let text = read(&known);
-    let doc: serde_json::Value = serde_json::from_str(&run(&["check", "--output", "json"], &inv).1)
-        .unwrap_or_default();
+    let doc: serde_json::Value =
+        serde_json::from_str(&run(&["check", "--output", "json"], &inv).1).unwrap_or_default();
     let addr = |name: &str| -> String {
         doc["hosts"]
             .as_array()
@@ -87,7 +97,10 @@ fn check_against_a_lab() {
         let (code, stdout, _) = run(flags, &inv);
         assert_eq!(code, 1, "{stdout}");
         let w1 = stdout.split("w1 (").nth(1).expect("w1 section");
-        assert!(w1.contains("host key") && w1.contains("changed"), "{stdout}");
+        assert!(
+            w1.contains("host key") && w1.contains("changed"),
+            "{stdout}"
+        );
     }
 }
 
@@ -102,6 +115,12 @@ fn bad_inventory_exits_2_before_any_connection() {
     .expect("write inventory");
     let (code, _, stderr) = run(&["check"], &inv);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("cluster.yaml:3:") && stderr.contains("unknown key `sssh`"), "{stderr}");
-    assert!(!stderr.contains("192.0.2.1:22"), "no connection may be attempted: {stderr}");
+    assert!(
+        stderr.contains("cluster.yaml:3:") && stderr.contains("unknown key `sssh`"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("192.0.2.1:22"),
+        "no connection may be attempted: {stderr}"
+    );
 }

@@ -6,7 +6,6 @@
 
 mod model;
 mod validate;
-pub mod yaml;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -14,6 +13,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+
+use crate::yaml;
 use serde::Serialize;
 
 pub use model::{

@@ -10,10 +10,10 @@ use super::model::{
     ApiEndpointMode, BastionSpec, Become, ChecksumSource, EtcdTopology, InventoryFile, LbSoftware,
     Role, SshSpec,
 };
-use super::yaml::Node;
 use super::{
     ApiEndpoint, Artifacts, Bastion, Cluster, Host, Inventory, Problem, SshSettings, Version,
 };
+use crate::yaml::Node;
 
 pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
 pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
@@ -85,13 +85,14 @@ pub fn resolve(
         "service_subnet",
     );
     if let (Some(pods), Some(services)) = (pod_subnet, service_subnet)
-        && (pods.contains(&services.network()) || services.contains(&pods.network())) {
-            c.at(
+        && (pods.contains(&services.network()) || services.contains(&pods.network()))
+    {
+        c.at(
                 &["cluster", "service_subnet"],
                 format!("service_subnet {services} overlaps pod_subnet {pods}"),
                 "pod and service addresses must not collide: pick disjoint ranges, e.g. 10.244.0.0/16 and 10.96.0.0/12",
             );
-        }
+    }
 
     let dns_domain = spec
         .dns_domain
@@ -148,13 +149,14 @@ pub fn resolve(
             .clone()
             .unwrap_or_else(|| h.address.clone());
         if let Some(addr) = &h.internal_address
-            && !is_address(addr) {
-                c.at(
-                    &strs(&at("internal_address")),
-                    format!("`{addr}` is not an IP address or host name"),
-                    "give the address cluster traffic uses, e.g. 10.0.0.11",
-                );
-            }
+            && !is_address(addr)
+        {
+            c.at(
+                &strs(&at("internal_address")),
+                format!("`{addr}` is not an IP address or host name"),
+                "give the address cluster traffic uses, e.g. 10.0.0.11",
+            );
+        }
         if h.roles.is_empty() {
             c.at(
                 &strs(&at("name")),
@@ -181,13 +183,14 @@ pub fn resolve(
             );
         }
         if let Some(first) = internal_addresses.insert(internal.clone(), i)
-            && h.internal_address.is_some() {
-                c.at(
-                    &strs(&at("internal_address")),
-                    format!("internal address `{internal}` is used by hosts[{first}] too"),
-                    "every host needs its own internal address",
-                );
-            }
+            && h.internal_address.is_some()
+        {
+            c.at(
+                &strs(&at("internal_address")),
+                format!("internal address `{internal}` is used by hosts[{first}] too"),
+                "every host needs its own internal address",
+            );
+        }
         hosts.push(Host {
             name: h.name.clone(),
             address: h.address.clone(),
@@ -354,13 +357,14 @@ fn resolve_api_endpoint(
         );
     }
     if let Some(addr) = &spec.address
-        && !is_address(addr) {
-            c.at(
-                &["cluster", "api_endpoint", "address"],
-                format!("`{addr}` is not an IP address or host name"),
-                "give the address clients reach the API at",
-            );
-        }
+        && !is_address(addr)
+    {
+        c.at(
+            &["cluster", "api_endpoint", "address"],
+            format!("`{addr}` is not an IP address or host name"),
+            "give the address clients reach the API at",
+        );
+    }
     if mode != ApiEndpointMode::ExternalLb && !lb_hosts.is_empty() {
         c.at(
             &["cluster", "api_endpoint", "mode"],
@@ -484,13 +488,14 @@ fn merge_ssh(
     let (bastion_path, bastion) = pick(&over.bastion, &global.bastion, idx, "bastion");
 
     if let Some(user) = &user
-        && !is_user_name(user) {
-            c.at(
-                &strs(&user_path),
-                format!("`{user}` is not a user name"),
-                "use a POSIX user name: letters, digits, '_', '-', '.'",
-            );
-        }
+        && !is_user_name(user)
+    {
+        c.at(
+            &strs(&user_path),
+            format!("`{user}` is not a user name"),
+            "use a POSIX user name: letters, digits, '_', '-', '.'",
+        );
+    }
     if port == Some(0) {
         c.at(
             &strs(&port_path),
@@ -556,9 +561,10 @@ fn pick<T: Clone>(
 /// Expands `~/` and anchors a relative path at the inventory's folder.
 pub fn expand_path(given: &str, base_dir: &Path, home: Option<&Path>) -> PathBuf {
     if let Some(rest) = given.strip_prefix("~/")
-        && let Some(home) = home {
-            return home.join(rest);
-        }
+        && let Some(home) = home
+    {
+        return home.join(rest);
+    }
     let p = PathBuf::from(given);
     if p.is_absolute() { p } else { base_dir.join(p) }
 }

@@ -103,9 +103,10 @@ impl Node {
             }
         }
         if let NodeKind::Map(entries) = &node.kind
-            && let Some((k, _)) = entries.iter().find(|(k, _)| k.as_str() == Some(key)) {
-                return k.loc;
-            }
+            && let Some((k, _)) = entries.iter().find(|(k, _)| k.as_str() == Some(key))
+        {
+            return k.loc;
+        }
         node.loc
     }
 
@@ -260,16 +261,16 @@ impl TreeBuilder {
                     if let Some(name) = key.as_str()
                         && let Some((first, _)) =
                             entries.iter().find(|(k, _)| k.as_str() == Some(name))
-                        {
-                            self.error = Some(SyntaxError {
-                                loc: key.loc,
-                                message: format!(
-                                    "duplicate key `{name}` (first at line {}): each key may appear once",
-                                    first.loc.line
-                                ),
-                            });
-                            return;
-                        }
+                    {
+                        self.error = Some(SyntaxError {
+                            loc: key.loc,
+                            message: format!(
+                                "duplicate key `{name}` (first at line {}): each key may appear once",
+                                first.loc.line
+                            ),
+                        });
+                        return;
+                    }
                     entries.push((key, node));
                 }
             },
@@ -868,11 +869,23 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        match self.scalar() {
-            Some((value, _)) => visitor
+        match &self.node.kind {
+            NodeKind::Scalar { value, .. } => visitor
                 .visit_enum(UnitVariant { name: value })
                 .map_err(|e| self.fail(e)),
-            None => Err(self.invalid_type(&"one of the listed words")),
+            // `kind: {fields}`: a variant with content, written as a one-key mapping.
+            NodeKind::Map(entries) if entries.len() == 1 => {
+                let (key, value) = &entries[0];
+                let mut path = self.path.clone();
+                path.push(PathPart::Key(key.as_str().unwrap_or("?").to_string()));
+                // Errors inside the settings carry their own paths; a bad kind is the
+                // element's problem, so that the whole element can be dropped.
+                let key_loc = key.loc;
+                visitor
+                    .visit_enum(MapVariant { key, value, path })
+                    .map_err(|e| e.at(&self.path, key_loc))
+            }
+            _ => Err(self.invalid_type(&"one of the listed kinds, as `kind: {...}`")),
         }
     }
 
@@ -979,6 +992,67 @@ impl<'de> MapAccess<'de> for MapDe<'_> {
     }
 }
 
+struct MapVariant<'a> {
+    key: &'a Node,
+    value: &'a Node,
+    path: Vec<PathPart>,
+}
+
+impl<'de> EnumAccess<'de> for MapVariant<'_> {
+    type Error = DeError;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), DeError> {
+        let name = self.key.as_str().unwrap_or_default();
+        let de: de::value::StrDeserializer<'_, DeError> = name.into_deserializer();
+        let value = seed.deserialize(de)?;
+        Ok((value, self))
+    }
+}
+
+impl<'de> VariantAccess<'de> for MapVariant<'_> {
+    type Error = DeError;
+
+    fn unit_variant(self) -> Result<(), DeError> {
+        if self.value.is_null() {
+            Ok(())
+        } else {
+            Err(de::Error::custom("this kind takes no settings"))
+        }
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
+        seed.deserialize(NodeDe {
+            node: self.value,
+            path: self.path,
+        })
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+        de::Deserializer::deserialize_seq(
+            NodeDe {
+                node: self.value,
+                path: self.path,
+            },
+            visitor,
+        )
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        de::Deserializer::deserialize_map(
+            NodeDe {
+                node: self.value,
+                path: self.path,
+            },
+            visitor,
+        )
+    }
+}
+
 struct UnitVariant<'a> {
     name: &'a str,
 }
@@ -1046,6 +1120,50 @@ mod tests {
     enum Mode {
         Stacked,
         External,
+    }
+
+    #[test]
+    fn enums_with_content_are_one_key_mappings() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+        enum Res {
+            File { path: String },
+            Module(String),
+        }
+        let root =
+            parse("- file: {path: /a}\n- module: br_netfilter\n- file: {pth: /b}\n- dir: {}\n")
+                .unwrap();
+        let c = from_node_collecting::<Vec<Res>>(&root);
+        let msgs: Vec<(String, Loc)> = c
+            .errors
+            .iter()
+            .map(|e| (e.message().0, e.loc.unwrap()))
+            .collect();
+        assert_eq!(
+            msgs,
+            vec![
+                (
+                    "missing key `path` in `[2].file`".to_string(),
+                    Loc { line: 3, col: 9 }
+                ),
+                (
+                    "unknown key `pth` in `[2].file`".to_string(),
+                    Loc { line: 3, col: 10 }
+                ),
+                (
+                    "`dir` is not a valid value for `[3]`".to_string(),
+                    Loc { line: 4, col: 3 }
+                ),
+            ]
+        );
+        let root = parse("- file: {path: /a}\n- module: br_netfilter\n").unwrap();
+        assert_eq!(
+            from_node_collecting::<Vec<Res>>(&root).value.unwrap(),
+            vec![
+                Res::File { path: "/a".into() },
+                Res::Module("br_netfilter".into())
+            ]
+        );
     }
 
     #[test]
