@@ -1,0 +1,167 @@
+//! Templates: minijinja with strict undefined, trailing newlines kept, no ambient state.
+//!
+//! The same inputs always give byte-identical output: the context is built from sorted
+//! maps, and nothing time- or environment-dependent is exposed to templates.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// A template that failed to render: which template, where, which expression, why.
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
+#[error("{where_}: {message}")]
+#[diagnostic(code(capstan::template))]
+pub struct RenderError {
+    /// `templates/NAME:LINE`, or the role file and position of an inline expression.
+    pub where_: String,
+    pub message: String,
+    #[help]
+    pub help: Option<String>,
+}
+
+pub struct Renderer {
+    env: Environment<'static>,
+    dir: PathBuf,
+}
+
+impl Renderer {
+    /// Templates are looked up under `dir` by their path relative to it.
+    pub fn new(dir: &Path) -> Renderer {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_debug(true);
+        if let Ok(syntax) = SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        // Templates render configs and units, never HTML.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        let root = dir.to_path_buf();
+        env.set_loader(move |name| {
+            if name.split('/').any(|part| part == "..") {
+                return Ok(None);
+            }
+            match std::fs::read_to_string(root.join(name)) {
+                Ok(text) => Ok(Some(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("cannot read template {name}: {e}"),
+                )),
+            }
+        });
+        Renderer {
+            env,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Renders `templates/<name>` with `ctx`.
+    pub fn render_template(&self, name: &str, ctx: &Value) -> Result<String, RenderError> {
+        let template = self.env.get_template(name).map_err(|e| {
+            if e.kind() == minijinja::ErrorKind::TemplateNotFound {
+                RenderError {
+                    where_: format!("templates/{name}"),
+                    message: "no such template".into(),
+                    help: Some(format!(
+                        "templates are files under {}; check the role's `template:`",
+                        self.dir.display()
+                    )),
+                }
+            } else {
+                explain(&e, &format!("templates/{name}"))
+            }
+        })?;
+        template
+            .render(ctx)
+            .map_err(|e| explain(&e, &format!("templates/{name}")))
+    }
+
+    /// Renders an inline string from a role file; `origin` names it in errors.
+    pub fn render_str(&self, origin: &str, text: &str, ctx: &Value) -> Result<String, RenderError> {
+        if !text.contains("{{") && !text.contains("{%") {
+            return Ok(text.to_string());
+        }
+        self.env
+            .render_str(text, ctx)
+            .map_err(|e| explain(&e, origin))
+    }
+}
+
+/// Names the place and the failing expression of a minijinja error.
+fn explain(err: &minijinja::Error, origin: &str) -> RenderError {
+    let where_ = match (err.name(), err.line()) {
+        (Some(name), Some(line)) if name != "<string>" => {
+            format!("templates/{}:{line}", name.trim_start_matches("templates/"))
+        }
+        _ => origin.to_string(),
+    };
+    let expression = match (err.template_source(), err.range()) {
+        (Some(src), Some(range)) => src.get(range).map(str::to_string),
+        _ => None,
+    };
+    let (message, help) = match (err.kind(), expression) {
+        (minijinja::ErrorKind::UndefinedError, Some(expr)) => (
+            format!("`{expr}` is undefined"),
+            Some("templates see cluster, host, hosts, facts, vars, versions, pki and computed; check the name".to_string()),
+        ),
+        (_, Some(expr)) => (
+            format!("{} in `{expr}`", err.detail().unwrap_or(&err.kind().to_string())),
+            None,
+        ),
+        _ => (err.to_string(), None),
+    };
+    RenderError {
+        where_,
+        message,
+        help,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    fn renderer(files: &[(&str, &str)]) -> (tempfile::TempDir, Renderer) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let r = Renderer::new(dir.path());
+        (dir, r)
+    }
+
+    #[test]
+    fn keeps_trailing_newline_and_is_strict() {
+        let (_d, r) = renderer(&[
+            ("a.j2", "name = {{ cluster.name }}\n"),
+            ("b.j2", "line one\nport = {{ cluster.port }}\n"),
+        ]);
+        let ctx = context! { cluster => context! { name => "demo" } };
+        assert_eq!(r.render_template("a.j2", &ctx).unwrap(), "name = demo\n");
+        let err = r.render_template("b.j2", &ctx).unwrap_err();
+        assert_eq!(err.where_, "templates/b.j2:2");
+        assert_eq!(err.message, "`cluster.port` is undefined");
+    }
+
+    #[test]
+    fn missing_template_and_inline_strings() {
+        let (_d, r) = renderer(&[]);
+        let ctx = context! { host => context! { name => "cp1" } };
+        let err = r.render_template("nope.j2", &ctx).unwrap_err();
+        assert_eq!(err.message, "no such template");
+        assert_eq!(r.render_str("x", "/etc/{{ host.name }}", &ctx).unwrap(), "/etc/cp1");
+        assert_eq!(r.render_str("x", "plain", &ctx).unwrap(), "plain");
+        let err = r.render_str("roles/x/role.yaml:3:5", "{{ host.nmae }}", &ctx).unwrap_err();
+        assert_eq!(err.where_, "roles/x/role.yaml:3:5");
+        assert_eq!(err.message, "`host.nmae` is undefined");
+    }
+}

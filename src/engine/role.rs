@@ -1,0 +1,286 @@
+//! Roles: `roles/<name>/role.yaml`, data that says what a host of that role must have.
+//!
+//! ```yaml
+//! description: Kernel settings every node needs.
+//! hosts: [control-plane, worker]        # inventory roles whose hosts carry this role
+//! vars:                                 # defaults; templates see them as `vars.NAME`
+//!   sandbox_image: registry.k8s.io/pause:3.10
+//! resources:
+//!   - sysctl: {key: net.ipv4.ip_forward, value: "1"}
+//!   - module: {name: br_netfilter}
+//!   - directory: {path: /etc/containerd}
+//!   - file: {path: /etc/containerd/config.toml, template: containerd/config.toml.j2}
+//!   - binary: {artifact: containerd, member: bin/containerd, path: /usr/local/bin/containerd}
+//!   - unit: {name: containerd.service, template: containerd/containerd.service.j2,
+//!            restart_on: [/etc/containerd/config.toml, /usr/local/bin/containerd]}
+//!   - package: {name: conntrack}
+//!   - command: {name: swap-off, run: "swapoff -a", unless: "test -z \"$(tail -n +2 /proc/swaps)\""}
+//! ```
+//!
+//! Every string value may use minijinja expressions (`{{ cluster.name }}`), rendered from
+//! the same context as the templates.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::Role as InventoryRole;
+use crate::yaml;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFile {
+    pub description: String,
+    /// Inventory roles whose hosts carry this role.
+    pub hosts: Vec<InventoryRole>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    pub resources: Vec<ResourceSpec>,
+}
+
+/// One resource as declared in a role.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ResourceSpec {
+    Directory {
+        path: String,
+        #[serde(default = "root")]
+        owner: String,
+        #[serde(default = "root")]
+        group: String,
+        #[serde(default = "dir_mode")]
+        mode: String,
+    },
+    File {
+        path: String,
+        /// Literal content (exclusive with `template`).
+        content: Option<String>,
+        /// A template under templates/ (exclusive with `content`).
+        template: Option<String>,
+        #[serde(default = "root")]
+        owner: String,
+        #[serde(default = "root")]
+        group: String,
+        #[serde(default = "file_mode")]
+        mode: String,
+        /// Never shown in plans, diffs or logs.
+        #[serde(default)]
+        secret: bool,
+    },
+    Binary {
+        /// A component of the artifact catalog (its version comes from the inventory).
+        artifact: String,
+        /// The file inside the artifact's archive, when it is one.
+        member: Option<String>,
+        path: String,
+        #[serde(default = "exec_mode")]
+        mode: String,
+    },
+    Unit {
+        /// The systemd unit name, e.g. `containerd.service`.
+        name: String,
+        /// Unit file template, installed as /etc/systemd/system/<name>.
+        template: Option<String>,
+        #[serde(default = "yes")]
+        enabled: bool,
+        #[serde(default)]
+        state: UnitState,
+        /// Paths of resources whose change restarts the unit.
+        #[serde(default)]
+        restart_on: Vec<String>,
+        /// Paths of resources whose change reloads the unit (no restart).
+        #[serde(default)]
+        reload_on: Vec<String>,
+    },
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    Module {
+        name: String,
+    },
+    Package {
+        name: String,
+    },
+    Command {
+        /// A stable name: the plan shows it, the probe keys its guard by it.
+        name: String,
+        run: String,
+        /// Skip when this path exists.
+        creates: Option<String>,
+        /// Skip when this command exits 0.
+        unless: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitState {
+    #[default]
+    Started,
+    Stopped,
+}
+
+fn root() -> String {
+    "root".to_string()
+}
+fn dir_mode() -> String {
+    "0755".to_string()
+}
+fn file_mode() -> String {
+    "0644".to_string()
+}
+fn exec_mode() -> String {
+    "0755".to_string()
+}
+fn yes() -> bool {
+    true
+}
+
+/// A role loaded from disk.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub file: PathBuf,
+    pub spec: RoleFile,
+    /// Parsed role.yaml, to point at the line of a problem found later (e.g. rendering).
+    pub tree: yaml::Node,
+}
+
+/// A problem in a role file.
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
+#[diagnostic(code(capstan::role))]
+pub struct RoleError {
+    pub file: PathBuf,
+    pub problems: Vec<(yaml::Loc, String, Option<String>)>,
+}
+
+impl fmt::Display for RoleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "role file {} is not valid:", self.file.display())?;
+        for (loc, msg, help) in &self.problems {
+            write!(f, "\n  {}:{loc}: {msg}", self.file.display())?;
+            if let Some(help) = help {
+                write!(f, "\n      help: {help}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads `roles_dir/<name>/role.yaml`.
+pub fn load(roles_dir: &Path, name: &str) -> Result<Role, RoleError> {
+    let file = roles_dir.join(name).join("role.yaml");
+    let fail = |loc: yaml::Loc, msg: String, help: Option<String>| RoleError {
+        file: file.clone(),
+        problems: vec![(loc, msg, help)],
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        fail(
+            yaml::Loc { line: 1, col: 1 },
+            format!("cannot read it: {e}"),
+            Some(format!("roles live in {}/<name>/role.yaml", roles_dir.display())),
+        )
+    })?;
+    let tree = yaml::parse(&text).map_err(|e| fail(e.loc, e.message, None))?;
+    let collected = yaml::from_node_collecting::<RoleFile>(&tree);
+    let mut problems: Vec<(yaml::Loc, String, Option<String>)> = collected
+        .errors
+        .iter()
+        .map(|e| {
+            let (msg, help) = e.message();
+            (e.loc.unwrap_or_default(), msg, help)
+        })
+        .collect();
+    if let Some(spec) = &collected.value {
+        for (i, r) in spec.resources.iter().enumerate() {
+            let at = || tree.locate(&["resources", &i.to_string()]);
+            match r {
+                ResourceSpec::File {
+                    content, template, ..
+                } if content.is_some() == template.is_some() => problems.push((
+                    at(),
+                    "a file needs exactly one of `content` and `template`".into(),
+                    Some("use `content:` for a literal, `template:` for a file under templates/".into()),
+                )),
+                ResourceSpec::Directory { mode, .. }
+                | ResourceSpec::File { mode, .. }
+                | ResourceSpec::Binary { mode, .. }
+                    if parse_mode(mode).is_none() =>
+                {
+                    problems.push((
+                        at(),
+                        format!("mode `{mode}` is not an octal file mode"),
+                        Some("write it as a quoted octal string, e.g. \"0644\"".into()),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    match collected.value {
+        Some(spec) if problems.is_empty() => Ok(Role {
+            name: name.to_string(),
+            file,
+            spec,
+            tree,
+        }),
+        _ => Err(RoleError { file, problems }),
+    }
+}
+
+/// Parses an octal mode such as `0644` or `755`.
+pub fn parse_mode(text: &str) -> Option<u32> {
+    if text.is_empty() || text.len() > 5 {
+        return None;
+    }
+    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_roles_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("roles");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let role = load(&dir, &name).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!role.spec.resources.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_role_reports_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        std::fs::write(
+            dir.path().join("x/role.yaml"),
+            "description: x\nhosts: [worker]\nresources:\n  - file: {path: /a}\n  - directory: {path: /b, mode: \"0999\"}\n  - sysctl: {key: a}\n",
+        )
+        .unwrap();
+        let err = load(dir.path(), "x").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("role.yaml:6:13: missing key `value`"), "{text}");
+        assert!(!text.contains("0999"), "semantic checks wait for a sound file: {text}");
+        std::fs::write(
+            dir.path().join("x/role.yaml"),
+            "description: x\nhosts: [worker]\nresources:\n  - file: {path: /a}\n  - directory: {path: /b, mode: \"0999\"}\n",
+        )
+        .unwrap();
+        let text = load(dir.path(), "x").unwrap_err().to_string();
+        assert!(text.contains("role.yaml:4:9: a file needs exactly one of"), "{text}");
+        assert!(text.contains("role.yaml:5:14: mode `0999`"), "{text}");
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644"), Some(0o644));
+        assert_eq!(parse_mode("755"), Some(0o755));
+        assert_eq!(parse_mode("0999"), None);
+        assert_eq!(parse_mode(""), None);
+    }
+}
