@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::lab::{Lab, capstan, read};
+use support::lab::{Lab, capstan, docker, read};
 
 fn run(args: &[&str], inventory: &std::path::Path) -> (i32, String, String) {
     let out = capstan()
@@ -50,7 +50,7 @@ fn check_against_a_lab() {
     }
 
     // A stopped host is reported unreachable; the others are still checked.
-    lab.docker(&["stop", "-t", "1", &lab.container("w2")]);
+    docker(&["stop", "-t", "1", &lab.container("w2")]);
     let (code, stdout, _) = run(&["check", "--connect-timeout", "3"], &inv);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("1 unreachable"), "{stdout}");
@@ -61,7 +61,7 @@ fn check_against_a_lab() {
         cp1.split("w1 (").next().is_some_and(|s| s.contains("Swap")),
         "{stdout}"
     );
-    lab.docker(&["start", &lab.container("w2")]);
+    docker(&["start", &lab.container("w2")]);
 
     // A changed host key is refused: give w1 the key recorded for cp1.
     let known = lab.dir.path().join(".capstan/known_hosts");

@@ -1,4 +1,6 @@
 //! The declarative engine: roles and templates → desired state → plan against facts → apply.
 
+pub mod desired;
+pub mod plan;
 pub mod render;
 pub mod role;

@@ -158,9 +158,14 @@ mod tests {
         let ctx = context! { host => context! { name => "cp1" } };
         let err = r.render_template("nope.j2", &ctx).unwrap_err();
         assert_eq!(err.message, "no such template");
-        assert_eq!(r.render_str("x", "/etc/{{ host.name }}", &ctx).unwrap(), "/etc/cp1");
+        assert_eq!(
+            r.render_str("x", "/etc/{{ host.name }}", &ctx).unwrap(),
+            "/etc/cp1"
+        );
         assert_eq!(r.render_str("x", "plain", &ctx).unwrap(), "plain");
-        let err = r.render_str("roles/x/role.yaml:3:5", "{{ host.nmae }}", &ctx).unwrap_err();
+        let err = r
+            .render_str("roles/x/role.yaml:3:5", "{{ host.nmae }}", &ctx)
+            .unwrap_err();
         assert_eq!(err.where_, "roles/x/role.yaml:3:5");
         assert_eq!(err.message, "`host.nmae` is undefined");
     }

@@ -181,7 +181,10 @@ pub fn load(roles_dir: &Path, name: &str) -> Result<Role, RoleError> {
         fail(
             yaml::Loc { line: 1, col: 1 },
             format!("cannot read it: {e}"),
-            Some(format!("roles live in {}/<name>/role.yaml", roles_dir.display())),
+            Some(format!(
+                "roles live in {}/<name>/role.yaml",
+                roles_dir.display()
+            )),
         )
     })?;
     let tree = yaml::parse(&text).map_err(|e| fail(e.loc, e.message, None))?;
@@ -203,7 +206,10 @@ pub fn load(roles_dir: &Path, name: &str) -> Result<Role, RoleError> {
                 } if content.is_some() == template.is_some() => problems.push((
                     at(),
                     "a file needs exactly one of `content` and `template`".into(),
-                    Some("use `content:` for a literal, `template:` for a file under templates/".into()),
+                    Some(
+                        "use `content:` for a literal, `template:` for a file under templates/"
+                            .into(),
+                    ),
                 )),
                 ResourceSpec::Directory { mode, .. }
                 | ResourceSpec::File { mode, .. }
@@ -264,15 +270,24 @@ mod tests {
         .unwrap();
         let err = load(dir.path(), "x").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("role.yaml:6:13: missing key `value`"), "{text}");
-        assert!(!text.contains("0999"), "semantic checks wait for a sound file: {text}");
+        assert!(
+            text.contains("role.yaml:6:13: missing key `value`"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("0999"),
+            "semantic checks wait for a sound file: {text}"
+        );
         std::fs::write(
             dir.path().join("x/role.yaml"),
             "description: x\nhosts: [worker]\nresources:\n  - file: {path: /a}\n  - directory: {path: /b, mode: \"0999\"}\n",
         )
         .unwrap();
         let text = load(dir.path(), "x").unwrap_err().to_string();
-        assert!(text.contains("role.yaml:4:9: a file needs exactly one of"), "{text}");
+        assert!(
+            text.contains("role.yaml:4:9: a file needs exactly one of"),
+            "{text}"
+        );
         assert!(text.contains("role.yaml:5:14: mode `0999`"), "{text}");
     }
 

@@ -37,11 +37,6 @@ impl Lab {
     pub fn container(&self, host: &str) -> String {
         format!("{}-{host}", self.name)
     }
-
-    /// Runs `docker` with the arguments and returns stdout; panics on failure.
-    pub fn docker(&self, args: &[&str]) -> String {
-        docker(args)
-    }
 }
 
 impl Drop for Lab {
