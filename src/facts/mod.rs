@@ -395,6 +395,7 @@ pub struct Sysctls {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[allow(clippy::struct_excessive_bools)] // four independent observations
 pub struct ModuleState {
     /// Listed in `/proc/modules`.
     pub loaded: bool,
@@ -433,6 +434,7 @@ pub struct PathFacts {
     pub sha256: Option<String>,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's serialize_with signature
 fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{mode:o}"))
 }
@@ -491,9 +493,13 @@ pub enum FactsError {
          probe was interrupted (connection lost, timeout, killed); run it again"
     )]
     Unfinished { after: String },
-    #[error("the probe output lacks section `{section}`: the probe output is corrupt; run it again")]
+    #[error(
+        "the probe output lacks section `{section}`: the probe output is corrupt; run it again"
+    )]
     MissingSection { section: String },
-    #[error("the probe output is corrupt at line {line_no} (section `{section}`): {reason}: {line:?}")]
+    #[error(
+        "the probe output is corrupt at line {line_no} (section `{section}`): {reason}: {line:?}"
+    )]
     Malformed {
         section: String,
         line_no: usize,

@@ -56,7 +56,10 @@ struct Sections<'a> {
 
 impl<'a> Sections<'a> {
     fn split(output: &'a str) -> Result<Self, FactsError> {
-        let mut lines = output.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+        let mut lines = output
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
         // Skip anything a login shell printed before the probe (motd, banners).
         let mut header = None;
         let mut first_line = None;
@@ -74,9 +77,11 @@ impl<'a> Sections<'a> {
                 first_line: first_line.unwrap_or_default().chars().take(200).collect(),
             });
         };
-        let format = header.strip_prefix("probe ").ok_or_else(|| FactsError::NotProbeOutput {
-            first_line: header.to_owned(),
-        })?;
+        let format = header
+            .strip_prefix("probe ")
+            .ok_or_else(|| FactsError::NotProbeOutput {
+                first_line: header.to_owned(),
+            })?;
         if format.trim() != PROBE_FORMAT.to_string() {
             return Err(FactsError::UnsupportedFormat {
                 found: format.trim().to_owned(),
@@ -138,7 +143,10 @@ impl<'a> Sections<'a> {
                         return Err(bad(&format!("end of `{name}` inside section `{open}`")));
                     }
                     if let Some(st) = status {
-                        sec.status = Some(st.parse().map_err(|_| bad("the exit status is not a number"))?);
+                        sec.status = Some(
+                            st.parse()
+                                .map_err(|_| bad("the exit status is not a number"))?,
+                        );
                     }
                     map.insert(open, sec);
                     last = open;
@@ -237,7 +245,9 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
         v
     };
     let listening = if let Some(sec) = s.take("listen-ss") {
-        (sec.status == Some(0) || sec.status.is_none()).then(|| parse_ss(&sec)).transpose()?
+        (sec.status == Some(0) || sec.status.is_none())
+            .then(|| parse_ss(&sec))
+            .transpose()?
     } else {
         let tcp = s.require("listen-proc-tcp")?;
         let fds = s.take("listen-proc-fds");
@@ -287,7 +297,8 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
 
 fn detect_container(basics: &HashMap<&str, &str>) -> Option<String> {
     fn clean<'a>(v: Option<&&'a str>) -> Option<&'a str> {
-        v.map(|v| v.trim()).filter(|v| !v.is_empty() && *v != "none")
+        v.map(|v| v.trim())
+            .filter(|v| !v.is_empty() && *v != "none")
     }
     if let Some(v) = clean(basics.get("detect_virt")) {
         return Some(v.to_owned());
@@ -342,7 +353,9 @@ fn parse_meminfo(sec: &Section<'_>) -> Result<(u64, u64), FactsError> {
     let mut mem = None;
     let mut swap = None;
     for (i, line) in sec.lines.iter().enumerate() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let slot = match k.trim() {
             "MemTotal" => &mut mem,
             "SwapTotal" => &mut swap,
@@ -403,15 +416,17 @@ fn parse_cgroup(sec: &Section<'_>, systemd_booted: bool) -> Cgroup {
         let mut w = line.split_whitespace();
         match w.next() {
             Some("mount") => {
-                let (Some(mp), Some(fs)) = (w.next(), w.next()) else { continue };
+                let (Some(mp), Some(fs)) = (w.next(), w.next()) else {
+                    continue;
+                };
                 let opts = w.next().unwrap_or_default();
                 if fs == "cgroup" {
                     for o in opts.split(',') {
                         match o {
                             "name=systemd" => v1_systemd = true,
-                            "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "blkio" | "devices"
-                            | "freezer" | "hugetlb" | "perf_event" | "net_cls" | "net_prio"
-                            | "rdma" | "misc" => {
+                            "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "blkio"
+                            | "devices" | "freezer" | "hugetlb" | "perf_event" | "net_cls"
+                            | "net_prio" | "rdma" | "misc" => {
                                 v1_controllers.insert(o.to_owned());
                             }
                             _ => {}
@@ -429,7 +444,9 @@ fn parse_cgroup(sec: &Section<'_>, systemd_booted: bool) -> Cgroup {
             _ => {}
         }
     }
-    let root_v2 = mounts.iter().any(|(mp, fs)| mp == "/sys/fs/cgroup" && fs == "cgroup2");
+    let root_v2 = mounts
+        .iter()
+        .any(|(mp, fs)| mp == "/sys/fs/cgroup" && fs == "cgroup2");
     let any_v1 = mounts.iter().any(|(_, fs)| fs == "cgroup");
     let any_v2 = mounts.iter().any(|(_, fs)| fs == "cgroup2");
     let version = if root_v2 || (any_v2 && !any_v1) {
@@ -497,7 +514,11 @@ fn parse_if_inet6(sec: &Section<'_>) -> Result<Vec<Address>, FactsError> {
             continue;
         }
         if w.len() < 6 || w[0].len() != 32 {
-            return Err(sec.malformed("addrs-proc-inet6", i, "expected: address index prefix scope flags name"));
+            return Err(sec.malformed(
+                "addrs-proc-inet6",
+                i,
+                "expected: address index prefix scope flags name",
+            ));
         }
         let bits = u128::from_str_radix(w[0], 16)
             .map_err(|_| sec.malformed("addrs-proc-inet6", i, "not a hex IPv6 address"))?;
@@ -518,17 +539,15 @@ fn parse_fib_trie(sec: &Section<'_>) -> Vec<Address> {
         let t = line.trim();
         if let Some(rest) = t.strip_prefix("|-- ").or_else(|| t.strip_prefix("+-- ")) {
             prev = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-        } else if t.starts_with("/32 host LOCAL") {
-            if let Some(a) = prev.take() {
-                let a = IpAddr::V4(a);
-                if !out.iter().any(|x| x.address == a) {
-                    out.push(Address {
-                        interface: None,
-                        address: a,
-                        prefix_len: None,
-                    });
-                }
-            }
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(a) = prev.take().map(IpAddr::V4)
+            && !out.iter().any(|x| x.address == a)
+        {
+            out.push(Address {
+                interface: None,
+                address: a,
+                prefix_len: None,
+            });
         }
     }
     out
@@ -543,7 +562,11 @@ fn parse_ss(sec: &Section<'_>) -> Result<Vec<ListeningPort>, FactsError> {
             continue;
         }
         if w.len() < 5 {
-            return Err(sec.malformed("listen-ss", i, "expected: state recv-q send-q local peer [process]"));
+            return Err(sec.malformed(
+                "listen-ss",
+                i,
+                "expected: state recv-q send-q local peer [process]",
+            ));
         }
         let (host, port) = w[3]
             .rsplit_once(':')
@@ -553,14 +576,20 @@ fn parse_ss(sec: &Section<'_>) -> Result<Vec<ListeningPort>, FactsError> {
             .map_err(|_| sec.malformed("listen-ss", i, "the port is not a number"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let host = host.split('%').next().unwrap_or(host);
-        let processes = w.get(5..).map(|rest| parse_ss_users(&rest.join(" "))).unwrap_or_default();
+        let processes = w
+            .get(5..)
+            .map(|rest| parse_ss_users(&rest.join(" ")))
+            .unwrap_or_default();
         add_listener(&mut out, host.to_owned(), port, processes);
     }
     Ok(out)
 }
 
 fn add_listener(out: &mut Vec<ListeningPort>, address: String, port: u16, processes: Vec<Process>) {
-    if let Some(l) = out.iter_mut().find(|l| l.address == address && l.port == port) {
+    if let Some(l) = out
+        .iter_mut()
+        .find(|l| l.address == address && l.port == port)
+    {
         for p in processes {
             if !l.processes.contains(&p) {
                 l.processes.push(p);
@@ -579,7 +608,9 @@ fn add_listener(out: &mut Vec<ListeningPort>, address: String, port: u16, proces
 fn parse_ss_users(text: &str) -> Vec<Process> {
     let mut out: Vec<Process> = Vec::new();
     for part in text.split("(\"").skip(1) {
-        let Some((name, rest)) = part.split_once('"') else { continue };
+        let Some((name, rest)) = part.split_once('"') else {
+            continue;
+        };
         let pid = rest
             .split_once("pid=")
             .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next())
@@ -607,7 +638,10 @@ fn parse_proc_tcp(
     if let Some(fds) = fds {
         let mut pid = None;
         for line in &fds.lines {
-            if let Some(p) = line.strip_prefix("/proc/").and_then(|r| r.strip_suffix("/fd:")) {
+            if let Some(p) = line
+                .strip_prefix("/proc/")
+                .and_then(|r| r.strip_suffix("/fd:"))
+            {
                 pid = p.parse().ok();
             } else if let (Some(pid), Some((_, rest))) = (pid, line.split_once("socket:[")) {
                 let inode = rest.trim_end_matches(']');
@@ -712,7 +746,9 @@ fn parse_components(
         let (name, path) = line
             .split_once(' ')
             .ok_or_else(|| sec.malformed("components", i, "expected: NAME PATH, or NAME -"))?;
-        let Some(c) = Component::from_name(name) else { continue };
+        let Some(c) = Component::from_name(name) else {
+            continue;
+        };
         let path = path.trim();
         if path == "-" || path.is_empty() {
             continue;
@@ -772,7 +808,10 @@ pub(crate) fn parse_version_output(c: Component, output: &str) -> Option<String>
             }),
     };
     token
-        .filter(|t| t.trim_start_matches('v').starts_with(|ch: char| ch.is_ascii_digit()))
+        .filter(|t| {
+            t.trim_start_matches('v')
+                .starts_with(|ch: char| ch.is_ascii_digit())
+        })
         .map(str::to_owned)
 }
 
@@ -788,7 +827,11 @@ pub(crate) fn lenient_semver(token: &str) -> Option<Version> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(patch_text.len())];
     let patch = digits.parse().ok()?;
-    Some(Version { major, minor, patch })
+    Some(Version {
+        major,
+        minor,
+        patch,
+    })
 }
 
 fn parse_sysctl(kv: &HashMap<&str, &str>) -> Sysctls {
@@ -808,9 +851,13 @@ fn parse_modules(sec: &Section<'_>) -> BTreeMap<String, ModuleState> {
         .map(|m| ((*m).to_owned(), ModuleState::default()))
         .collect();
     for line in &sec.lines {
-        let Some((kind, name)) = line.trim().split_once(' ') else { continue };
+        let Some((kind, name)) = line.trim().split_once(' ') else {
+            continue;
+        };
         let name = name.split('.').next().unwrap_or(name);
-        let Some(state) = out.get_mut(name) else { continue };
+        let Some(state) = out.get_mut(name) else {
+            continue;
+        };
         match kind {
             "loaded" => state.loaded = true,
             "sysfs" => state.sysfs = true,
@@ -880,7 +927,12 @@ fn parse_paths(s: &mut Sections<'_>) -> Result<BTreeMap<String, Option<PathFacts
 
 fn parse_units(s: &mut Sections<'_>) -> Result<BTreeMap<String, Option<UnitState>>, FactsError> {
     let req = s.require("request-units")?;
-    let names: Vec<&str> = req.lines.iter().copied().filter(|l| !l.is_empty()).collect();
+    let names: Vec<&str> = req
+        .lines
+        .iter()
+        .copied()
+        .filter(|l| !l.is_empty())
+        .collect();
     let mut out: BTreeMap<String, Option<UnitState>> =
         names.iter().map(|n| ((*n).to_owned(), None)).collect();
     let Some(sec) = s.take("units") else {
@@ -894,10 +946,10 @@ fn parse_units(s: &mut Sections<'_>) -> Result<BTreeMap<String, Option<UnitState
             }
             continue;
         }
-        if let Some((k, v)) = line.split_once('=') {
-            if let Some(b) = blocks.last_mut() {
-                b.insert(k, v);
-            }
+        if let Some((k, v)) = line.split_once('=')
+            && let Some(b) = blocks.last_mut()
+        {
+            b.insert(k, v);
         }
     }
     blocks.retain(|b| b.contains_key("Id") || b.contains_key("LoadState"));
@@ -934,7 +986,12 @@ fn parse_units(s: &mut Sections<'_>) -> Result<BTreeMap<String, Option<UnitState
 }
 
 fn parse_clock(sec: &Section<'_>) -> Result<f64, FactsError> {
-    let line = sec.lines.iter().find(|l| !l.trim().is_empty()).copied().unwrap_or_default();
+    let line = sec
+        .lines
+        .iter()
+        .find(|l| !l.trim().is_empty())
+        .copied()
+        .unwrap_or_default();
     let t = line.trim();
     let bad = || FactsError::Malformed {
         section: "clock".into(),

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use super::{COMPONENTS, FactsError, MARKER, PROBE_FORMAT, PROBED_MODULES, PROBED_TOOLS, ProbeRequest};
+use super::{
+    COMPONENTS, FactsError, MARKER, PROBE_FORMAT, PROBED_MODULES, PROBED_TOOLS, ProbeRequest,
+};
 
 /// Quotes `s` for POSIX `sh`: single quotes, with each `'` written as `'\''`.
 pub fn sh_quote(s: &str) -> String {
@@ -170,11 +172,7 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
     }
     s.push_str("e components\n");
     for c in COMPONENTS {
-        let _ = writeln!(
-            s,
-            "have {c} && r version-{c} $T {c} {}",
-            c.version_args()
-        );
+        let _ = writeln!(s, "have {c} && r version-{c} $T {c} {}", c.version_args());
     }
 
     // Kernel modules.
@@ -182,7 +180,7 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
     let _ = write!(
         s,
         "b modules\n\
-         while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
+         [ -r /proc/modules ] && while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
          for m in {}; do [ -d \"/sys/module/$m\" ] && echo \"sysfs $m\"; done\n\
          if [ -r \"/lib/modules/$kv/modules.builtin\" ]; then while read -r m; do case ${{m##*/}} in",
         PROBED_MODULES.join(" ")
@@ -199,37 +197,37 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         builtin_pats.join("|")
     );
 
-    // Requested paths: stat every one at once, hash the regular files at once.
+    // Requested paths, each written once (as the positional parameters): stat every one at
+    // once, then hash the regular files at once.
     s.push_str("b request-paths\n");
-    for p in &req.paths {
-        let _ = writeln!(s, "printf '%s\\n' {}", sh_quote(p));
-    }
-    s.push_str("e request-paths\n");
-    if !req.paths.is_empty() {
-        let quoted: Vec<String> = req.paths.iter().map(|p| sh_quote(p)).collect();
-        let list = quoted.join(" ");
-        // The tab-separated format keeps names with spaces intact; the name comes last.
-        let _ = write!(
-            s,
-            "b stat\nstat -c '%s\t%a\t%u\t%g\t%U\t%G\t%Y\t%i\t%F\t%n' -- {list} 2>/dev/null\ne stat\n\
-             set --\nfor p in {list}; do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done\n\
-             b sha256\n[ $# -gt 0 ] && sha256sum -- \"$@\" 2>/dev/null\ne sha256\n"
+    if req.paths.is_empty() {
+        s.push_str("e request-paths\n");
+    } else {
+        s.push_str("set --");
+        for p in &req.paths {
+            let _ = write!(s, " {}", sh_quote(p));
+        }
+        s.push_str(
+            "\nprintf '%s\\n' \"$@\"\ne request-paths\n\
+             b stat\nstat -c '%s\t%a\t%u\t%g\t%U\t%G\t%Y\t%i\t%F\t%n' -- \"$@\" 2>/dev/null\ne stat\n\
+             n=$#; for p do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done; shift $n\n\
+             b sha256\n[ $# -gt 0 ] && sha256sum -- \"$@\" 2>/dev/null\ne sha256\n",
         );
     }
 
     // Requested units: one systemctl call.
     s.push_str("b request-units\n");
-    for u in &req.units {
-        let _ = writeln!(s, "printf '%s\\n' {}", sh_quote(u));
-    }
-    s.push_str("e request-units\n");
-    if !req.units.is_empty() {
-        let list: Vec<String> = req.units.iter().map(|u| sh_quote(u)).collect();
-        let _ = writeln!(
-            s,
-            "have systemctl && [ -d /run/systemd/system ] && r units systemctl show \
-             -p Id -p LoadState -p ActiveState -p SubState -p UnitFileState -- {}",
-            list.join(" ")
+    if req.units.is_empty() {
+        s.push_str("e request-units\n");
+    } else {
+        s.push_str("set --");
+        for u in &req.units {
+            let _ = write!(s, " {}", sh_quote(u));
+        }
+        s.push_str(
+            "\nprintf '%s\\n' \"$@\"\ne request-units\n\
+             have systemctl && [ -d /run/systemd/system ] && r units systemctl show \
+             -p Id -p LoadState -p ActiveState -p SubState -p UnitFileState -- \"$@\"\n",
         );
     }
 
@@ -257,7 +255,10 @@ mod tests {
             units: vec![],
         };
         let err = probe_script(&req).unwrap_err().to_string();
-        assert!(err.contains("relative/path") && err.contains("absolute"), "{err}");
+        assert!(
+            err.contains("relative/path") && err.contains("absolute"),
+            "{err}"
+        );
 
         let req = ProbeRequest {
             paths: vec!["/etc/a\nb".into()],
@@ -270,7 +271,10 @@ mod tests {
             units: vec!["a;rm -rf /".into()],
         };
         let err = probe_script(&req).unwrap_err().to_string();
-        assert!(err.contains("systemd unit") && err.contains("a;rm -rf /"), "{err}");
+        assert!(
+            err.contains("systemd unit") && err.contains("a;rm -rf /"),
+            "{err}"
+        );
 
         let req = ProbeRequest {
             paths: vec![],
