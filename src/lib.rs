@@ -10,6 +10,7 @@ pub mod error;
 pub mod facts;
 pub mod inventory;
 pub mod lab;
+pub mod preflight;
 pub mod ssh;
 pub mod ui;
 
