@@ -368,3 +368,13 @@ fn reports_serialise_for_json_output() {
     assert_eq!(swap["level"], "error");
     assert!(swap.get("ignored").is_none());
 }
+
+#[test]
+fn a_fresh_lab_host_passes_as_a_control_plane_with_cgroup_v1_warned() {
+    let mut f = parse(fixture!("debian12-amd64-lab-systemd.txt")).unwrap();
+    f.clock_epoch = NOW;
+    let r = one("cp1", &[Role::ControlPlane], f);
+    assert!(!r.has_errors(), "{:#?}", r.errors().collect::<Vec<_>>());
+    let warned: Vec<&str> = r.warnings().map(|c| c.name).collect();
+    assert_eq!(warned, ["Cgroups"]);
+}

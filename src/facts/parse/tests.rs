@@ -474,3 +474,44 @@ fn version_outputs_of_every_component() {
     );
     assert_eq!(lenient_semver("3.5").map(|v| v.to_string()), None);
 }
+
+#[test]
+fn captured_lab_host_with_systemd() {
+    // Captured from a capstan-lab:bookworm-1 container (systemd as PID 1, cgroupns private).
+    let f = parse_fixture(fixture!("debian12-amd64-lab-systemd.txt"));
+    assert!(f.init.systemd);
+    assert_eq!(f.init.pid1.as_deref(), Some("systemd"));
+    assert_eq!(f.container.as_deref(), Some("docker"));
+    assert_eq!(f.cgroup.version, CgroupVersion::Hybrid);
+    assert!(f.has_tool("conntrack") && f.has_tool("socat"));
+    let l = f.listeners_on(22);
+    assert_eq!(l.len(), 2);
+    assert_eq!(
+        l[0].processes,
+        [Process {
+            name: "sshd".into(),
+            pid: Some(69)
+        }]
+    );
+    // `sshd` is an alias: the state is ssh.service's, reported under the requested name.
+    assert_eq!(f.units["sshd"].as_ref().unwrap().id, "ssh.service");
+    assert!(f.units["ssh.service"].as_ref().unwrap().is_active());
+    assert!(!f.units["kubelet.service"].as_ref().unwrap().exists());
+    let haproxy = f.units["haproxy.service"].as_ref().unwrap();
+    assert_eq!(
+        (
+            haproxy.active_state.as_str(),
+            haproxy.unit_file_state.as_str()
+        ),
+        ("inactive", "disabled")
+    );
+    assert_eq!(
+        f.units["systemd-journald.service"]
+            .as_ref()
+            .unwrap()
+            .unit_file_state,
+        "static"
+    );
+    assert_eq!(f.paths["/usr/sbin/sshd"].as_ref().unwrap().mode, 0o755);
+    assert_eq!(f.paths["/etc/kubernetes/admin.conf"], None);
+}
