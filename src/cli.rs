@@ -24,12 +24,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Inventory file, or a folder holding `cluster.yaml`
-    #[arg(
-        short = 'i',
-        long = "inventory",
-        env = "CAPSTAN_INVENTORY",
-        global = true
-    )]
+    #[arg(short = 'i', long = "inventory", env = "CAPSTAN_INVENTORY", global = true)]
     pub inventory: Option<PathBuf>,
 
     /// How many hosts to connect to and work on at once

@@ -94,17 +94,10 @@ impl<'a> Sections<'a> {
         let mut done = false;
         for (no, line) in lines {
             let Some(marker) = line.strip_prefix(MARKER) else {
-                match current.as_mut() {
-                    Some((_, sec)) => sec.lines.push(line),
-                    None if line.trim().is_empty() => {}
-                    None => {
-                        return Err(FactsError::Malformed {
-                            section: format!("(between sections, after `{last}`)"),
-                            line_no: no,
-                            line: line.to_owned(),
-                            reason: "text outside any section".into(),
-                        });
-                    }
+                // Text between sections (a warning from sudo or the shell on a merged
+                // stream) carries no facts; truncation is caught by the markers.
+                if let Some((_, sec)) = current.as_mut() {
+                    sec.lines.push(line);
                 }
                 continue;
             };

@@ -151,10 +151,7 @@ impl Version {
         let mut parts = rest.split('.');
         let mut next = || -> Option<u32> {
             let p = parts.next()?;
-            if p.is_empty()
-                || !p.bytes().all(|b| b.is_ascii_digit())
-                || (p.len() > 1 && p.starts_with('0'))
-            {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
                 return None;
             }
             p.parse().ok()
@@ -210,14 +207,7 @@ impl fmt::Display for InventoryErrors {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            write!(
-                f,
-                "\n  {}:{}:{}: {}",
-                self.file.display(),
-                p.line,
-                p.col,
-                p.message
-            )?;
+            write!(f, "\n  {}:{}:{}: {}", self.file.display(), p.line, p.col, p.message)?;
             if let Some(help) = &p.help {
                 write!(f, "\n      help: {help}")?;
             }
@@ -282,28 +272,25 @@ pub fn load_str(text: &str, path: &Path) -> Result<Inventory, InventoryErrors> {
             line: e.loc.line,
             col: e.loc.col,
             message: format!("not valid YAML: {}", e.message),
-            help: Some(
-                "YAML is indentation-sensitive; compare with inventory/sample/cluster.yaml".into(),
-            ),
+            help: Some("YAML is indentation-sensitive; compare with inventory/sample/cluster.yaml".into()),
         }],
     })?;
-    let file: InventoryFile =
-        yaml::from_node_collecting(&root).map_err(|errors| InventoryErrors {
-            file: path.to_path_buf(),
-            problems: errors
-                .iter()
-                .map(|e| {
-                    let (message, help) = e.message();
-                    let loc = e.loc.unwrap_or_default();
-                    Problem {
-                        line: loc.line,
-                        col: loc.col,
-                        message,
-                        help,
-                    }
-                })
-                .collect(),
-        })?;
+    let file: InventoryFile = yaml::from_node_collecting(&root).map_err(|errors| InventoryErrors {
+        file: path.to_path_buf(),
+        problems: errors
+            .iter()
+            .map(|e| {
+                let (message, help) = e.message();
+                let loc = e.loc.unwrap_or_default();
+                Problem {
+                    line: loc.line,
+                    col: loc.col,
+                    message,
+                    help,
+                }
+            })
+            .collect(),
+    })?;
     resolve(&file, &root, path).map_err(|mut problems| {
         problems.sort_by_key(|p| (p.line, p.col));
         InventoryErrors {

@@ -7,13 +7,11 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use super::model::{
-    ApiEndpointMode, BastionSpec, Become, ChecksumSource, EtcdTopology, InventoryFile, LbSoftware,
+    ApiEndpointMode, Become, BastionSpec, ChecksumSource, EtcdTopology, InventoryFile, LbSoftware,
     Role, SshSpec,
 };
 use super::yaml::Node;
-use super::{
-    ApiEndpoint, Artifacts, Bastion, Cluster, Host, Inventory, Problem, SshSettings, Version,
-};
+use super::{ApiEndpoint, Artifacts, Bastion, Cluster, Host, Inventory, Problem, SshSettings, Version};
 
 pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
 pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
@@ -60,17 +58,15 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
     if version.is_none() {
         c.at(
             &["cluster", "kubernetes_version"],
-            format!("`{}` is not a Kubernetes version", spec.kubernetes_version),
+            format!(
+                "`{}` is not a Kubernetes version",
+                spec.kubernetes_version
+            ),
             "write it as vMAJOR.MINOR.PATCH, e.g. v1.32.3",
         );
     }
 
-    let pod_subnet = parse_subnet(
-        &mut c,
-        spec.pod_subnet.as_deref(),
-        DEFAULT_POD_SUBNET,
-        "pod_subnet",
-    );
+    let pod_subnet = parse_subnet(&mut c, spec.pod_subnet.as_deref(), DEFAULT_POD_SUBNET, "pod_subnet");
     let service_subnet = parse_subnet(
         &mut c,
         spec.service_subnet.as_deref(),
@@ -101,11 +97,7 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
 
     // Hosts, with the global ssh block merged into each host's.
     if file.hosts.is_empty() {
-        c.at(
-            &["hosts"],
-            "the inventory lists no hosts",
-            "add at least one host with role control-plane under `hosts:`",
-        );
+        c.at(&["hosts"], "the inventory lists no hosts", "add at least one host with role control-plane under `hosts:`");
     }
     let mut hosts = Vec::with_capacity(file.hosts.len());
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -123,10 +115,7 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
         } else if let Some(first) = names.insert(&h.name, i) {
             c.at(
                 &strs(&at("name")),
-                format!(
-                    "host name `{}` is used twice (first by hosts[{first}])",
-                    h.name
-                ),
+                format!("host name `{}` is used twice (first by hosts[{first}])", h.name),
                 "every host needs its own name: it becomes the Kubernetes node name",
             );
         }
@@ -137,10 +126,7 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
                 "give the address SSH reaches the host at, e.g. 192.0.2.11 or cp1.example.com",
             );
         }
-        let internal = h
-            .internal_address
-            .clone()
-            .unwrap_or_else(|| h.address.clone());
+        let internal = h.internal_address.clone().unwrap_or_else(|| h.address.clone());
         if let Some(addr) = &h.internal_address {
             if !is_address(addr) {
                 c.at(
@@ -171,7 +157,10 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
         if let Some(first) = ssh_addresses.insert((h.address.clone(), ssh.port), i) {
             c.at(
                 &strs(&at("address")),
-                format!("address `{}` is used by hosts[{first}] too", h.address),
+                format!(
+                    "address `{}` is used by hosts[{first}] too",
+                    h.address
+                ),
                 "every host needs its own SSH address (or its own ssh.port)",
             );
         }
@@ -193,20 +182,14 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
         });
     }
 
-    let control_planes: Vec<&Host> = hosts
-        .iter()
-        .filter(|h| h.has_role(Role::ControlPlane))
-        .collect();
+    let control_planes: Vec<&Host> = hosts.iter().filter(|h| h.has_role(Role::ControlPlane)).collect();
     let etcd_hosts: Vec<usize> = hosts
         .iter()
         .enumerate()
         .filter(|(_, h)| h.has_role(Role::Etcd))
         .map(|(i, _)| i)
         .collect();
-    let lb_hosts: Vec<&Host> = hosts
-        .iter()
-        .filter(|h| h.has_role(Role::LoadBalancer))
-        .collect();
+    let lb_hosts: Vec<&Host> = hosts.iter().filter(|h| h.has_role(Role::LoadBalancer)).collect();
     if !file.hosts.is_empty() && control_planes.is_empty() {
         c.at(
             &["hosts"],
@@ -228,11 +211,7 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
                     "under stacked topology etcd runs on the control planes; set `etcd: {topology: external}` to use etcd hosts, or remove the role",
                 );
             }
-            check_member_count(
-                &mut c,
-                control_planes.len(),
-                "control planes (stacked etcd)",
-            );
+            check_member_count(&mut c, control_planes.len(), "control planes (stacked etcd)");
         }
         EtcdTopology::External => {
             if etcd_hosts.is_empty() {
@@ -255,11 +234,7 @@ pub fn resolve(file: &InventoryFile, root: &Node, path: &Path) -> Result<Invento
             path: path.to_path_buf(),
             cluster: Cluster {
                 name: spec.name.clone(),
-                kubernetes_version: version.unwrap_or(Version {
-                    major: 0,
-                    minor: 0,
-                    patch: 0,
-                }),
+                kubernetes_version: version.unwrap_or(Version { major: 0, minor: 0, patch: 0 }),
                 pod_subnet: pod_subnet.unwrap_or_default(),
                 service_subnet: service_subnet.unwrap_or_default(),
                 dns_domain,
@@ -298,12 +273,7 @@ fn check_member_count(c: &mut Collector<'_>, count: usize, what: &str) {
     }
 }
 
-fn parse_subnet(
-    c: &mut Collector<'_>,
-    given: Option<&str>,
-    default: &str,
-    key: &str,
-) -> Option<IpNet> {
+fn parse_subnet(c: &mut Collector<'_>, given: Option<&str>, default: &str, key: &str) -> Option<IpNet> {
     let text = given.unwrap_or(default);
     match text.parse::<IpNet>() {
         Ok(net) if net.trunc() == net => Some(net),
@@ -342,11 +312,7 @@ fn resolve_api_endpoint(
     });
     let port = spec.port.unwrap_or(DEFAULT_API_PORT);
     if port == 0 {
-        c.at(
-            &["cluster", "api_endpoint", "port"],
-            "port 0 is not a port",
-            "use 1-65535; the default is 6443",
-        );
+        c.at(&["cluster", "api_endpoint", "port"], "port 0 is not a port", "use 1-65535; the default is 6443");
     }
     if let Some(addr) = &spec.address {
         if !is_address(addr) {
@@ -401,10 +367,7 @@ fn resolve_api_endpoint(
             if control_planes.len() > 1 {
                 c.at(
                     &["cluster", "api_endpoint", "mode"],
-                    format!(
-                        "api_endpoint.mode single with {} control planes",
-                        control_planes.len()
-                    ),
+                    format!("api_endpoint.mode single with {} control planes", control_planes.len()),
                     "several control planes need a load balancer: use external-lb or local-proxy",
                 );
             }
@@ -442,10 +405,7 @@ fn resolve_artifacts(c: &mut Collector<'_>, file: &InventoryFile) -> Artifacts {
         .unwrap_or_else(|| OFFICIAL_MIRROR.to_string())
         .trim_end_matches('/')
         .to_string();
-    if !(mirror.starts_with("https://")
-        || mirror.starts_with("http://")
-        || mirror.starts_with("file:///"))
-    {
+    if !(mirror.starts_with("https://") || mirror.starts_with("http://") || mirror.starts_with("file:///")) {
         c.at(
             &["cluster", "artifacts", "mirror"],
             format!("`{mirror}` is not a mirror URL"),
@@ -470,12 +430,7 @@ fn merge_ssh(
     let over = host.cloned().unwrap_or_default();
     let (user_path, user) = pick(&over.user, &global.user, idx, "user");
     let (port_path, port) = pick(&over.port, &global.port, idx, "port");
-    let (id_path, identity) = pick(
-        &over.identity_file,
-        &global.identity_file,
-        idx,
-        "identity_file",
-    );
+    let (id_path, identity) = pick(&over.identity_file, &global.identity_file, idx, "identity_file");
     let (_, become_method) = pick(&over.become_method, &global.become_method, idx, "become");
     let (bastion_path, bastion) = pick(&over.bastion, &global.bastion, idx, "bastion");
 
@@ -489,11 +444,7 @@ fn merge_ssh(
         }
     }
     if port == Some(0) {
-        c.at(
-            &strs(&port_path),
-            "port 0 is not a port",
-            "use 1-65535; SSH's default is 22",
-        );
+        c.at(&strs(&port_path), "port 0 is not a port", "use 1-65535; SSH's default is 22");
     }
     let identity_file = identity.map(|f| check_identity_file(c, &f, &id_path, base_dir));
     let bastion = bastion.map(|b: BastionSpec| {
@@ -535,12 +486,7 @@ fn merge_ssh(
 }
 
 /// The host's value if set, else the global one, with the path it came from.
-fn pick<T: Clone>(
-    host: &Option<T>,
-    global: &Option<T>,
-    idx: &str,
-    key: &str,
-) -> (Vec<String>, Option<T>) {
+fn pick<T: Clone>(host: &Option<T>, global: &Option<T>, idx: &str, key: &str) -> (Vec<String>, Option<T>) {
     match (host, global) {
         (Some(v), _) => (
             vec!["hosts".into(), idx.into(), "ssh".into(), key.into()],
@@ -561,12 +507,7 @@ pub fn expand_path(given: &str, base_dir: &Path) -> PathBuf {
     if p.is_absolute() { p } else { base_dir.join(p) }
 }
 
-fn check_identity_file(
-    c: &mut Collector<'_>,
-    given: &str,
-    at: &[String],
-    base_dir: &Path,
-) -> PathBuf {
+fn check_identity_file(c: &mut Collector<'_>, given: &str, at: &[String], base_dir: &Path) -> PathBuf {
     let path = expand_path(given, base_dir);
     if let Err(e) = std::fs::File::open(&path) {
         c.at(
@@ -581,8 +522,7 @@ fn check_identity_file(
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -606,8 +546,7 @@ fn is_user_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && !s.starts_with('-')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]
@@ -633,15 +572,7 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(Version::parse("v1.32.3").unwrap().to_string(), "v1.32.3");
-        for bad in [
-            "1.32.3",
-            "v1.32",
-            "v1.32.3.4",
-            "v1.032.3",
-            "v1.32.x",
-            "v1..3",
-            "",
-        ] {
+        for bad in ["1.32.3", "v1.32", "v1.32.3.4", "v1.032.3", "v1.32.x", "v1..3", ""] {
             assert!(Version::parse(bad).is_none(), "{bad}");
         }
     }

@@ -43,10 +43,7 @@ impl From<Marker> for Loc {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
     /// A scalar; `plain` is false for quoted and block scalars, which are always strings.
-    Scalar {
-        value: String,
-        plain: bool,
-    },
+    Scalar { value: String, plain: bool },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -533,9 +530,7 @@ impl NodeDe<'_> {
     fn parse_number<T: std::str::FromStr>(&self, exp: &str) -> Result<T, DeError> {
         match self.scalar() {
             Some((value, true)) => value.parse::<T>().map_err(|_| {
-                self.fail(de::Error::custom(format!(
-                    "expected {exp}, found `{value}`"
-                )))
+                self.fail(de::Error::custom(format!("expected {exp}, found `{value}`")))
             }),
             Some((value, false)) => Err(self.fail(de::Error::custom(format!(
                 "expected {exp}, found the quoted string \"{value}\""
@@ -823,9 +818,7 @@ impl<'de> MapAccess<'de> for MapDe<'_> {
         let path = self.entry_path();
         if key.as_str().is_none() {
             return Err(DeError {
-                kind: DeErrorKind::Other(
-                    "a key must be a plain word, not a list or mapping".into(),
-                ),
+                kind: DeErrorKind::Other("a key must be a plain word, not a list or mapping".into()),
                 path: None,
                 loc: None,
             }
@@ -933,10 +926,9 @@ mod tests {
 
     #[test]
     fn deserializes_a_valid_document() {
-        let root = parse(
-            "name: x\ninner:\n  port: 22\n  tags: [a, b]\nmode: external\nitems:\n  - port: 1\n",
-        )
-        .unwrap();
+        let root =
+            parse("name: x\ninner:\n  port: 22\n  tags: [a, b]\nmode: external\nitems:\n  - port: 1\n")
+                .unwrap();
         let outer: Outer = from_node_collecting(&root).unwrap();
         assert_eq!(outer.inner.port, 22);
         assert_eq!(outer.inner.tags, vec!["a", "b"]);
@@ -956,27 +948,11 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                (
-                    "unknown key `nmae` in the top level".to_string(),
-                    Loc { line: 2, col: 1 }
-                ),
-                (
-                    "`inner.port`: expected a whole number from 0 to 65535, found `99999`"
-                        .to_string(),
-                    Loc { line: 4, col: 9 }
-                ),
-                (
-                    "unknown key `prot` in `inner`".to_string(),
-                    Loc { line: 5, col: 3 }
-                ),
-                (
-                    "`stacke` is not a valid value for `mode`".to_string(),
-                    Loc { line: 6, col: 7 }
-                ),
-                (
-                    "unknown key `extra` in `items[0]`".to_string(),
-                    Loc { line: 9, col: 5 }
-                ),
+                ("unknown key `nmae` in the top level".to_string(), Loc { line: 2, col: 1 }),
+                ("`inner.port`: expected a whole number from 0 to 65535, found `99999`".to_string(), Loc { line: 4, col: 9 }),
+                ("unknown key `prot` in `inner`".to_string(), Loc { line: 5, col: 3 }),
+                ("`stacke` is not a valid value for `mode`".to_string(), Loc { line: 6, col: 7 }),
+                ("unknown key `extra` in `items[0]`".to_string(), Loc { line: 9, col: 5 }),
             ]
         );
         assert_eq!(

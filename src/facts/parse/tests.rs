@@ -515,3 +515,13 @@ fn captured_lab_host_with_systemd() {
     assert_eq!(f.paths["/usr/sbin/sshd"].as_ref().unwrap().mode, 0o755);
     assert_eq!(f.paths["/etc/kubernetes/admin.conf"], None);
 }
+
+#[test]
+fn banners_and_stray_lines_between_sections_are_ignored() {
+    let good = fixture!("rocky9-amd64-cgroupv2-cluster.txt");
+    let noisy = good.replace(
+        "::capstan:: begin os",
+        "sudo: unable to resolve host cp1: Name or service not known\n::capstan:: begin os",
+    );
+    assert_eq!(parse(&noisy).unwrap(), parse(good).unwrap());
+}
