@@ -11,6 +11,7 @@ pub mod error;
 pub mod facts;
 pub mod inventory;
 pub mod lab;
+pub mod preflight;
 pub mod ssh;
 pub mod ui;
 pub mod yaml;

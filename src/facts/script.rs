@@ -1,0 +1,285 @@
+//! The probe script: POSIX `sh`, one exec, a few forks per section and none per item.
+
+use std::fmt::Write as _;
+
+use super::{
+    COMPONENTS, FactsError, MARKER, PROBE_FORMAT, PROBED_MODULES, PROBED_TOOLS, ProbeRequest,
+};
+
+/// Quotes `s` for POSIX `sh`: single quotes, with each `'` written as `'\''`.
+pub fn sh_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn check_path(p: &str) -> Result<(), FactsError> {
+    let bad = |reason| {
+        Err(FactsError::BadRequest {
+            what: "path",
+            value: p.to_owned(),
+            reason,
+        })
+    };
+    if !p.starts_with('/') {
+        return bad("paths must be absolute");
+    }
+    if p.len() > 4096 {
+        return bad("paths are limited to 4096 bytes");
+    }
+    if p.chars().any(char::is_control) {
+        return bad("paths must not contain control characters (newline, tab...)");
+    }
+    if p.contains('\\') {
+        return bad("paths must not contain backslashes (sha256sum would escape them)");
+    }
+    Ok(())
+}
+
+fn check_unit(u: &str) -> Result<(), FactsError> {
+    let bad = |reason| {
+        Err(FactsError::BadRequest {
+            what: "systemd unit",
+            value: u.to_owned(),
+            reason,
+        })
+    };
+    if u.is_empty() || u.len() > 255 {
+        return bad("unit names are 1 to 255 characters long");
+    }
+    if u.starts_with('-') {
+        return bad("unit names must not start with '-'");
+    }
+    if !u
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '@' | '-' | '\\'))
+    {
+        return bad("unit names may contain only ASCII letters, digits and : _ . @ - \\");
+    }
+    Ok(())
+}
+
+impl ProbeRequest {
+    /// Checks every path and unit name; the first bad one is the error.
+    pub fn validate(&self) -> Result<(), FactsError> {
+        self.paths.iter().try_for_each(|p| check_path(p))?;
+        self.units.iter().try_for_each(|u| check_unit(u))
+    }
+}
+
+/// The fixed part of the probe: helpers and host-wide facts.
+///
+/// Conventions: `b NAME` / `e NAME` open and close a section; `r NAME CMD...` runs a command
+/// into a section and records its exit status; `cf FILE` prints a small file without a fork;
+/// `rd KEY FILE` prints `KEY=first line of FILE` when FILE is readable.
+const PRELUDE: &str = r#"LC_ALL=C; export LC_ALL
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:${PATH:-}; export PATH
+b() { printf '::capstan:: begin %s\n' "$1"; }
+e() { printf '::capstan:: end %s\n' "$1"; }
+r() { n=$1; shift; b "$n"; o=$("$@" 2>&1); s=$?; [ -n "$o" ] && printf '%s\n' "$o"; printf '::capstan:: end %s %s\n' "$n" "$s"; }
+cf() { [ -r "$1" ] && while IFS= read -r l || [ -n "$l" ]; do printf '%s\n' "$l"; done < "$1"; return 0; }
+rd() { if [ -r "$2" ] && { IFS= read -r v < "$2" || [ -n "$v" ]; }; then printf '%s=%s\n' "$1" "$v"; fi; v=; }
+have() { command -v "$1" >/dev/null 2>&1; }
+T=; have timeout && T='timeout 10'
+"#;
+
+const HOST_FACTS: &str = r#"b basics
+printf 'uid=%s\n' "$(id -u 2>/dev/null)"
+un=$(uname -rm); kv=${un% *}; printf 'kernel=%s\nmachine=%s\n' "$kv" "${un##* }"
+rd hostname /proc/sys/kernel/hostname
+rd machine_id /etc/machine-id
+rd pid1 /proc/1/comm
+if [ -d /run/systemd/system ]; then echo systemd_booted=1; else echo systemd_booted=0; fi
+if have nproc; then printf 'cpus=%s\n' "$(nproc)"; else printf 'cpus=%s\n' "$(grep -c '^processor' /proc/cpuinfo)"; fi
+rd container_file /run/systemd/container
+if have systemd-detect-virt; then printf 'detect_virt=%s\n' "$(systemd-detect-virt --container 2>/dev/null)"; fi
+[ -f /.dockerenv ] && echo dockerenv=1
+[ -f /run/.containerenv ] && echo containerenv=1
+e basics
+b os
+if [ -r /etc/os-release ]; then cf /etc/os-release; else cf /usr/lib/os-release; fi
+e os
+b meminfo
+cf /proc/meminfo
+e meminfo
+b swaps
+cf /proc/swaps
+e swaps
+b cgroup
+while read -r _d mp fs opts _r; do case $fs in cgroup|cgroup2) printf 'mount %s %s %s\n' "$mp" "$fs" "$opts";; esac; done < /proc/mounts
+if [ -r /sys/fs/cgroup/cgroup.controllers ]; then rd controllers /sys/fs/cgroup/cgroup.controllers; elif [ -r /sys/fs/cgroup/unified/cgroup.controllers ]; then rd unified_controllers /sys/fs/cgroup/unified/cgroup.controllers; fi
+e cgroup
+if have ip; then
+  r addrs-ip ip -o addr show
+else
+  b addrs-proc-inet6; cf /proc/net/if_inet6; e addrs-proc-inet6
+  b addrs-proc-fib; cat /proc/net/fib_trie 2>/dev/null; e addrs-proc-fib
+fi
+if have ss; then
+  r listen-ss ss -ltnp
+else
+  b listen-proc-tcp; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; e listen-proc-tcp
+  b listen-proc-fds; ls -l /proc/[0-9]*/fd 2>/dev/null | grep -e '^/proc/' -e 'socket:\['; e listen-proc-fds
+  b listen-proc-comm
+  for p in /proc/[0-9]*; do [ -r "$p/comm" ] && IFS= read -r c < "$p/comm" && printf '%s %s\n' "${p#/proc/}" "$c"; done
+  e listen-proc-comm
+fi
+b sysctl
+rd ip_forward /proc/sys/net/ipv4/ip_forward
+rd ipv6_forwarding /proc/sys/net/ipv6/conf/all/forwarding
+if [ -d /proc/sys/net/bridge ]; then echo bridge_dir=1; else echo bridge_dir=0; fi
+rd bridge_nf_call_iptables /proc/sys/net/bridge/bridge-nf-call-iptables
+rd bridge_nf_call_ip6tables /proc/sys/net/bridge/bridge-nf-call-ip6tables
+e sysctl
+"#;
+
+/// Builds the probe script for `req`.
+///
+/// The script is POSIX `sh` (dash, bash, busybox ash), runs as `sh -c` (possibly under
+/// `sudo -n`) or fed on stdin, never fails early, and prints every section whether or
+/// not a tool is missing. Every path and unit is shell-quoted.
+pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
+    req.validate()?;
+    let mut s = String::with_capacity(8192);
+    s.push_str(PRELUDE);
+    let _ = writeln!(s, "printf '{MARKER} probe %s\\n' {PROBE_FORMAT}");
+    s.push_str(HOST_FACTS);
+
+    // Tools: a PATH search with shell built-ins only.
+    s.push_str("b tools\nfor t in");
+    for t in PROBED_TOOLS {
+        let _ = write!(s, " {t}");
+    }
+    s.push_str(
+        "; do p=$(command -v \"$t\" 2>/dev/null) && printf '%s %s\\n' \"$t\" \"$p\" || printf '%s -\\n' \"$t\"; done\ne tools\n",
+    );
+
+    // Components: path, then the version command's output and status.
+    s.push_str("b components\n");
+    for c in COMPONENTS {
+        let _ = writeln!(
+            s,
+            "p=$(command -v {c} 2>/dev/null) && printf '%s %s\\n' {c} \"$p\" || echo '{c} -'"
+        );
+    }
+    s.push_str("e components\n");
+    for c in COMPONENTS {
+        let _ = writeln!(s, "have {c} && r version-{c} $T {c} {}", c.version_args());
+    }
+
+    // Kernel modules.
+    let mods = PROBED_MODULES.join("|");
+    let _ = write!(
+        s,
+        "b modules\n\
+         [ -r /proc/modules ] && while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
+         for m in {}; do [ -d \"/sys/module/$m\" ] && echo \"sysfs $m\"; done\n\
+         if [ -r \"/lib/modules/$kv/modules.builtin\" ]; then while read -r m; do case ${{m##*/}} in",
+        PROBED_MODULES.join(" ")
+    );
+    let builtin_pats: Vec<String> = PROBED_MODULES
+        .iter()
+        .flat_map(|m| [format!("{m}.ko"), format!("{m}.ko.*")])
+        .collect();
+    let _ = write!(
+        s,
+        " {}) echo \"builtin ${{m##*/}}\";; esac; done < \"/lib/modules/$kv/modules.builtin\"; fi\n\
+         while read -r a f; do [ -n \"$f\" ] || f=$a; case $f in overlay) echo 'fs overlay';; esac; done < /proc/filesystems\n\
+         e modules\n",
+        builtin_pats.join("|")
+    );
+
+    // Requested paths, each written once (as the positional parameters): stat every one at
+    // once, then hash the regular files at once.
+    s.push_str("b request-paths\n");
+    if req.paths.is_empty() {
+        s.push_str("e request-paths\n");
+    } else {
+        s.push_str("set --");
+        for p in &req.paths {
+            let _ = write!(s, " {}", sh_quote(p));
+        }
+        s.push_str(
+            "\nprintf '%s\\n' \"$@\"\ne request-paths\n\
+             b stat\nstat -c '%s\t%a\t%u\t%g\t%U\t%G\t%Y\t%i\t%F\t%n' -- \"$@\" 2>/dev/null\ne stat\n\
+             n=$#; for p do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done; shift $n\n\
+             b sha256\n[ $# -gt 0 ] && sha256sum -- \"$@\" 2>/dev/null\ne sha256\n",
+        );
+    }
+
+    // Requested units: one systemctl call.
+    s.push_str("b request-units\n");
+    if req.units.is_empty() {
+        s.push_str("e request-units\n");
+    } else {
+        s.push_str("set --");
+        for u in &req.units {
+            let _ = write!(s, " {}", sh_quote(u));
+        }
+        s.push_str(
+            "\nprintf '%s\\n' \"$@\"\ne request-units\n\
+             have systemctl && [ -d /run/systemd/system ] && r units systemctl show \
+             -p Id -p LoadState -p ActiveState -p SubState -p UnitFileState -- \"$@\"\n",
+        );
+    }
+
+    // The clock last, closest to when the operator receives the output.
+    s.push_str("b clock\ndate +%s.%N\ne clock\n");
+    let _ = writeln!(s, "printf '{MARKER} done\\n'");
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_hostile_names() {
+        assert_eq!(sh_quote("a;rm -rf /"), "'a;rm -rf /'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(sh_quote("$(id)`id`"), "'$(id)`id`'");
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_the_reason() {
+        let req = ProbeRequest {
+            paths: vec!["relative/path".into()],
+            units: vec![],
+        };
+        let err = probe_script(&req).unwrap_err().to_string();
+        assert!(
+            err.contains("relative/path") && err.contains("absolute"),
+            "{err}"
+        );
+
+        let req = ProbeRequest {
+            paths: vec!["/etc/a\nb".into()],
+            units: vec![],
+        };
+        assert!(probe_script(&req).is_err());
+
+        let req = ProbeRequest {
+            paths: vec![],
+            units: vec!["a;rm -rf /".into()],
+        };
+        let err = probe_script(&req).unwrap_err().to_string();
+        assert!(
+            err.contains("systemd unit") && err.contains("a;rm -rf /"),
+            "{err}"
+        );
+
+        let req = ProbeRequest {
+            paths: vec![],
+            units: vec!["--all".into()],
+        };
+        assert!(probe_script(&req).is_err());
+    }
+}
