@@ -91,7 +91,18 @@ pub struct ProbeRequest {
     pub paths: Vec<String>,
     /// systemd units whose states to report (`kubelet`, `containerd.service`, ...).
     pub units: Vec<String>,
+    /// Hash every requested file, ignoring the record of what capstan installed.
+    pub verify: bool,
+    /// More sections: (name, shell code whose output is the section). Their output is
+    /// kept in [`Facts::extra_sections`] under the name.
+    pub extra: Vec<(String, String)>,
+    /// The record of installed files; [`INSTALLED_STATE`] when `None` (tests point it elsewhere).
+    pub installed_state: Option<String>,
 }
+
+/// Where capstan records what it installed on a host (sha256, size, mtime, inode, path;
+/// tab-separated), so that later probes hash only files whose stat changed.
+pub const INSTALLED_STATE: &str = "/var/lib/capstan/installed.tsv";
 
 /// A software component capstan installs and whose version it reads from `--version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

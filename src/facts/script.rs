@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    COMPONENTS, FactsError, MARKER, PROBE_FORMAT, PROBED_MODULES, PROBED_TOOLS, ProbeRequest,
+    COMPONENTS, FactsError, INSTALLED_STATE, MARKER, PROBE_FORMAT, PROBED_MODULES, PROBED_TOOLS,
+    ProbeRequest,
 };
 
 /// Quotes `s` for POSIX `sh`: single quotes, with each `'` written as `'\''`.
@@ -71,6 +72,18 @@ impl ProbeRequest {
     /// Checks every path and unit name; the first bad one is the error.
     pub fn validate(&self) -> Result<(), FactsError> {
         self.paths.iter().try_for_each(|p| check_path(p))?;
+        self.installed_state
+            .iter()
+            .try_for_each(|p| check_path(p))?;
+        for (name, _) in &self.extra {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(FactsError::BadRequest {
+                    what: "section",
+                    value: name.clone(),
+                    reason: "section names are letters, digits and '-'",
+                });
+            }
+        }
         self.units.iter().try_for_each(|u| check_unit(u))
     }
 }
@@ -209,9 +222,23 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         }
         s.push_str(
             "\nprintf '%s\\n' \"$@\"\ne request-paths\n\
-             b stat\nstat -c '%s\t%a\t%u\t%g\t%U\t%G\t%Y\t%i\t%F\t%n' -- \"$@\" 2>/dev/null\ne stat\n\
-             n=$#; for p do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done; shift $n\n\
-             b sha256\n[ $# -gt 0 ] && sha256sum -- \"$@\" 2>/dev/null\ne sha256\n",
+             b stat\nst=$(stat -c '%s\t%a\t%u\t%g\t%U\t%G\t%Y\t%i\t%F\t%n' -- \"$@\" 2>/dev/null)\n\
+             [ -n \"$st\" ] && printf '%s\\n' \"$st\"\ne stat\n",
+        );
+        // Quick check (rsync's): a regular file whose size, mtime and inode still match
+        // what capstan recorded when it installed it keeps the recorded hash; only the
+        // others are read and hashed. `verify` hashes everything.
+        let _ = write!(
+            s,
+            "b sha256\nqc=$(printf '%s\\n' \"$st\" | awk -F'\\t' -v state={state} -v verify={verify} '\n\
+             BEGIN {{ if (!verify) while ((getline l < state) > 0) {{ if (split(l, a, \"\\t\") == 5) {{ rec[a[5]] = a[2] \" \" a[3] \" \" a[4]; sum[a[5]] = a[1] }} }} }}\n\
+             $9 ~ /^regular/ {{ if (($10 in rec) && rec[$10] == $1 \" \" $7 \" \" $8) print sum[$10] \"  \" $10; else print \"H\\t\" $10 }}')\n\
+             set --\n\
+             while IFS= read -r l; do case $l in H\"\t\"*) set -- \"$@\" \"${{l#H\"\t\"}}\";; '') ;; *) printf '%s\\n' \"$l\";; esac; done <<CAPSTAN_QC\n\
+             $qc\nCAPSTAN_QC\n\
+             [ $# -gt 0 ] && sha256sum -- \"$@\" 2>/dev/null\ne sha256\n",
+            state = sh_quote(req.installed_state.as_deref().unwrap_or(INSTALLED_STATE)),
+            verify = u8::from(req.verify),
         );
     }
 
@@ -229,6 +256,11 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
              have systemctl && [ -d /run/systemd/system ] && r units systemctl show \
              -p Id -p LoadState -p ActiveState -p SubState -p UnitFileState -- \"$@\"\n",
         );
+    }
+
+    // Sections asked for by callers (the engine's sysctls, modules, packages, guards).
+    for (name, script) in &req.extra {
+        let _ = write!(s, "b {name}\n{script}\ne {name}\n");
     }
 
     // The clock last, closest to when the operator receives the output.
@@ -252,7 +284,7 @@ mod tests {
     fn bad_requests_are_refused_with_the_reason() {
         let req = ProbeRequest {
             paths: vec!["relative/path".into()],
-            units: vec![],
+            ..ProbeRequest::default()
         };
         let err = probe_script(&req).unwrap_err().to_string();
         assert!(
@@ -262,15 +294,21 @@ mod tests {
 
         let req = ProbeRequest {
             paths: vec!["/etc/a\nb".into()],
-            units: vec![],
+            ..ProbeRequest::default()
         };
         assert!(probe_script(&req).is_err());
 
         let req = ProbeRequest {
             paths: vec![],
             units: vec!["a;rm -rf /".into()],
+            ..ProbeRequest::default()
         };
         let err = probe_script(&req).unwrap_err().to_string();
+        let section = ProbeRequest {
+            extra: vec![("a b".into(), "true".into())],
+            ..ProbeRequest::default()
+        };
+        assert!(probe_script(&section).is_err());
         assert!(
             err.contains("systemd unit") && err.contains("a;rm -rf /"),
             "{err}"
@@ -279,6 +317,7 @@ mod tests {
         let req = ProbeRequest {
             paths: vec![],
             units: vec!["--all".into()],
+            ..ProbeRequest::default()
         };
         assert!(probe_script(&req).is_err());
     }

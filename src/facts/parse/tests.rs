@@ -16,6 +16,7 @@ fn the_probe_runs_and_parses_on_this_machine() {
             "/nonexistent/capstan".to_owned(),
         ],
         units: vec!["ssh.service".into(), "capstan-nonexistent.service".into()],
+        ..ProbeRequest::default()
     };
     let script = probe_script(&req).unwrap();
     let out = std::process::Command::new("sh")
@@ -67,6 +68,80 @@ fn the_probe_runs_and_parses_on_this_machine() {
     );
     assert!(facts.addresses.iter().any(|a| a.address.is_loopback()));
     assert!(facts.listening.is_some());
+}
+
+fn probe_here(req: &ProbeRequest) -> Facts {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(probe_script(req).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+/// A file whose size, mtime and inode match the installed record keeps the recorded hash
+/// (it is not read); a changed stat, or `verify`, hashes it again.
+#[test]
+fn quick_check_uses_the_installed_record_until_the_stat_changes() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big binary");
+    std::fs::write(&file, b"hello\n").unwrap();
+    let real = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
+    let recorded = "a".repeat(64);
+    let meta = std::fs::metadata(&file).unwrap();
+    let state = dir.path().join("installed.tsv");
+    let path = file.to_str().unwrap().to_owned();
+    std::fs::write(
+        &state,
+        format!(
+            "{recorded}\t{}\t{}\t{}\t{path}\n",
+            meta.size(),
+            meta.mtime(),
+            meta.ino()
+        ),
+    )
+    .unwrap();
+    let mut req = ProbeRequest {
+        paths: vec![path.clone()],
+        installed_state: Some(state.to_str().unwrap().to_owned()),
+        extra: vec![("my-section".into(), "echo hello from extra".into())],
+        ..ProbeRequest::default()
+    };
+    let facts = probe_here(&req);
+    // The recorded hash proves the file was not read.
+    assert_eq!(
+        facts.paths[&path].as_ref().unwrap().sha256.as_deref(),
+        Some(recorded.as_str())
+    );
+    assert_eq!(
+        facts.extra_sections["my-section"].trim(),
+        "hello from extra"
+    );
+    req.verify = true;
+    assert_eq!(
+        probe_here(&req).paths[&path]
+            .as_ref()
+            .unwrap()
+            .sha256
+            .as_deref(),
+        Some(real)
+    );
+    req.verify = false;
+    std::fs::write(&file, b"hello, changed\n").unwrap();
+    let changed = probe_here(&req).paths[&path]
+        .as_ref()
+        .unwrap()
+        .sha256
+        .clone()
+        .unwrap();
+    assert_ne!(changed, recorded);
+    assert_ne!(changed, real);
 }
 
 macro_rules! fixture {
