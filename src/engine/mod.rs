@@ -1,6 +1,8 @@
 //! The declarative engine: roles and templates → desired state → plan against facts → apply.
 
+pub mod apply;
 pub mod desired;
 pub mod plan;
+pub mod probe;
 pub mod render;
 pub mod role;

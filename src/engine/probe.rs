@@ -1,0 +1,273 @@
+//! What the plan asks the facts probe for, and how the answer becomes a [`HostState`].
+//!
+//! Everything rides on the one facts probe exec: managed paths (stat + hash, with the
+//! quick check), units, and extra sections for sysctls, modules, packages and command
+//! guards. Reading never changes the host.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use super::desired::Desired;
+use super::plan::{HostState, PathKind, PathState, UnitFacts};
+use crate::facts::{Facts, ProbeRequest, sh_quote};
+
+const SYSCTLS: &str = "engine-sysctls";
+const MODULES: &str = "engine-modules";
+const PACKAGES: &str = "engine-packages";
+const DONE: &str = "engine-commands-done";
+
+/// The probe request covering everything `desired` manages.
+pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
+    let mut paths: BTreeSet<String> = BTreeSet::new();
+    let mut units: BTreeSet<String> = BTreeSet::new();
+    let mut sysctls = String::new();
+    let mut modules = String::new();
+    let mut packages: Vec<&str> = Vec::new();
+    let mut guards = String::new();
+    for d in desired {
+        match d {
+            Desired::Directory { path, .. } => {
+                paths.insert(path.clone());
+            }
+            Desired::File(f) => {
+                paths.insert(f.path.clone());
+            }
+            Desired::Unit { name, .. } => {
+                units.insert(name.clone());
+            }
+            Desired::Sysctl { key, .. } => {
+                // `read` is a builtin: no fork per key.
+                let file = format!("/proc/sys/{}", key.replace('.', "/"));
+                let _ = writeln!(
+                    sysctls,
+                    "if [ -r {f} ] && IFS= read -r v < {f}; then printf '%s\\t%s\\n' {k} \"$v\"; fi",
+                    f = sh_quote(&file),
+                    k = sh_quote(key)
+                );
+            }
+            Desired::Module { name } => {
+                // Loaded modules and built-ins both show in /sys/module once initialised;
+                // a built-in without parameters only shows in modules.builtin.
+                let _ = writeln!(
+                    modules,
+                    "if [ -d /sys/module/{m} ] || grep -q {b} /proc/modules 2>/dev/null || grep -q {bi} \"/lib/modules/$(uname -r)/modules.builtin\" 2>/dev/null; then echo {m}; fi",
+                    m = sh_quote(name),
+                    b = sh_quote(&format!("^{name} ")),
+                    bi = sh_quote(&format!("/{name}.ko")),
+                );
+            }
+            Desired::Package { name } => packages.push(name),
+            Desired::Command {
+                name,
+                creates,
+                unless,
+                ..
+            } => {
+                let mut tests = Vec::new();
+                if let Some(path) = creates {
+                    tests.push(format!("[ -e {} ]", sh_quote(path)));
+                }
+                if let Some(cmd) = unless {
+                    tests.push(format!("( {cmd} ) >/dev/null 2>&1 </dev/null"));
+                }
+                if !tests.is_empty() {
+                    let _ = writeln!(
+                        guards,
+                        "if {}; then echo {}; fi",
+                        tests.join(" || "),
+                        sh_quote(name)
+                    );
+                }
+            }
+        }
+    }
+    let mut extra = Vec::new();
+    if !sysctls.is_empty() {
+        extra.push((SYSCTLS.to_string(), sysctls));
+    }
+    if !modules.is_empty() {
+        extra.push((MODULES.to_string(), modules));
+    }
+    if !packages.is_empty() {
+        let list: Vec<String> = packages.iter().map(|p| sh_quote(p)).collect();
+        let list = list.join(" ");
+        extra.push((
+            PACKAGES.to_string(),
+            format!(
+                "if command -v dpkg-query >/dev/null 2>&1; then dpkg-query -W -f='${{Package}}\\t${{db:Status-Status}}\\n' {list} 2>/dev/null; \
+                 elif command -v rpm >/dev/null 2>&1; then for p in {list}; do rpm -q \"$p\" >/dev/null 2>&1 && printf '%s\\tinstalled\\n' \"$p\"; done; fi"
+            ),
+        ));
+    }
+    if !guards.is_empty() {
+        extra.push((DONE.to_string(), guards));
+    }
+    ProbeRequest {
+        paths: paths.into_iter().collect(),
+        units: units.into_iter().collect(),
+        verify,
+        extra,
+        installed_state: None,
+    }
+}
+
+/// The plan's view of the host, from the facts the [`request`] gathered.
+pub fn host_state(facts: &Facts) -> HostState {
+    let section = |name: &str| facts.extra_sections.get(name).map_or("", String::as_str);
+    let mut state = HostState::default();
+    for (path, found) in &facts.paths {
+        let s = match found {
+            None => PathState::default(),
+            Some(p) => PathState {
+                kind: if p.kind.starts_with("regular") {
+                    PathKind::File
+                } else if p.kind == "directory" {
+                    PathKind::Directory
+                } else {
+                    PathKind::Other
+                },
+                sha256: p.sha256.clone(),
+                mode: p.mode,
+                owner: p.owner.clone(),
+                group: p.group.clone(),
+            },
+        };
+        state.paths.insert(path.clone(), s);
+    }
+    for (name, unit) in &facts.units {
+        let u = unit
+            .as_ref()
+            .map_or_else(UnitFacts::default, |u| UnitFacts {
+                active_state: u.active_state.clone(),
+                unit_file_state: u.unit_file_state.clone(),
+            });
+        state.units.insert(name.clone(), u);
+    }
+    for line in section(SYSCTLS).lines() {
+        if let Some((k, v)) = line.split_once('\t') {
+            state.sysctls.insert(k.to_string(), Some(v.to_string()));
+        }
+    }
+    state.modules = section(MODULES).lines().map(str::to_string).collect();
+    for line in section(PACKAGES).lines() {
+        if let Some((name, status)) = line.split_once('\t') {
+            state
+                .packages
+                .insert(name.to_string(), status == "installed");
+        }
+    }
+    state.commands_done = section(DONE).lines().map(str::to_string).collect();
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::desired::inline_file;
+    use crate::engine::role::UnitState;
+
+    /// The request runs for real on this machine with `sh`, and its answer parses into the
+    /// state the plan reads.
+    #[test]
+    fn probe_runs_here_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("managed.conf");
+        std::fs::write(&file, "x = 1\n").unwrap();
+        let marker = dir.path().join("marker");
+        std::fs::write(&marker, "").unwrap();
+        let desired = vec![
+            Desired::File(inline_file(
+                file.to_str().unwrap().into(),
+                b"x = 1\n".to_vec(),
+                "root".into(),
+                "root".into(),
+                0o644,
+                false,
+            )),
+            Desired::Directory {
+                path: dir.path().to_str().unwrap().into(),
+                owner: "root".into(),
+                group: "root".into(),
+                mode: 0o700,
+            },
+            Desired::Sysctl {
+                key: "kernel.ostype".into(),
+                value: "Linux".into(),
+            },
+            Desired::Sysctl {
+                key: "net.capstan.no_such_key".into(),
+                value: "1".into(),
+            },
+            Desired::Module {
+                name: "capstan_no_such_module".into(),
+            },
+            Desired::Package {
+                name: "bash".into(),
+            },
+            Desired::Package {
+                name: "capstan-no-such-package".into(),
+            },
+            Desired::Command {
+                name: "done-by-creates".into(),
+                run: "false".into(),
+                creates: Some(marker.to_str().unwrap().into()),
+                unless: None,
+            },
+            Desired::Command {
+                name: "done-by-unless".into(),
+                run: "false".into(),
+                creates: None,
+                unless: Some("test 1 = 1".into()),
+            },
+            Desired::Command {
+                name: "pending".into(),
+                run: "false".into(),
+                creates: None,
+                unless: Some("test 1 = 2".into()),
+            },
+            Desired::Unit {
+                name: "capstan-none.service".into(),
+                unit_file: None,
+                enabled: true,
+                state: UnitState::Started,
+                restart_on: vec![],
+                reload_on: vec![],
+            },
+        ];
+        let script = crate::facts::probe_script(&request(&desired, false)).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let facts = crate::facts::parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        let state = host_state(&facts);
+        let f = &state.paths[file.to_str().unwrap()];
+        assert_eq!(f.kind, PathKind::File);
+        assert_eq!(
+            f.sha256.as_deref(),
+            Some(match &desired[0] {
+                Desired::File(d) => d.sha256.as_str(),
+                _ => unreachable!(),
+            })
+        );
+        assert_eq!(
+            state.paths[dir.path().to_str().unwrap()].kind,
+            PathKind::Directory
+        );
+        assert_eq!(state.sysctls["kernel.ostype"].as_deref(), Some("Linux"));
+        assert!(!state.sysctls.contains_key("net.capstan.no_such_key"));
+        assert!(state.modules.is_empty());
+        assert_eq!(state.packages.get("bash"), Some(&true));
+        assert_ne!(state.packages.get("capstan-no-such-package"), Some(&true));
+        assert_eq!(
+            state.commands_done,
+            BTreeSet::from(["done-by-creates".to_string(), "done-by-unless".to_string()])
+        );
+    }
+}
