@@ -4,6 +4,7 @@
 //! integration tests and later workflows can use it.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod artifacts;
 pub mod cli;
 pub mod commands;
 pub mod engine;
