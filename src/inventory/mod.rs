@@ -80,6 +80,10 @@ pub struct Cluster {
     pub etcd_topology: EtcdTopology,
     pub api_endpoint: ApiEndpoint,
     pub artifacts: Artifacts,
+    pub image_repository: String,
+    /// Node software versions by catalog component name (`containerd`, `runc`, `etcd`,
+    /// `crictl`, `cni-plugins`; `kubelet` and `kubectl` follow `kubernetes_version`).
+    pub versions: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -29,6 +29,21 @@ pub struct ClusterSpec {
     pub api_endpoint: ApiEndpointSpec,
     #[serde(default)]
     pub artifacts: ArtifactsSpec,
+    /// Where control-plane and addon images come from (default registry.k8s.io).
+    pub image_repository: Option<String>,
+    /// Versions of the node software; each defaults to the newest the catalog pins.
+    #[serde(default)]
+    pub versions: VersionsSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsSpec {
+    pub containerd: Option<String>,
+    pub runc: Option<String>,
+    pub etcd: Option<String>,
+    pub crictl: Option<String>,
+    pub cni_plugins: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

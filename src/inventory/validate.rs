@@ -256,6 +256,24 @@ pub fn resolve(
 
     let api_endpoint = resolve_api_endpoint(&mut c, file, &control_planes, &lb_hosts);
     let artifacts = resolve_artifacts(&mut c, file);
+    let versions = resolve_versions(&mut c, file, version);
+    let image_repository = spec
+        .image_repository
+        .clone()
+        .unwrap_or_else(|| crate::artifacts::catalog::DEFAULT_IMAGE_REPOSITORY.to_string())
+        .trim_end_matches('/')
+        .to_string();
+    if image_repository.is_empty()
+        || image_repository
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch == '\'')
+    {
+        c.at(
+            &["cluster", "image_repository"],
+            format!("`{image_repository}` is not an image repository"),
+            "write it as HOST[/PATH], e.g. registry.k8s.io",
+        );
+    }
 
     if c.problems.is_empty() {
         Ok(Inventory {
@@ -273,6 +291,8 @@ pub fn resolve(
                 etcd_topology: topology,
                 api_endpoint,
                 artifacts,
+                image_repository,
+                versions,
             },
             hosts,
         })
@@ -466,6 +486,50 @@ fn resolve_artifacts(c: &mut Collector<'_>, file: &InventoryFile) -> Artifacts {
         ChecksumSource::Mirror
     });
     Artifacts { mirror, checksums }
+}
+
+/// Each node software version: the inventory's, else the newest the catalog pins.
+fn resolve_versions(
+    c: &mut Collector<'_>,
+    file: &InventoryFile,
+    kubernetes: Option<Version>,
+) -> std::collections::BTreeMap<String, String> {
+    use crate::artifacts::catalog::Component;
+    let given = &file.cluster.versions;
+    let mut out = std::collections::BTreeMap::new();
+    for (key, component, value) in [
+        ("containerd", Component::Containerd, &given.containerd),
+        ("runc", Component::Runc, &given.runc),
+        ("etcd", Component::Etcd, &given.etcd),
+        ("crictl", Component::Crictl, &given.crictl),
+        ("cni_plugins", Component::CniPlugins, &given.cni_plugins),
+    ] {
+        let version = match value {
+            Some(v) => {
+                let bare = v.strip_prefix('v').unwrap_or(v);
+                if Version::parse(&format!("v{bare}")).is_none() {
+                    c.at(
+                        &["cluster", "versions", key],
+                        format!("`{v}` is not a version"),
+                        "write it as MAJOR.MINOR.PATCH, with or without a leading v",
+                    );
+                }
+                v.clone()
+            }
+            None => component
+                .known_versions()
+                .into_iter()
+                .max_by_key(|v| Version::parse(&format!("v{}", v.trim_start_matches('v'))))
+                .unwrap_or_default()
+                .to_string(),
+        };
+        out.insert(component.name().to_string(), version);
+    }
+    if let Some(k) = kubernetes {
+        out.insert("kubelet".into(), k.to_string());
+        out.insert("kubectl".into(), k.to_string());
+    }
+    out
 }
 
 fn merge_ssh(
