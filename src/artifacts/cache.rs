@@ -37,7 +37,10 @@ const MAX_CHECKSUM_FILE: u64 = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// Honours HTTP(S)_PROXY / NO_PROXY.
     agent: ureq::Agent,
+    /// For loopback mirrors, which never go through a proxy.
+    direct: ureq::Agent,
 }
 
 /// One binary in the cache.
@@ -91,15 +94,17 @@ struct IndexBinary {
 impl Cache {
     /// A cache rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            .user_agent(concat!("capstan/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let config = || {
+            ureq::Agent::config_builder()
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(60)))
+                .timeout_per_read(Some(Duration::from_secs(60)))
+                .user_agent(concat!("capstan/", env!("CARGO_PKG_VERSION")))
+        };
         Self {
             root: root.into(),
-            agent: ureq::Agent::new_with_config(config),
+            agent: ureq::Agent::new_with_config(config().build()),
+            direct: ureq::Agent::new_with_config(config().proxy(None).build()),
         }
     }
 
@@ -327,7 +332,12 @@ impl Cache {
             return Ok(Box::new(BufReader::new(file)));
         }
         if url.starts_with("https://") || url.starts_with("http://") {
-            let response = self.agent.get(url).call().map_err(|e| match e {
+            let agent = if is_loopback(url) {
+                &self.direct
+            } else {
+                &self.agent
+            };
+            let response = agent.get(url).call().map_err(|e| match e {
                 ureq::Error::StatusCode(code) => dl_err(format!("HTTP {code}")),
                 other => dl_err(other.to_string()),
             })?;
@@ -418,6 +428,25 @@ pub fn parse_sha256_file(text: &str, file_name: &str) -> Result<String, String> 
             }
         }
     }
+}
+
+/// `http://127.0.0.1:8080/…`, `http://localhost/…`, `http://[::1]/…`.
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host.starts_with('[') {
+        host.split(']')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+    } else {
+        host.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -613,5 +642,10 @@ mod tests {
         assert_eq!(clean("./bridge"), "bridge");
         assert_eq!(clean("bin/ctr"), "bin/ctr");
         assert_eq!(percent_decode("/srv/my%20mirror/x"), "/srv/my mirror/x");
+        assert!(is_loopback("http://127.0.0.1:8080/x"));
+        assert!(is_loopback("http://localhost/x"));
+        assert!(is_loopback("http://[::1]:80/x"));
+        assert!(!is_loopback("https://dl.k8s.io/release"));
+        assert!(!is_loopback("https://127.0.0.1.example.com/x"));
     }
 }
