@@ -95,8 +95,7 @@ impl Desired {
 pub trait ArtifactSource {
     /// The cached file for `artifact` (a catalog component), or `member` of its archive,
     /// with its sha256 and size.
-    fn fetch(&self, artifact: &str, member: Option<&str>)
-    -> Result<(PathBuf, String, u64), String>;
+    fn fetch(&self, artifact: &str, file: &str) -> Result<(PathBuf, String, u64), String>;
 }
 
 /// A problem turning roles into desired state.
@@ -184,13 +183,14 @@ pub fn build(
                 }
                 ResourceSpec::Binary {
                     artifact,
-                    member,
+                    file,
                     path,
                     mode,
                 } => {
-                    let member = member.as_deref().map(r).transpose()?;
+                    let artifact = r(artifact)?;
+                    let file = file.as_deref().map(r).transpose()?;
                     let (cached, sha256, size) = artifacts
-                        .fetch(&r(artifact)?, member.as_deref())
+                        .fetch(&artifact, file.as_deref().unwrap_or(&artifact))
                         .map_err(|e| {
                             invalid(
                                 e,

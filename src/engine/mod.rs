@@ -1,6 +1,7 @@
 //! The declarative engine: roles and templates → desired state → plan against facts → apply.
 
 pub mod apply;
+pub mod context;
 pub mod desired;
 pub mod plan;
 pub mod probe;

@@ -10,7 +10,7 @@
 //!   - module: {name: br_netfilter}
 //!   - directory: {path: /etc/containerd}
 //!   - file: {path: /etc/containerd/config.toml, template: containerd/config.toml.j2}
-//!   - binary: {artifact: containerd, member: bin/containerd, path: /usr/local/bin/containerd}
+//!   - binary: {artifact: containerd, file: ctr, path: /usr/local/bin/ctr}
 //!   - unit: {name: containerd.service, template: containerd/containerd.service.j2,
 //!            restart_on: [/etc/containerd/config.toml, /usr/local/bin/containerd]}
 //!   - package: {name: conntrack}
@@ -72,8 +72,9 @@ pub enum ResourceSpec {
     Binary {
         /// A component of the artifact catalog (its version comes from the inventory).
         artifact: String,
-        /// The file inside the artifact's archive, when it is one.
-        member: Option<String>,
+        /// Which of the artifact's binaries (`ctr` of containerd); default: the one named
+        /// like the artifact.
+        file: Option<String>,
         path: String,
         #[serde(default = "exec_mode")]
         mode: String,
