@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod context;
 pub mod desired;
+pub mod library;
 pub mod plan;
 pub mod probe;
 pub mod render;

@@ -3,10 +3,10 @@
 //! The same inputs always give byte-identical output: the context is built from sorted
 //! maps, and nothing time- or environment-dependent is exposed to templates.
 
-use std::path::{Path, PathBuf};
-
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, UndefinedBehavior, Value};
+
+use super::library::Library;
 
 /// A template that failed to render: which template, where, which expression, why.
 #[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
@@ -22,12 +22,11 @@ pub struct RenderError {
 
 pub struct Renderer {
     env: Environment<'static>,
-    dir: PathBuf,
 }
 
 impl Renderer {
-    /// Templates are looked up under `dir` by their path relative to it.
-    pub fn new(dir: &Path) -> Renderer {
+    /// Templates are `templates/<name>` in `library`.
+    pub fn new(library: &Library) -> Renderer {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_debug(true);
@@ -41,24 +40,13 @@ impl Renderer {
         }
         // Templates render configs and units, never HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        let root = dir.to_path_buf();
+        let library = library.clone();
         env.set_loader(move |name| {
-            if name.split('/').any(|part| part == "..") {
-                return Ok(None);
-            }
-            match std::fs::read_to_string(root.join(name)) {
-                Ok(text) => Ok(Some(text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    format!("cannot read template {name}: {e}"),
-                )),
-            }
+            Ok(library
+                .read(&format!("templates/{name}"))
+                .map(|(text, _)| text))
         });
-        Renderer {
-            env,
-            dir: dir.to_path_buf(),
-        }
+        Renderer { env }
     }
 
     /// Renders `templates/<name>` with `ctx`.
@@ -68,10 +56,9 @@ impl Renderer {
                 RenderError {
                     where_: format!("templates/{name}"),
                     message: "no such template".into(),
-                    help: Some(format!(
-                        "templates are files under {}; check the role's `template:`",
-                        self.dir.display()
-                    )),
+                    help: Some(
+                        "templates are files under templates/ (built in, or beside the inventory); check the role's `template:`".into(),
+                    ),
                 }
             } else {
                 explain(&e, &format!("templates/{name}"))
@@ -131,11 +118,12 @@ mod tests {
     fn renderer(files: &[(&str, &str)]) -> (tempfile::TempDir, Renderer) {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
-            let p = dir.path().join(name);
+            let p = dir.path().join("templates").join(name);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
         }
-        let r = Renderer::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+        let r = Renderer::new(&Library::for_inventory(dir.path()));
         (dir, r)
     }
 

@@ -22,10 +22,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::library::Library;
 use crate::inventory::Role as InventoryRole;
 use crate::yaml;
 
@@ -171,23 +172,24 @@ impl fmt::Display for RoleError {
     }
 }
 
-/// Loads `roles_dir/<name>/role.yaml`.
-pub fn load(roles_dir: &Path, name: &str) -> Result<Role, RoleError> {
-    let file = roles_dir.join(name).join("role.yaml");
+/// Loads `roles/<name>/role.yaml` from `library`.
+pub fn load(library: &Library, name: &str) -> Result<Role, RoleError> {
+    let rel = format!("roles/{name}/role.yaml");
+    let Some((text, origin)) = library.read(&rel) else {
+        return Err(RoleError {
+            file: PathBuf::from(rel),
+            problems: vec![(
+                yaml::Loc { line: 1, col: 1 },
+                format!("there is no role `{name}`"),
+                Some(format!("roles: {}", library.role_names().join(", "))),
+            )],
+        });
+    };
+    let file = PathBuf::from(origin);
     let fail = |loc: yaml::Loc, msg: String, help: Option<String>| RoleError {
         file: file.clone(),
         problems: vec![(loc, msg, help)],
     };
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        fail(
-            yaml::Loc { line: 1, col: 1 },
-            format!("cannot read it: {e}"),
-            Some(format!(
-                "roles live in {}/<name>/role.yaml",
-                roles_dir.display()
-            )),
-        )
-    })?;
     let tree = yaml::parse(&text).map_err(|e| fail(e.loc, e.message, None))?;
     let collected = yaml::from_node_collecting::<RoleFile>(&tree);
     let mut problems: Vec<(yaml::Loc, String, Option<String>)> = collected
@@ -252,24 +254,32 @@ mod tests {
 
     #[test]
     fn shipped_roles_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("roles");
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            let role = load(&dir, &name).unwrap_or_else(|e| panic!("{e}"));
+        let lib = Library::builtin();
+        let names = lib.role_names();
+        assert!(names.len() >= 2, "{names:?}");
+        for name in names {
+            let role = load(&lib, &name).unwrap_or_else(|e| panic!("{e}"));
             assert!(!role.spec.resources.is_empty(), "{name}");
         }
+        assert!(
+            load(&lib, "nope")
+                .unwrap_err()
+                .to_string()
+                .contains("there is no role `nope`")
+        );
     }
 
     #[test]
     fn bad_role_reports_positions() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        std::fs::create_dir_all(dir.path().join("roles/x")).unwrap();
+        let lib = Library::for_inventory(dir.path());
         std::fs::write(
-            dir.path().join("x/role.yaml"),
+            dir.path().join("roles/x/role.yaml"),
             "description: x\nhosts: [worker]\nresources:\n  - file: {path: /a}\n  - directory: {path: /b, mode: \"0999\"}\n  - sysctl: {key: a}\n",
         )
         .unwrap();
-        let err = load(dir.path(), "x").unwrap_err();
+        let err = load(&lib, "x").unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("role.yaml:6:13: missing key `value`"),
@@ -280,11 +290,11 @@ mod tests {
             "semantic checks wait for a sound file: {text}"
         );
         std::fs::write(
-            dir.path().join("x/role.yaml"),
+            dir.path().join("roles/x/role.yaml"),
             "description: x\nhosts: [worker]\nresources:\n  - file: {path: /a}\n  - directory: {path: /b, mode: \"0999\"}\n",
         )
         .unwrap();
-        let text = load(dir.path(), "x").unwrap_err().to_string();
+        let text = load(&lib, "x").unwrap_err().to_string();
         assert!(
             text.contains("role.yaml:4:9: a file needs exactly one of"),
             "{text}"
