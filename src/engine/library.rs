@@ -54,12 +54,12 @@ impl Library {
                     .map(str::to_string)
             })
             .collect();
-        if let Some(dir) = &self.overlay {
-            if let Ok(entries) = std::fs::read_dir(dir.join("roles")) {
-                for e in entries.flatten() {
-                    if e.path().join("role.yaml").is_file() {
-                        names.push(e.file_name().to_string_lossy().into_owned());
-                    }
+        if let Some(dir) = &self.overlay
+            && let Ok(entries) = std::fs::read_dir(dir.join("roles"))
+        {
+            for e in entries.flatten() {
+                if e.path().join("role.yaml").is_file() {
+                    names.push(e.file_name().to_string_lossy().into_owned());
                 }
             }
         }
