@@ -10,7 +10,7 @@ use russh::{ChannelMsg, Disconnect, Sig};
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::auth::{AuthContext, authenticate};
 use super::config::{Hop, Route, resolve};
@@ -100,6 +100,9 @@ pub struct Connection {
     jumps: Vec<Handle<ClientHandler>>,
     round_trips: AtomicU64,
     sftp: OnceCell<Sftp>,
+    /// Bounds concurrent exec channels below sshd's `MaxSessions` (default 10, the SFTP
+    /// session takes one): more at once would be refused by the server.
+    sessions: Semaphore,
 }
 
 impl std::fmt::Debug for Connection {
@@ -136,6 +139,8 @@ impl Progress {
 }
 
 const SFTP_CHUNK: usize = 32 * 1024;
+/// Concurrent exec channels per connection (sshd's `MaxSessions` defaults to 10).
+const MAX_CONCURRENT_EXECS: usize = 8;
 const SFTP_IN_FLIGHT: usize = 16;
 
 impl Connection {
@@ -179,7 +184,8 @@ impl Connection {
             let handle = match jumps.last() {
                 None => establish(&format!("bastion {label}"), hop, opts, progress).await,
                 Some(previous) => {
-                    let stream = tunnel(previous, "bastion", hop).await;
+                    let stream =
+                        tunnel(previous, &route.jumps[jumps.len() - 1], "bastion", hop).await;
                     match stream {
                         Ok(stream) => {
                             establish_over(&format!("bastion {label}"), hop, opts, progress, stream)
@@ -195,7 +201,8 @@ impl Connection {
         let handle = match jumps.last() {
             None => establish(&target.name, &route.target, opts, progress).await?,
             Some(last) => {
-                let stream = tunnel(last, &target.name, &route.target).await?;
+                let via = &route.jumps[route.jumps.len() - 1];
+                let stream = tunnel(last, via, &target.name, &route.target).await?;
                 establish_over(&target.name, &route.target, opts, progress, stream).await?
             }
         };
@@ -209,6 +216,7 @@ impl Connection {
             jumps,
             round_trips: AtomicU64::new(0),
             sftp: OnceCell::new(),
+            sessions: Semaphore::new(MAX_CONCURRENT_EXECS),
         })
     }
 
@@ -329,6 +337,11 @@ impl Connection {
         input: &[u8],
         step: Step,
     ) -> Result<ExecOutput, SshError> {
+        let _slot = self
+            .sessions
+            .acquire()
+            .await
+            .map_err(|e| self.session_error(step, &e))?;
         let channel = self
             .handle
             .channel_open_session()
@@ -706,7 +719,7 @@ async fn establish_over<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    progress.set(Step::HostKey);
+    progress.set(Step::Connect);
     let policy = policy_for(label, hop, opts);
     let config = client_config(&policy, opts);
     let handler = ClientHandler { policy };
@@ -751,21 +764,36 @@ fn handshake_message(e: &russh::Error) -> String {
     }
 }
 
-/// Opens a direct-tcpip channel from `via` to `hop`.
+/// Opens a direct-tcpip channel from `via` (the bastion `bastion`) to `hop`.
 async fn tunnel(
     via: &Handle<ClientHandler>,
+    bastion: &Hop,
     label: &str,
     hop: &Hop,
 ) -> Result<russh::ChannelStream<Msg>, SshError> {
     let channel = via
         .channel_open_direct_tcpip(hop.host.clone(), u32::from(hop.port), "127.0.0.1", 0)
         .await
-        .map_err(|e| SshError::Connect {
+        .map_err(|e| SshError::Tunnel {
             host: label.to_string(),
             address: hop.address(),
-            message: format!("the bastion could not open a connection to it ({e})"),
+            bastion: bastion.label(),
+            message: tunnel_message(&e),
         })?;
     Ok(channel.into_stream())
+}
+
+fn tunnel_message(e: &russh::Error) -> String {
+    use russh::ChannelOpenFailure as F;
+    match e {
+        russh::Error::ChannelOpenFailure(F::AdministrativelyProhibited) => {
+            "its sshd forbids forwarding (AllowTcpForwarding / PermitOpen in its sshd_config): allow it, or use another bastion".into()
+        }
+        russh::Error::ChannelOpenFailure(F::ConnectFailed) => {
+            "the connection failed as seen from the bastion: check that the host is up and that sshd listens on that port".into()
+        }
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

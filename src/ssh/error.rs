@@ -129,6 +129,15 @@ pub enum SshError {
         source: Box<SshError>,
     },
 
+    /// A bastion accepted us but would not forward to the target.
+    #[error("{host}: bastion {bastion} could not open a connection to {address}: {message}")]
+    Tunnel {
+        host: String,
+        address: String,
+        bastion: String,
+        message: String,
+    },
+
     /// The SSH connection broke or refused a channel while running a command or an upload.
     #[error(
         "{host}: the SSH connection to {address} failed during {step}: {message}. Check the host and re-run"
@@ -198,6 +207,7 @@ impl SshError {
             | SshError::KnownHosts { host, .. }
             | SshError::Auth { host, .. }
             | SshError::Bastion { host, .. }
+            | SshError::Tunnel { host, .. }
             | SshError::Session { host, .. }
             | SshError::Exec { host, .. }
             | SshError::Signal { host, .. }
@@ -217,6 +227,7 @@ impl SshError {
             | SshError::KnownHosts { address, .. }
             | SshError::Auth { address, .. }
             | SshError::Bastion { address, .. }
+            | SshError::Tunnel { address, .. }
             | SshError::Session { address, .. }
             | SshError::Exec { address, .. }
             | SshError::Signal { address, .. }
@@ -229,7 +240,9 @@ impl SshError {
     pub fn step(&self) -> Step {
         match self {
             SshError::Config { .. } => Step::Config,
-            SshError::Connect { .. } | SshError::Bastion { .. } => Step::Connect,
+            SshError::Connect { .. } | SshError::Bastion { .. } | SshError::Tunnel { .. } => {
+                Step::Connect
+            }
             SshError::Timeout { step, .. } | SshError::Session { step, .. } => *step,
             SshError::HostKeyUnknown { .. }
             | SshError::HostKeyChanged { .. }
@@ -244,7 +257,7 @@ impl SshError {
     /// that ran and failed): what `check` reports as "unreachable".
     pub fn is_unreachable(&self) -> bool {
         match self {
-            SshError::Connect { .. } | SshError::Timeout { .. } => true,
+            SshError::Connect { .. } | SshError::Timeout { .. } | SshError::Tunnel { .. } => true,
             SshError::Bastion { source, .. } => source.is_unreachable(),
             _ => false,
         }
