@@ -50,7 +50,10 @@ struct Trusted {
 
 impl Trusted {
     fn new() -> Trusted {
-        let sshd = Sshd::start();
+        Self::with(Sshd::start())
+    }
+
+    fn with(sshd: Sshd) -> Trusted {
         let state = tempfile::tempdir().unwrap();
         let key = keygen(state.path(), "id_ed25519", "ed25519");
         sshd.authorize(&key.public);
@@ -328,6 +331,29 @@ async fn exec_returns_stdout_stderr_and_status() {
     assert_eq!(conn.exec("echo again").await.unwrap().stdout, b"again\n");
     assert_eq!(conn.round_trips(), 5);
     conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_keep_a_quiet_connection_usable() {
+    let sshd = Sshd::start_with(SshdConfig {
+        extra: vec!["LogLevel DEBUG1".into()],
+        ..SshdConfig::default()
+    });
+    let t = Trusted::with(sshd);
+    let mut opts = t.opts();
+    opts.keepalive_interval = Duration::from_millis(200);
+    let conn = Connection::connect(&t.target(), &opts).await.unwrap();
+    // Several keepalive rounds while a command is silent, and while the connection idles.
+    let out = conn.exec("sleep 1.5; echo awake").await.unwrap();
+    assert_eq!(out.stdout, b"awake\n");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(conn.exec("echo still").await.unwrap().stdout, b"still\n");
+    conn.close().await;
+    let log = t.sshd.log();
+    assert!(
+        log.contains("rtype keepalive@openssh.com"),
+        "no keepalive reached sshd:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,7 +96,8 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// Keepalive sent when the server has been silent this long (zero: off).
     pub keepalive_interval: Duration,
-    /// Read-only `known_hosts` files checked (default `~/.ssh/known_hosts`).
+    /// Read-only `known_hosts` files checked (default `~/.ssh/known_hosts` and
+    /// `/etc/ssh/ssh_known_hosts`).
     pub known_hosts: Vec<PathBuf>,
     /// capstan's own `known_hosts` beside the inventory: checked too, and where TOFU writes.
     pub capstan_known_hosts: PathBuf,
@@ -129,6 +130,7 @@ impl SshOptions {
                 .as_ref()
                 .map(|d| d.join("known_hosts"))
                 .into_iter()
+                .chain(std::iter::once(PathBuf::from("/etc/ssh/ssh_known_hosts")))
                 .collect(),
             capstan_known_hosts: capstan_known_hosts.into(),
             accept_new_host_keys: false,

@@ -136,4 +136,84 @@ mod tests {
         assert!(f(1, "grep: nothing\n").is_none());
         assert!(f(2, "sudo: a password is required\n").is_none());
     }
+
+    /// A stand-in `sudo` with the real one's stdin contract: `-n` never reads stdin and fails
+    /// when a password is needed; `-S` reads one line as the password, then runs the command
+    /// with the rest of stdin.
+    const FAKE_SUDO: &str = r#"#!/bin/sh
+needs_pw=$(cat "$(dirname "$0")/needs_pw")
+if [ "$1" = "-n" ]; then
+  shift
+  if [ "$needs_pw" = yes ]; then echo "sudo: a password is required" >&2; exit 1; fi
+  [ "$1" = "--" ] && shift
+  exec "$@"
+fi
+[ "$1" = "-S" ] || { echo "fake sudo: unexpected $*" >&2; exit 99; }
+shift 3
+[ "$1" = "--" ] && shift
+IFS= read -r pw
+if [ "$pw" != "s3cret pw" ]; then
+  echo "Sorry, try again." >&2; echo "sudo: 1 incorrect password attempt" >&2; exit 1
+fi
+exec "$@"
+"#;
+
+    fn run_with_fake_sudo(needs_pw: bool, command: &str, stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sudo = dir.path().join("sudo");
+        std::fs::write(&sudo, FAKE_SUDO).unwrap();
+        std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("needs_pw"),
+            if needs_pw { "yes" } else { "no" },
+        )
+        .unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .env("PATH", path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    #[test]
+    fn password_goes_to_sudo_and_the_rest_of_stdin_to_the_command() {
+        let cmd = sudo_command("cat; echo end", true);
+        // sudo needs the password: it gets the first line, the command the rest.
+        let out = run_with_fake_sudo(true, &cmd, b"s3cret pw\nDATA 1\nDATA 2\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "DATA 1\nDATA 2\nend\n"
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // NOPASSWD: the password line is swallowed, never handed to the command.
+        let out = run_with_fake_sudo(false, &cmd, b"s3cret pw\nDATA\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "DATA\nend\n");
+        // Wrong password: recognised as sudo's failure, not the command's.
+        let out = run_with_fake_sudo(true, &cmd, b"wrong\nDATA\n");
+        let status = u32::try_from(out.status.code().unwrap()).unwrap();
+        let why = sudo_failure(status, &out.stderr, "ops").unwrap();
+        assert!(why.contains("rejected"), "{why}");
+        // No password given but one is needed.
+        let out = run_with_fake_sudo(true, &sudo_command("true", false), b"");
+        let status = u32::try_from(out.status.code().unwrap()).unwrap();
+        let why = sudo_failure(status, &out.stderr, "ops").unwrap();
+        assert!(why.contains("CAPSTAN_BECOME_PASSWORD"), "{why}");
+    }
 }
