@@ -123,7 +123,11 @@ fn ssh(guard: &LabGuard, known_hosts: &Path, user: &str, addr: &str, cmd: &str) 
 fn labelled(kind: &[&str], name: &str) -> Vec<String> {
     let filter = format!("label=capstan.lab={name}");
     let mut args = kind.to_vec();
-    let format = if kind[0] == "ps" { "{{.Names}}" } else { "{{.Name}}" };
+    let format = if kind[0] == "ps" {
+        "{{.Names}}"
+    } else {
+        "{{.Name}}"
+    };
     args.extend(["--filter", &filter, "--format", format]);
     docker(&args)
         .lines()
@@ -144,7 +148,17 @@ fn hosts_of(summary: &LabSummary) -> Vec<(String, String)> {
 fn lab_up_twice_then_down() {
     ensure_image();
     let guard = LabGuard::new("updown");
-    let spec = guard.spec(1, 1);
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(
+        shared.path().join("hello.txt"),
+        "from the operator machine\n",
+    )
+    .unwrap();
+    let mount = lab::parse_mount(&format!("{}:/srv/shared", shared.path().display())).unwrap();
+    let spec = LabSpec {
+        mounts: vec![mount],
+        ..guard.spec(1, 1)
+    };
 
     let started = Instant::now();
     let summary = lab::up(&spec).unwrap_or_else(|e| panic!("lab up: {e}"));
@@ -257,6 +271,19 @@ fn lab_up_twice_then_down() {
             assert_eq!(label, guard.name);
         }
         assert_eq!(stdout(&exec(c, "findmnt -n -o FSTYPE /run")), "tmpfs");
+
+        // --mount: the operator's folder, read-only
+        assert_eq!(
+            stdout(&exec(c, "cat /srv/shared/hello.txt")),
+            "from the operator machine"
+        );
+        let write = exec(c, "touch /srv/shared/new");
+        assert!(!write.status.success());
+        assert!(
+            stderr(&write).contains("Read-only file system"),
+            "{}",
+            stderr(&write)
+        );
         assert_ne!(
             stdout(&exec(c, "findmnt -n -o FSTYPE /var/lib/containerd")),
             "overlay"

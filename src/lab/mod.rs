@@ -469,7 +469,7 @@ fn validate(spec: &LabSpec) -> Result<(), LabError> {
     } else {
         (spec.control_planes, "--control-planes (stacked etcd)")
     };
-    if members % 2 == 0 {
+    if members.is_multiple_of(2) {
         return Err(LabError::Spec(format!(
             "{members} etcd members: etcd needs a majority to agree, and {members} members tolerate no more \
              failures than {}; give {flag} an odd number",
@@ -647,38 +647,44 @@ fn host_address(subnet: Ipv4Net, host: &PlannedHost) -> Result<Ipv4Addr, LabErro
     }
 }
 
-/// A container's state as far as the lab cares.
-struct ContainerInfo {
+/// A container of the lab as `docker ps` lists it.
+#[derive(Debug, Clone)]
+struct Existing {
     running: bool,
     image: String,
-    label: Option<String>,
 }
 
-fn inspect_container(name: &str) -> Result<Option<ContainerInfo>, LabError> {
-    let out = docker::run(
-        &["container", "inspect", "--format", "{{json .}}", name],
-        None,
-    )?;
-    if !out.success() {
-        if out.stderr.contains("No such") {
-            return Ok(None);
-        }
-        return Err(docker::failed(&["container", "inspect", name], &out));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(out.stdout.trim()).map_err(|e| LabError::Docker {
-            command: format!("docker container inspect {name}"),
-            status: out.status,
-            stderr: format!("unexpected output: {e}"),
-        })?;
-    Ok(Some(ContainerInfo {
-        running: v["State"]["Running"].as_bool().unwrap_or(false),
-        image: v["Config"]["Image"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        label: v["Config"]["Labels"][LABEL].as_str().map(str::to_string),
-    }))
+/// The lab's containers (by name), from one `docker ps`.
+fn existing_containers(
+    lab: &str,
+) -> Result<std::collections::BTreeMap<String, Existing>, LabError> {
+    let out = docker::check(&[
+        "ps",
+        "--all",
+        "--no-trunc",
+        "--filter",
+        &format!("label={}", label(lab)),
+        "--format",
+        "{{.Names}}\t{{.State}}\t{{.Image}}",
+    ])?;
+    Ok(out
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split('\t');
+            let name = f.next()?.trim();
+            let state = f.next()?.trim();
+            let image = f.next().unwrap_or_default().trim();
+            (!name.is_empty()).then(|| {
+                (
+                    name.to_string(),
+                    Existing {
+                        running: state == "running",
+                        image: image.to_string(),
+                    },
+                )
+            })
+        })
+        .collect())
 }
 
 /// Everything the per-host workers share.
@@ -686,6 +692,7 @@ struct Context<'a> {
     spec: &'a LabSpec,
     network: String,
     public_key: String,
+    existing: std::collections::BTreeMap<String, Existing>,
 }
 
 /// Creates, starts or keeps one host's container, then waits until it is usable.
@@ -697,30 +704,20 @@ fn bring_up(
 ) -> Result<(HostAction, Ready), LabError> {
     let lab = &ctx.spec.name;
     let container = container_name(lab, &host.name);
-    let action = if let Some(info) = inspect_container(&container)? {
+    let action = if let Some(info) = ctx.existing.get(&container) {
+        if info.image != ctx.spec.image
+            && let Ok(mut w) = warnings.lock()
         {
-            if info.label.as_deref() != Some(lab.as_str()) {
-                return Err(LabError::Conflict {
-                    name: container,
-                    why: "a container of that name exists without this lab's label".into(),
-                });
-            }
-            if info.image != ctx.spec.image
-                && let Ok(mut w) = warnings.lock()
-            {
-                {
-                    w.push(format!(
-                        "{container} runs the image {} (not {}): kept; `capstan lab down` and `up` again to change it",
-                        info.image, ctx.spec.image
-                    ));
-                }
-            }
-            if info.running {
-                HostAction::Kept
-            } else {
-                docker::check(&["start", &container])?;
-                HostAction::Started
-            }
+            w.push(format!(
+                "{container} runs the image {} (not {}): kept; `capstan lab down` and `up` again to change it",
+                info.image, ctx.spec.image
+            ));
+        }
+        if info.running {
+            HostAction::Kept
+        } else {
+            docker::check(&["start", &container])?;
+            HostAction::Started
         }
     } else {
         create_container(ctx, host, &container, address)?;
@@ -744,18 +741,12 @@ fn create_container(
         ("containerd", "/var/lib/containerd"),
         ("kubelet", "/var/lib/kubelet"),
     ] {
-        let volume = format!("{container}-{suffix}");
-        docker::check(&[
-            "volume",
-            "create",
-            "--label",
-            &lab_label,
-            "--label",
-            &host_label,
-            &volume,
-        ])?;
-        owned.push("--volume".into());
-        owned.push(format!("{volume}:{target}"));
+        // Docker creates the volume with these labels the first time.
+        owned.push("--mount".into());
+        owned.push(format!(
+            "type=volume,source={container}-{suffix},target={target},\
+             volume-label={lab_label},volume-label={host_label}"
+        ));
     }
     for (src, dst) in &ctx.spec.mounts {
         owned.push("--mount".into());
@@ -807,12 +798,29 @@ fn create_container(
     ]);
     args.extend(owned.iter().map(String::as_str));
     args.push(&ctx.spec.image);
-    docker::check(&args).map(|_| ())
+    let out = docker::run(&args, None)?;
+    if out.success() {
+        Ok(())
+    } else if out.stderr.contains("is already in use") {
+        Err(LabError::Conflict {
+            name: container.to_string(),
+            why: "a container of that name exists without this lab's label".into(),
+        })
+    } else {
+        Err(docker::failed(&args, &out))
+    }
 }
 
-/// Installs the lab key for every user and prints the host's ed25519 host key.
-const INSTALL_KEYS: &str = r#"set -eu
+/// Run in a host once sshd answers: waits for the end of boot, prints systemd's state, installs
+/// the lab key for every user and prints the host's ed25519 host key.
+const FINISH_HOST: &str = r#"set -eu
 key=$(cat)
+state=$(timeout 120 systemctl is-system-running --wait || true)
+echo "state: $state"
+case "$state" in running | degraded) ;; *)
+    systemctl --failed --no-legend --plain | sed 's/^/failed: /'
+    exit 0 ;;
+esac
 for user in root ops deploy; do
     home=$(getent passwd "$user" | cut -d: -f6)
     [ -n "$home" ] || { echo "no user $user" >&2; exit 1; }
@@ -822,7 +830,6 @@ for user in root ops deploy; do
     chmod 0600 "$home/.ssh/authorized_keys.capstan-lab"
     mv -f "$home/.ssh/authorized_keys.capstan-lab" "$home/.ssh/authorized_keys"
 done
-systemctl is-active --quiet ssh.service || { echo "ssh.service is not active" >&2; exit 1; }
 cat /etc/ssh/ssh_host_ed25519_key.pub
 "#;
 
@@ -834,8 +841,9 @@ struct Ready {
 
 type HostResult = Result<(HostAction, Ready), LabError>;
 
-/// Waits for systemd to finish booting, installs the key, collects the host key and waits
-/// for sshd to answer on the lab network.
+/// Waits until sshd answers on the lab network (polling TCP is cheap; polling with `docker exec`
+/// is not, and slows down the boot of every other host), then, in one `docker exec`, waits for
+/// the end of boot, installs the key and collects the host key.
 fn wait_ready(
     ctx: &Context<'_>,
     host: &str,
@@ -848,72 +856,64 @@ fn wait_ready(
         container: container.to_string(),
         what,
     };
-    let state = loop {
-        let out = docker::run(
-            &[
-                "exec",
-                container,
-                "timeout",
-                "120",
-                "systemctl",
-                "is-system-running",
-                "--wait",
-            ],
-            None,
-        )?;
-        let state = out.stdout.trim().to_string();
-        match state.as_str() {
-            "running" | "degraded" => break state,
-            "maintenance" | "stopping" => {
-                let failed = docker::run(
-                    &[
-                        "exec",
-                        container,
-                        "systemctl",
-                        "--failed",
-                        "--no-legend",
-                        "--plain",
-                    ],
-                    None,
-                )
-                .map(|o| o.stdout.trim().replace('\n', "; "))
-                .unwrap_or_default();
-                return Err(not_ready(format!(
-                    "systemd is {state} (failed units: {failed})"
-                )));
-            }
-            _ => {}
-        }
-        if Instant::now() > deadline {
-            let why = if state.is_empty() {
-                docker::tail(&out.stderr)
-            } else {
-                state
-            };
-            return Err(not_ready(format!(
-                "systemd did not finish booting within {} s ({why})",
-                HOST_READY_TIMEOUT.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let stdout = docker::check_with_input(
-        &["exec", "--interactive", container, "sh", "-c", INSTALL_KEYS],
-        Some(format!("{}\n", ctx.public_key).as_bytes()),
-    )?;
-    let host_key = parse_host_key(&stdout)
-        .ok_or_else(|| not_ready(format!("no ed25519 host key in `{}`", stdout.trim())))?;
+    let mut polls = 0u32;
     loop {
         match ssh_banner(SocketAddr::from((address, 22))) {
             Ok(()) => break,
             Err(e) if Instant::now() > deadline => {
                 return Err(not_ready(format!(
-                    "sshd does not answer on {address}:22 ({e})"
+                    "sshd does not answer on {address}:22 within {} s ({e})",
+                    HOST_READY_TIMEOUT.as_secs()
                 )));
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            Err(_) => {
+                polls += 1;
+                // Now and then, make sure the container has not died meanwhile.
+                if polls.is_multiple_of(30) {
+                    let running = docker::check(&[
+                        "container",
+                        "inspect",
+                        "--format",
+                        "{{.State.Running}}",
+                        container,
+                    ])?;
+                    if running.trim() != "true" {
+                        let logs = docker::run(&["logs", "--tail", "20", container], None)
+                            .map(|o| docker::tail(&format!("{}{}", o.stdout, o.stderr)))
+                            .unwrap_or_default();
+                        return Err(not_ready(format!("the container stopped: {logs}")));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
+    let stdout = docker::check_with_input(
+        &["exec", "--interactive", container, "sh", "-c", FINISH_HOST],
+        Some(format!("{}\n", ctx.public_key).as_bytes()),
+    )?;
+    let state = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("state: "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if state != "running" && state != "degraded" {
+        let failed: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("failed: "))
+            .collect();
+        return Err(not_ready(format!(
+            "systemd is `{state}` (failed units: {})",
+            if failed.is_empty() {
+                "none".to_string()
+            } else {
+                failed.join("; ")
+            }
+        )));
+    }
+    let host_key = parse_host_key(&stdout)
+        .ok_or_else(|| not_ready(format!("no ed25519 host key in `{}`", stdout.trim())))?;
     Ok(Ready {
         system_state: state,
         host_key,
@@ -966,6 +966,7 @@ pub fn up(spec: &LabSpec) -> Result<LabSummary, LabError> {
         spec,
         network: network_name(&spec.name),
         public_key: key.public,
+        existing: existing_containers(&spec.name)?,
     };
     let warnings = Mutex::new(Vec::new());
     let results: Vec<Mutex<Option<HostResult>>> =
@@ -1020,7 +1021,7 @@ pub fn up(spec: &LabSpec) -> Result<LabSummary, LabError> {
     }
 
     let mut warnings = warnings.into_inner().unwrap_or_default();
-    warnings.extend(extra_containers(spec, &planned)?);
+    warnings.extend(extra_containers(&ctx, &planned));
 
     let state_dir = spec.out.join(crate::inventory::STATE_DIR);
     files::ensure_dir(&state_dir, 0o700)?;
@@ -1044,28 +1045,18 @@ pub fn up(spec: &LabSpec) -> Result<LabSummary, LabError> {
 }
 
 /// Containers of this lab that the spec no longer asks for.
-fn extra_containers(spec: &LabSpec, planned: &[PlannedHost]) -> Result<Vec<String>, LabError> {
-    let out = docker::check(&[
-        "ps",
-        "--all",
-        "--filter",
-        &format!("label={}", label(&spec.name)),
-        "--format",
-        "{{.Names}}",
-    ])?;
+fn extra_containers(ctx: &Context<'_>, planned: &[PlannedHost]) -> Vec<String> {
     let wanted: Vec<String> = planned
         .iter()
-        .map(|h| container_name(&spec.name, &h.name))
+        .map(|h| container_name(&ctx.spec.name, &h.name))
         .collect();
-    Ok(docker::lines(&out)
-        .into_iter()
+    ctx.existing
+        .keys()
         .filter(|c| !wanted.contains(c))
         .map(|c| {
-            format!(
-                "{c} belongs to the lab but not to this spec: left as it is and not in the inventory"
-            )
+            format!("{c} belongs to the lab but not to this spec: left as it is and not in the inventory")
         })
-        .collect())
+        .collect()
 }
 
 /// Removes the lab's containers, volumes and network, and the files `up` wrote into `out`.
