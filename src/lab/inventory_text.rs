@@ -1,0 +1,142 @@
+//! The inventory a lab writes (`OUT/cluster.yaml`), in DESIGN.md's format.
+
+use std::fmt::Write;
+
+use crate::inventory::Role;
+
+use super::{KEY_FILE, KUBERNETES_VERSION, LabHost, LabSpec};
+
+/// Renders the inventory for `hosts`. Deterministic: the same lab gives the same bytes.
+pub(crate) fn render(spec: &LabSpec, hosts: &[LabHost]) -> String {
+    let control_planes = hosts
+        .iter()
+        .filter(|h| h.roles.contains(&Role::ControlPlane))
+        .count();
+    let lb = hosts.iter().find(|h| h.roles.contains(&Role::LoadBalancer));
+    let topology = if spec.etcd > 0 { "external" } else { "stacked" };
+    let mut s = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        s,
+        "# Written by `capstan lab up` for the lab `{name}` (image {image}).\n\
+         # The hosts are containers on the internal Docker network {name}-net; root, ops and deploy\n\
+         # accept the key {KEY_FILE} beside this file, and .capstan/known_hosts holds their host keys.\n\
+         # `capstan lab down --name {name}` removes the lab and these files.",
+        name = spec.name,
+        image = spec.image,
+    );
+    let _ = writeln!(s, "cluster:");
+    let _ = writeln!(s, "  name: {}", spec.name);
+    let _ = writeln!(s, "  kubernetes_version: {KUBERNETES_VERSION}");
+    let _ = writeln!(s, "  etcd:");
+    let _ = writeln!(s, "    topology: {topology}");
+    let _ = writeln!(s, "  api_endpoint:");
+    match lb {
+        Some(lb) => {
+            let _ = writeln!(s, "    mode: external-lb");
+            let _ = writeln!(s, "    address: {}", lb.address);
+        }
+        None if control_planes == 1 => {
+            let _ = writeln!(s, "    mode: single");
+        }
+        None => {
+            let _ = writeln!(s, "    mode: local-proxy");
+        }
+    }
+    let _ = writeln!(s, "ssh:");
+    let _ = writeln!(s, "  user: root");
+    let _ = writeln!(s, "  identity_file: {KEY_FILE}");
+    let _ = writeln!(s, "hosts:");
+    for h in hosts {
+        let roles: Vec<&str> = h.roles.iter().map(|r| r.as_str()).collect();
+        let _ = writeln!(s, "  - name: {}", h.name);
+        let _ = writeln!(s, "    address: {}", h.address);
+        let _ = writeln!(s, "    roles: [{}]", roles.join(", "));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::super::HostAction;
+    use super::*;
+
+    fn host(name: &str, last: u8, role: Role) -> LabHost {
+        LabHost {
+            name: name.into(),
+            address: Ipv4Addr::new(172, 30, 1, last),
+            roles: vec![role],
+            container: format!("t-{name}"),
+            system_state: "running".into(),
+            action: HostAction::Created,
+        }
+    }
+
+    fn load(text: &str) -> crate::inventory::Inventory {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), "key").unwrap();
+        let path = dir.path().join("cluster.yaml");
+        std::fs::write(&path, text).unwrap();
+        crate::inventory::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn one_control_plane_is_a_single_endpoint_and_loads() {
+        let spec = LabSpec {
+            workers: 1,
+            ..LabSpec::new("demo")
+        };
+        let hosts = [
+            host("cp1", 1, Role::ControlPlane),
+            host("w1", 2, Role::Worker),
+        ];
+        let text = render(&spec, &hosts);
+        assert!(text.contains("    mode: single\n"), "{text}");
+        assert!(text.contains("  - name: w1\n    address: 172.30.1.2\n    roles: [worker]\n"));
+        let inv = load(&text);
+        assert_eq!(inv.cluster.name, "demo");
+        assert_eq!(inv.hosts.len(), 2);
+        assert_eq!(render(&spec, &hosts), text);
+    }
+
+    #[test]
+    fn load_balancer_and_external_etcd() {
+        let spec = LabSpec {
+            control_planes: 3,
+            etcd: 3,
+            load_balancers: 1,
+            ..LabSpec::new("big")
+        };
+        let mut hosts = vec![];
+        for (i, n) in ["cp1", "cp2", "cp3"].iter().enumerate() {
+            hosts.push(host(n, 10 + u8::try_from(i).unwrap(), Role::ControlPlane));
+        }
+        for (i, n) in ["etcd1", "etcd2", "etcd3"].iter().enumerate() {
+            hosts.push(host(n, 20 + u8::try_from(i).unwrap(), Role::Etcd));
+        }
+        hosts.push(host("lb1", 30, Role::LoadBalancer));
+        let text = render(&spec, &hosts);
+        assert!(text.contains("    topology: external\n"));
+        assert!(
+            text.contains("    mode: external-lb\n    address: 172.30.1.30\n"),
+            "{text}"
+        );
+        load(&text);
+    }
+
+    #[test]
+    fn several_control_planes_without_lb_use_a_local_proxy() {
+        let spec = LabSpec {
+            control_planes: 3,
+            ..LabSpec::new("ha")
+        };
+        let hosts: Vec<LabHost> = (1..=3)
+            .map(|i| host(&format!("cp{i}"), i, Role::ControlPlane))
+            .collect();
+        let text = render(&spec, &hosts);
+        assert!(text.contains("    mode: local-proxy\n"));
+        load(&text);
+    }
+}
