@@ -140,3 +140,39 @@ mod tests {
         load(&text);
     }
 }
+
+#[cfg(test)]
+mod sample {
+    use std::net::Ipv4Addr;
+
+    use super::super::{HostAction, LabHost, LabSpec};
+    use super::render;
+    use crate::inventory::Role;
+
+    /// inventory/lab/cluster.yaml is what `capstan lab up --workers 2` writes on a lab network
+    /// of 172.18.0.0/16; this keeps the sample in step with the code.
+    #[test]
+    fn the_committed_sample_is_what_the_lab_writes() {
+        let spec = LabSpec {
+            workers: 2,
+            ..LabSpec::new("capstan")
+        };
+        let hosts: Vec<LabHost> = [
+            ("cp1", [172, 18, 1, 1], Role::ControlPlane),
+            ("w1", [172, 18, 2, 1], Role::Worker),
+            ("w2", [172, 18, 2, 2], Role::Worker),
+        ]
+        .into_iter()
+        .map(|(name, ip, role)| LabHost {
+            name: name.into(),
+            address: Ipv4Addr::from(ip),
+            roles: vec![role],
+            container: format!("capstan-{name}"),
+            system_state: "running".into(),
+            action: HostAction::Created,
+        })
+        .collect();
+        let sample = include_str!("../../inventory/lab/cluster.yaml");
+        assert_eq!(render(&spec, &hosts), sample);
+    }
+}
