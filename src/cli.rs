@@ -64,6 +64,10 @@ pub struct GlobalArgs {
     /// Ask for the sudo password on the terminal (else CAPSTAN_BECOME_PASSWORD, else none)
     #[arg(long, global = true)]
     pub ask_become_pass: bool,
+
+    /// Where downloaded artifacts are cached (default ~/.cache/capstan)
+    #[arg(long, global = true, env = "CAPSTAN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,9 +80,44 @@ pub enum OutputFormat {
 pub enum Command {
     /// Validate the inventory, connect to every host, gather facts and run preflight checks
     Check(CheckArgs),
+    /// Converge hosts to their roles (no cluster gates): the verb the workflows build on
+    Apply(ApplyArgs),
+    /// Show what apply would change, per host, with diffs; changes nothing
+    Plan(PlanArgs),
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Selection {
+    /// Only these roles (default: every role the hosts' inventory roles imply)
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Only these hosts (default: all)
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Hash every managed file instead of trusting the record of what capstan installed
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Show the plan and change nothing (the same as `capstan plan`)
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Exit 0 when nothing would change, 3 when changes are pending, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ pub mod lab;
 pub mod preflight;
 pub mod ssh;
 pub mod ui;
+pub mod workflows;
 pub mod yaml;
 
 use std::process::ExitCode;

@@ -425,7 +425,9 @@ async fn upload_writes_exact_bytes_with_mode_atomically() {
     let remote = path.to_str().unwrap();
 
     // Several SFTP chunks, all byte values.
-    let contents: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let contents: Vec<u8> = (0..300_000u32)
+        .map(|i| u8::try_from(i * 7 % 256).unwrap())
+        .collect();
     conn.upload(remote, &contents, 0o640).await.unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), contents);
     let meta = std::fs::metadata(&path).unwrap();

@@ -1,4 +1,9 @@
-//! One file per subcommand; each is a few lines that delegate to the library.
+//! One file per subcommand; each is a few lines that delegate to a workflow.
+
+mod apply;
+mod check;
+mod lab;
+mod plan;
 
 use std::process::ExitCode;
 
@@ -6,6 +11,48 @@ use crate::cli::{Cli, Command};
 
 pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
-        Command::Check(_) | Command::Lab(_) => Ok(ExitCode::SUCCESS),
+        Command::Check(args) => check::run(&cli.global, &args),
+        Command::Apply(args) => apply::run(&cli.global, &args),
+        Command::Plan(args) => plan::run(&cli.global, &args),
+        Command::Lab(cmd) => lab::run(&cli.global, cmd),
+    }
+}
+
+/// Loads and validates the inventory named by the global flags.
+pub(crate) fn load_inventory(
+    global: &crate::cli::GlobalArgs,
+) -> miette::Result<crate::inventory::Inventory> {
+    let path = crate::inventory::locate(global.inventory.as_deref())?;
+    Ok(crate::inventory::load(&path)?)
+}
+
+/// A runtime for the async SSH work of one command.
+pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))
+}
+
+/// The artifact cache chosen by `--cache-dir`, else the default.
+pub(crate) fn cache(global: &crate::cli::GlobalArgs) -> crate::artifacts::cache::Cache {
+    crate::artifacts::cache::Cache::new(
+        global
+            .cache_dir
+            .clone()
+            .unwrap_or_else(crate::artifacts::cache::Cache::default_dir),
+    )
+}
+
+/// Converge options from a role/host selection.
+pub(crate) fn converge_options(
+    selection: &crate::cli::Selection,
+    dry_run: bool,
+) -> crate::workflows::converge::ConvergeOptions {
+    crate::workflows::converge::ConvergeOptions {
+        roles: selection.roles.clone(),
+        hosts: selection.hosts.clone(),
+        dry_run,
+        verify: selection.verify,
     }
 }

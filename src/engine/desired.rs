@@ -119,13 +119,24 @@ pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-capstan.conf";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/capstan.conf";
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 
+/// How much of the desired state to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Names, paths and keys only (contents empty): what to probe, before facts exist.
+    Shape,
+    /// Everything, contents and binaries included.
+    Full,
+}
+
 /// Renders the resources of `roles` for one host, in role order then declaration order.
 pub fn build(
     roles: &[&Role],
     renderer: &Renderer,
     ctx: &Value,
     artifacts: &dyn ArtifactSource,
+    mode: Mode,
 ) -> Result<Vec<Desired>, DesiredError> {
+    let full = mode == Mode::Full;
     let mut out: Vec<Desired> = Vec::new();
     let mut sysctls: BTreeMap<String, String> = BTreeMap::new();
     let mut modules: Vec<String> = Vec::new();
@@ -168,6 +179,7 @@ pub fn build(
                     secret,
                 } => {
                     let text = match (content, template) {
+                        _ if !full => String::new(),
                         (Some(c), _) => r(c)?,
                         (None, Some(t)) => renderer.render_template(&r(t)?, &role_ctx)?,
                         (None, None) => String::new(),
@@ -221,7 +233,11 @@ pub fn build(
                         .map_err(|m| invalid(m, "unit names look like containerd.service"))?;
                     let unit_file = match template {
                         Some(t) => {
-                            let text = renderer.render_template(&r(t)?, &role_ctx)?;
+                            let text = if full {
+                                renderer.render_template(&r(t)?, &role_ctx)?
+                            } else {
+                                String::new()
+                            };
                             let path = format!("{UNIT_DIR}/{name}");
                             out.push(Desired::File(inline_file(
                                 path.clone(),

@@ -118,7 +118,11 @@ impl Sshd {
             let port = free_port();
             let config_path = dir.path().join("sshd_config");
             // sshd keeps the first value it reads for an option: the extra lines go first.
-            let mut text: String = config.extra.iter().map(|l| format!("{l}\n")).collect();
+            let mut text: String = config.extra.iter().fold(String::new(), |mut t, l| {
+                t.push_str(l);
+                t.push('\n');
+                t
+            });
             text.push_str(&format!(
                 "Port {port}\n\
                  ListenAddress 127.0.0.1\n\

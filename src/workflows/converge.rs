@@ -1,0 +1,533 @@
+//! Converge: roles → desired state → one probe → plan → (unless a dry run) one apply.
+//!
+//! Per host: one SSH connection, one exec for the probe, and for a host with changes one
+//! more exec that carries the archive of changed files on stdin and installs them (plus
+//! one to read the current text of changed files, for diffs). A converged host costs one
+//! round trip after the handshake.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{SessionOptions, target};
+use crate::artifacts::cache::Cache;
+use crate::artifacts::catalog::Arch;
+use crate::engine::apply::{self, PackageManager, ScriptInputs};
+use crate::engine::context::{CacheSource, Computed, context};
+use crate::engine::desired::{self, ArtifactSource, Desired};
+use crate::engine::library::Library;
+use crate::engine::plan::{self, HostPlan};
+use crate::engine::probe;
+use crate::engine::render::Renderer;
+use crate::engine::role::{self, Role};
+use crate::facts::{self, Facts};
+use crate::inventory::{Host, Inventory};
+use crate::ssh::{self, Connection};
+use crate::ui::HostProgress;
+
+/// What to converge and how.
+#[derive(Debug, Clone, Default)]
+pub struct ConvergeOptions {
+    /// Only these roles (default: every role the host's inventory roles imply).
+    pub roles: Vec<String>,
+    /// Only these hosts (default: all).
+    pub hosts: Vec<String>,
+    /// Plan only: read the hosts, change nothing.
+    pub dry_run: bool,
+    /// Hash every managed file instead of trusting the installed-files record.
+    pub verify: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostOutcome {
+    pub host: String,
+    pub roles: Vec<String>,
+    /// `None` when the host failed before a plan existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<HostPlan>,
+    /// The changes were carried out (false on a dry run or when there were none).
+    pub applied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// SSH round trips (execs and uploads) spent on this host after the handshake.
+    pub round_trips: u64,
+    pub seconds: f64,
+}
+
+impl HostOutcome {
+    pub fn changes(&self) -> usize {
+        self.plan.as_ref().map_or(0, |p| p.changes.len())
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConvergeReport {
+    pub dry_run: bool,
+    pub hosts: Vec<HostOutcome>,
+    pub seconds: f64,
+}
+
+impl ConvergeReport {
+    pub fn failed(&self) -> usize {
+        self.hosts.iter().filter(|h| h.error.is_some()).count()
+    }
+
+    pub fn changes(&self) -> usize {
+        self.hosts.iter().map(HostOutcome::changes).sum()
+    }
+
+    pub fn changed_hosts(&self) -> usize {
+        self.hosts
+            .iter()
+            .filter(|h| h.error.is_none() && h.changes() > 0)
+            .count()
+    }
+}
+
+/// Archives already packed, by the sorted sha256s of their files.
+type Archives = tokio::sync::Mutex<BTreeMap<Vec<String>, Arc<Vec<u8>>>>;
+
+/// Everything the per-host work shares, prepared once before the first connection.
+struct Prepared {
+    library: Library,
+    roles: BTreeMap<String, Role>,
+    computed: Computed,
+    cache: Cache,
+}
+
+/// The roles `host` carries: those whose `hosts` name one of its inventory roles,
+/// narrowed to `only` when given.
+fn roles_for<'a>(host: &Host, roles: &'a BTreeMap<String, Role>, only: &[String]) -> Vec<&'a Role> {
+    roles
+        .values()
+        .filter(|r| only.is_empty() || only.contains(&r.name))
+        .filter(|r| r.spec.hosts.iter().any(|ir| host.has_role(*ir)))
+        .collect()
+}
+
+/// Validates the options against the inventory and loads every role: all before any
+/// connection, so a typo costs nothing.
+fn prepare(
+    inventory: &Inventory,
+    opts: &ConvergeOptions,
+    cache: Cache,
+) -> miette::Result<Prepared> {
+    let library = Library::for_inventory(inventory.dir());
+    let available = library.role_names();
+    for name in &opts.roles {
+        if !available.contains(name) {
+            return Err(crate::error::BadInput::new(
+                format!("there is no role `{name}`"),
+                format!("roles: {}", available.join(", ")),
+            )
+            .into());
+        }
+    }
+    for name in &opts.hosts {
+        if inventory.host(name).is_none() {
+            return Err(crate::error::BadInput::new(
+                format!("there is no host `{name}` in the inventory"),
+                format!(
+                    "hosts: {}",
+                    inventory
+                        .hosts
+                        .iter()
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .into());
+        }
+    }
+    let mut roles = BTreeMap::new();
+    for name in &available {
+        roles.insert(name.clone(), role::load(&library, name)?);
+    }
+    // Roles are applied in a fixed order: the base ones first.
+    let computed = Computed::new(inventory).map_err(miette::Report::new)?;
+    Ok(Prepared {
+        library,
+        roles,
+        computed,
+        cache,
+    })
+}
+
+/// Orders roles so that each comes after those it builds on (a fixed list; unknown roles
+/// after, by name).
+fn ordered(roles: Vec<&Role>) -> Vec<&Role> {
+    const ORDER: &[&str] = &["common", "containerd"];
+    let mut roles = roles;
+    roles.sort_by_key(|r| {
+        (
+            ORDER
+                .iter()
+                .position(|n| *n == r.name)
+                .unwrap_or(ORDER.len()),
+            r.name.clone(),
+        )
+    });
+    roles
+}
+
+/// Converges the selected hosts: probe, plan and (unless `dry_run`) apply, in parallel.
+pub async fn run(
+    inventory: &Inventory,
+    session: &SessionOptions,
+    cache: Cache,
+    opts: &ConvergeOptions,
+) -> miette::Result<ConvergeReport> {
+    let started = Instant::now();
+    let prepared = Arc::new(prepare(inventory, opts, cache)?);
+    let hosts: Vec<&Host> = inventory
+        .hosts
+        .iter()
+        .filter(|h| opts.hosts.is_empty() || opts.hosts.contains(&h.name))
+        .collect();
+    let targets: Vec<ssh::Target> = hosts.iter().map(|h| target(h)).collect();
+    let progress = HostProgress::new(
+        if opts.dry_run {
+            "planning"
+        } else {
+            "converging"
+        },
+        hosts.len(),
+    );
+    let connections = ssh::connect_all(&targets, &session.ssh, session.forks, |_, _| {}).await;
+    // Hosts that need the same files get the same archive, built once.
+    let archives: Arc<Archives> = Arc::default();
+
+    let work = hosts.iter().zip(connections).map(|(host, conn)| {
+        let prepared = Arc::clone(&prepared);
+        let archives = Arc::clone(&archives);
+        let progress = &progress;
+        async move {
+            let t0 = Instant::now();
+            let roles = ordered(roles_for(host, &prepared.roles, &opts.roles));
+            let mut outcome = HostOutcome {
+                host: host.name.clone(),
+                roles: roles.iter().map(|r| r.name.clone()).collect(),
+                plan: None,
+                applied: false,
+                error: None,
+                round_trips: 0,
+                seconds: 0.0,
+            };
+            match conn {
+                Err(e) => outcome.error = Some(e.to_string()),
+                Ok(conn) => {
+                    if let Err(e) = converge_host(
+                        inventory,
+                        host,
+                        &roles,
+                        &prepared,
+                        &conn,
+                        opts,
+                        &archives,
+                        &mut outcome,
+                    )
+                    .await
+                    {
+                        outcome.error = Some(e);
+                    }
+                    outcome.round_trips = conn.round_trips();
+                    conn.close().await;
+                }
+            }
+            outcome.seconds = t0.elapsed().as_secs_f64();
+            progress.host_done(&host.name);
+            outcome
+        }
+    });
+    let outcomes = futures::future::join_all(work).await;
+    progress.finish();
+    Ok(ConvergeReport {
+        dry_run: opts.dry_run,
+        hosts: outcomes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converge_host(
+    inventory: &Inventory,
+    host: &Host,
+    roles: &[&Role],
+    prepared: &Prepared,
+    conn: &Connection,
+    opts: &ConvergeOptions,
+    archives: &Archives,
+    outcome: &mut HostOutcome,
+) -> Result<(), String> {
+    let renderer = Renderer::new(&prepared.library);
+    // The shape of the desired state (paths, units, keys) decides what to probe; it
+    // cannot depend on facts, which the probe is about to gather.
+    let shape_ctx = context(inventory, host, None, &prepared.computed);
+    let shape = desired::build(
+        roles,
+        &renderer,
+        &shape_ctx,
+        &NoArtifacts,
+        desired::Mode::Shape,
+    )
+    .map_err(|e| e.to_string())?;
+    let request = probe::request(&shape, opts.verify);
+    let script =
+        facts::probe_script(&request).map_err(|e| format!("cannot build the probe: {e}"))?;
+    let out = conn.exec(&script).await.map_err(|e| e.to_string())?;
+    if out.exit_status != 0 {
+        return Err(format!(
+            "the probe failed (exit {}): {}",
+            out.exit_status,
+            tail(&out.stderr)
+        ));
+    }
+    let facts: Facts = facts::parse(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| format!("probe output: {e}"))?;
+    let state = probe::host_state(&facts);
+
+    let arch = Arch::parse(facts.arch.as_str())
+        .ok_or_else(|| format!("no artifacts for architecture {}", facts.machine))?;
+    let ctx = context(inventory, host, Some(&facts), &prepared.computed);
+    let cache = &prepared.cache;
+    let desired = tokio::task::block_in_place(|| {
+        let source = CacheSource::new(cache, inventory, arch);
+        desired::build(roles, &renderer, &ctx, &source, desired::Mode::Full)
+    })
+    .map_err(|e| e.to_string())?;
+
+    // Current text of files that differ, for the diff (hosts with such changes only).
+    let wanted = plan::wanted_contents(&desired, &state);
+    let old = if wanted.is_empty() {
+        BTreeMap::new()
+    } else {
+        read_files(conn, &wanted).await?
+    };
+    let host_plan = plan::plan(&desired, &state, &old);
+    let has_changes = !host_plan.is_empty();
+    outcome.plan = Some(host_plan);
+    if opts.dry_run || !has_changes {
+        return Ok(());
+    }
+    let host_plan = outcome.plan.as_ref().ok_or("no plan")?;
+
+    let files = apply::uploads(&desired, host_plan);
+    let key: Vec<String> = files.keys().map(|k| (*k).to_string()).collect();
+    let archive = if files.is_empty() {
+        Arc::new(Vec::new())
+    } else {
+        let mut cache = archives.lock().await;
+        if let Some(a) = cache.get(&key) {
+            Arc::clone(a)
+        } else {
+            let a = Arc::new(
+                tokio::task::block_in_place(|| apply::archive(&files))
+                    .map_err(|e| format!("cannot pack the files to upload: {e}"))?,
+            );
+            cache.insert(key, Arc::clone(&a));
+            a
+        }
+    };
+    let already_right = already_right(&desired, &facts, host_plan);
+    let inputs = ScriptInputs {
+        run_id: &run_id(),
+        package_manager: PackageManager::detect(&facts.os.id, &facts.os.id_like),
+        already_right,
+    };
+    let script = apply::script(&desired, host_plan, &inputs)?;
+    let out = conn
+        .exec_with_stdin(&script, &archive)
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.exit_status != 0 {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let step = apply::last_step(&stdout).unwrap_or("start");
+        return Err(format!(
+            "apply failed at step `{step}` (exit {}): {}",
+            out.exit_status,
+            tail(&out.stderr)
+        ));
+    }
+    outcome.applied = true;
+    Ok(())
+}
+
+/// Managed files whose content is already right, with their stat, to record them.
+fn already_right<'a>(
+    desired: &'a [Desired],
+    facts: &Facts,
+    plan: &HostPlan,
+) -> Vec<(&'a desired::DesiredFile, u64, i64, u64)> {
+    let uploading: BTreeSet<usize> = plan.uploads().collect();
+    desired
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !uploading.contains(i))
+        .filter_map(|(_, d)| match d {
+            Desired::File(f) => {
+                let p = facts.paths.get(&f.path)?.as_ref()?;
+                (p.sha256.as_deref() == Some(f.sha256.as_str()) && p.kind.starts_with("regular"))
+                    .then_some((f, p.size, p.mtime, p.inode))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads text files in one exec (base64, one line each) for diffs.
+async fn read_files(
+    conn: &Connection,
+    paths: &[String],
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    use base64::Engine as _;
+    let mut script = String::from(
+        "for f do printf '%s\\n' \"$f\"; base64 -w0 -- \"$f\" 2>/dev/null; echo; done",
+    );
+    script = format!(
+        "sh -c {} capstan-read {}",
+        ssh::quote(&script),
+        paths
+            .iter()
+            .map(|p| ssh::quote(p))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = conn.exec(&script).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let mut files = BTreeMap::new();
+    while let (Some(name), Some(data)) = (lines.next(), lines.next()) {
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data.trim()) {
+            files.insert(name.to_string(), bytes);
+        }
+    }
+    Ok(files)
+}
+
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(5);
+    let t = lines[start..].join(" | ");
+    if t.is_empty() {
+        "(no error output)".to_string()
+    } else {
+        t
+    }
+}
+
+fn run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!("{now}-{}", std::process::id())
+}
+
+/// For the shape pass, where binaries' contents do not matter yet.
+struct NoArtifacts;
+
+impl ArtifactSource for NoArtifacts {
+    fn fetch(
+        &self,
+        _artifact: &str,
+        _file: &str,
+    ) -> Result<(std::path::PathBuf, String, u64), String> {
+        Ok((std::path::PathBuf::new(), String::new(), 0))
+    }
+}
+
+/// Prints a plan (or the result of a run) per host, then the summary line.
+pub fn print(report: &ConvergeReport) -> miette::Result<()> {
+    use crate::ui::{self, Color};
+    if ui::ui().json {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
+        println!("{text}");
+        return Ok(());
+    }
+    let quiet = ui::ui().quiet;
+    let mut out = String::new();
+    for h in &report.hosts {
+        if let Some(e) = &h.error {
+            out.push_str(&format!(
+                "{} {}\n  {}\n",
+                ui::paint(&h.host, Color::Bold),
+                ui::paint("failed", Color::Red),
+                e
+            ));
+            continue;
+        }
+        let Some(p) = &h.plan else { continue };
+        if p.is_empty() {
+            if !quiet {
+                out.push_str(&format!(
+                    "{} {}\n",
+                    ui::paint(&h.host, Color::Bold),
+                    ui::paint("no changes", Color::Dim)
+                ));
+            }
+            continue;
+        }
+        let verb = if h.applied { "changed" } else { "would change" };
+        out.push_str(&format!(
+            "{} {} ({})\n",
+            ui::paint(&h.host, Color::Bold),
+            verb,
+            h.roles.join(", ")
+        ));
+        if quiet {
+            continue;
+        }
+        for c in &p.changes {
+            let action = ui::paint(
+                c.action.as_str(),
+                match c.action {
+                    plan::Action::Create
+                    | plan::Action::Install
+                    | plan::Action::Load
+                    | plan::Action::Start
+                    | plan::Action::Enable => Color::Green,
+                    plan::Action::Restart | plan::Action::Stop => Color::Red,
+                    _ => Color::Yellow,
+                },
+            );
+            out.push_str(&format!("  {action} {} {}", c.kind, c.target));
+            if !c.details.is_empty() {
+                out.push_str(&format!(" ({})", c.details.join("; ")));
+            }
+            out.push('\n');
+            if let Some(diff) = &c.diff {
+                for line in diff.lines() {
+                    let painted = match line.chars().next() {
+                        Some('+') if !line.starts_with("+++") => ui::paint(line, Color::Green),
+                        Some('-') if !line.starts_with("---") => ui::paint(line, Color::Red),
+                        _ => line.to_string(),
+                    };
+                    out.push_str(&format!("    {painted}\n"));
+                }
+            }
+        }
+    }
+    let n = report.hosts.len();
+    let failed = report.failed();
+    if report.dry_run {
+        out.push_str(&format!("{n} hosts, {} changes", report.changes()));
+        if failed > 0 {
+            out.push_str(&format!(", {failed} failed"));
+        }
+        out.push('\n');
+    } else {
+        let changed = report.changed_hosts();
+        out.push_str(&format!(
+            "{n} hosts, {changed} changed, {} unchanged, {failed} failed ({:.2}s)\n",
+            n - changed - failed,
+            report.seconds
+        ));
+    }
+    print!("{out}");
+    Ok(())
+}
