@@ -46,11 +46,18 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
                 );
             }
             Desired::Module { name } => {
-                // Loaded modules and built-ins both show in /sys/module once initialised;
-                // a built-in without parameters only shows in modules.builtin.
+                // Loaded modules show in /proc/modules or /sys/module; built-ins in
+                // modules.builtin. A kernel without loadable modules (no /proc/modules) has
+                // everything it will ever have built in: nothing to load. Some built-ins
+                // only show through what they provide.
+                let provides = match name.as_str() {
+                    "br_netfilter" => " || [ -d /proc/sys/net/bridge ]",
+                    "overlay" => " || grep -qw overlay /proc/filesystems 2>/dev/null",
+                    _ => "",
+                };
                 let _ = writeln!(
                     modules,
-                    "if [ -d /sys/module/{m} ] || grep -q {b} /proc/modules 2>/dev/null || grep -q {bi} \"/lib/modules/$(uname -r)/modules.builtin\" 2>/dev/null; then echo {m}; fi",
+                    "if [ ! -e /proc/modules ] || [ -d /sys/module/{m} ] || grep -q {b} /proc/modules 2>/dev/null || grep -q {bi} \"/lib/modules/$(uname -r)/modules.builtin\" 2>/dev/null{provides}; then echo {m}; fi",
                     m = sh_quote(name),
                     b = sh_quote(&format!("^{name} ")),
                     bi = sh_quote(&format!("/{name}.ko")),
