@@ -161,6 +161,9 @@ pub struct LabUpArgs {
     /// Where to write the inventory (default: lab/<name>/)
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A local artifact mirror (built by tests/lab/build-mirror.sh) for the inventory to use
+    #[arg(long)]
+    pub mirror: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,12 @@ fn check_against_a_lab() {
     for host in ["cp1", "w1", "w2"] {
         assert!(stdout.contains(host), "{host} missing from:\n{stdout}");
     }
+    // -v lists every check, passing ones included.
+    let (_, verbose, _) = run(&["check", "-v"], &inv);
+    assert!(
+        verbose.contains("Swap") && verbose.contains("Port-6443"),
+        "{verbose}"
+    );
     assert!(
         stdout.contains("check passed: 3 hosts, 0 unreachable, 0 errors"),
         "{stdout}"

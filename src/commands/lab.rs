@@ -23,6 +23,7 @@ pub fn run(global: &GlobalArgs, cmd: LabCommand) -> miette::Result<ExitCode> {
                 load_balancers: args.load_balancers,
                 image: args.image,
                 mounts,
+                mirror: args.mirror.map(|m| std::path::absolute(&m).unwrap_or(m)),
             };
             let summary = lab::up(&spec).map_err(bad_input)?;
             emit(global, &summary, &summary)?;

@@ -43,6 +43,18 @@ pub(crate) fn render(spec: &LabSpec, hosts: &[LabHost]) -> String {
             let _ = writeln!(s, "    mode: local-proxy");
         }
     }
+    if let Some(mirror) = &spec.mirror {
+        let _ = writeln!(s, "  artifacts:");
+        let _ = writeln!(s, "    mirror: file://{}", mirror.display());
+        let _ = writeln!(s, "    checksums: mirror");
+        let versions = super::mirror_versions(mirror);
+        if !versions.is_empty() {
+            let _ = writeln!(s, "  versions:");
+            for (key, v) in versions {
+                let _ = writeln!(s, "    {key}: {v}");
+            }
+        }
+    }
     let _ = writeln!(s, "ssh:");
     let _ = writeln!(s, "  user: root");
     let _ = writeln!(s, "  identity_file: {KEY_FILE}");

@@ -66,6 +66,9 @@ pub struct LabSpec {
     pub mounts: Vec<(PathBuf, String)>,
     /// Where the key pair, the `known_hosts` and the inventory are written.
     pub out: PathBuf,
+    /// A local artifact mirror (dl.k8s.io's layout) the inventory points at, with the
+    /// node software versions it holds.
+    pub mirror: Option<PathBuf>,
 }
 
 impl LabSpec {
@@ -81,6 +84,7 @@ impl LabSpec {
             load_balancers: 0,
             image: DEFAULT_IMAGE.to_string(),
             mounts: Vec::new(),
+            mirror: None,
         }
     }
 
@@ -103,6 +107,35 @@ impl LabSpec {
         .map(|n| *n as usize)
         .sum()
     }
+}
+
+/// The newest version of each node software component a local mirror holds, by the
+/// inventory's `versions` keys (`containerd`, `runc`, `etcd`, ...).
+pub fn mirror_versions(mirror: &Path) -> std::collections::BTreeMap<&'static str, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (key, repo) in [
+        ("containerd", "containerd/containerd"),
+        ("runc", "opencontainers/runc"),
+        ("etcd", "etcd-io/etcd"),
+        ("crictl", "kubernetes-sigs/cri-tools"),
+        ("cni_plugins", "containernetworking/plugins"),
+    ] {
+        let dir = mirror
+            .join("github.com")
+            .join(repo)
+            .join("releases/download");
+        let newest = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter_map(|v| crate::inventory::Version::parse(&v).map(|p| (p, v)))
+            .max();
+        if let Some((_, v)) = newest {
+            out.insert(key, v);
+        }
+    }
+    out
 }
 
 /// Where a lab's files go unless told otherwise: `lab/<name>/` under the current folder.

@@ -214,9 +214,13 @@ pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()>
         if let Some(f) = &host.facts {
             out.push_str(&format!("  {}\n", summary_line(f)));
         }
+        // Passing checks are one line unless -v: what needs attention stands out.
+        let verbose = ui::ui().verbose > 0;
         let mut table = Table::new(["  CHECK", "RESULT", "DETAIL"]);
+        let mut passed = 0;
         for c in &host.checks {
-            if quiet && c.level == Level::Ok {
+            if c.level == Level::Ok && !verbose {
+                passed += 1;
                 continue;
             }
             let level = match c.level {
@@ -225,6 +229,13 @@ pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()>
                 Level::Error => ui::paint("error", Color::Red),
             };
             table.row([format!("  {}", c.name), level, c.message.clone()]);
+        }
+        if passed > 0 && !quiet {
+            table.row([
+                format!("  {passed} more"),
+                ui::paint("ok", Color::Green),
+                "(-v lists them)".to_string(),
+            ]);
         }
         out.push_str(&table.render());
         out.push('\n');

@@ -500,7 +500,9 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
                 out.push_str(&format!(" ({})", c.details.join("; ")));
             }
             out.push('\n');
-            if let Some(diff) = &c.diff {
+            // Diffs are what a plan is for; after a real run they are detail (-v).
+            let show_diff = !h.applied || ui::ui().verbose > 0;
+            if let Some(diff) = c.diff.as_ref().filter(|_| show_diff) {
                 for line in diff.lines() {
                     let painted = match line.chars().next() {
                         Some('+') if !line.starts_with("+++") => ui::paint(line, Color::Green),
