@@ -64,10 +64,12 @@ fn check_against_a_lab() {
     assert!(w2.contains("unreachable:"), "{stdout}");
     let cp1 = stdout.split("cp1 (").nth(1).expect("cp1 section");
     assert!(
-        cp1.split("w1 (").next().is_some_and(|s| s.contains("Swap")),
-        "{stdout}"
+        cp1.split("w1 (")
+            .next()
+            .is_some_and(|s| s.contains("more") && s.contains("ok")),
+        "cp1 was checked: {stdout}"
     );
-    docker(&["start", &lab.container("w2")]);
+    lab.bring_up();
 
     // A changed host key is refused: give w1 the key recorded for cp1.
     let known = lab.dir.path().join(".capstan/known_hosts");
@@ -104,7 +106,7 @@ fn check_against_a_lab() {
         assert_eq!(code, 1, "{stdout}");
         let w1 = stdout.split("w1 (").nth(1).expect("w1 section");
         assert!(
-            w1.contains("host key") && w1.contains("changed"),
+            w1.contains("host key") && w1.to_lowercase().contains("has changed"),
             "{stdout}"
         );
     }
@@ -129,4 +131,70 @@ fn bad_inventory_exits_2_before_any_connection() {
         !stderr.contains("192.0.2.1:22"),
         "no connection may be attempted: {stderr}"
     );
+}
+
+/// `become: sudo` for real: `deploy` has passwordless sudo, `ops` needs the password `ops`,
+/// which only comes from CAPSTAN_BECOME_PASSWORD and never shows in any output.
+#[test]
+fn become_sudo_with_and_without_a_password() {
+    let lab = Lab::up("become", &["--control-planes", "1", "--workers", "1"]);
+    let inv = lab.inventory();
+    let text = read(&inv)
+        .replace(
+            "  - name: cp1\n",
+            "  - name: cp1\n    ssh: {user: deploy, become: sudo}\n",
+        )
+        .replace(
+            "  - name: w1\n",
+            "  - name: w1\n    ssh: {user: ops, become: sudo}\n",
+        );
+    std::fs::write(&inv, text).expect("write inventory");
+
+    let with_password = |pw: Option<&str>| {
+        let mut cmd = capstan();
+        cmd.args(["check", "-v", "-i"]).arg(&inv);
+        if let Some(pw) = pw {
+            cmd.env("CAPSTAN_BECOME_PASSWORD", pw);
+        }
+        let out = cmd.output().expect("run capstan");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = with_password(Some("ops"));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("IsPrivilegedUser").count(), 2, "{stdout}");
+    assert!(stdout.contains("commands run as root"), "{stdout}");
+    assert!(
+        !stdout.contains("ops\n") && !stderr.contains("password ops"),
+        "the password leaked"
+    );
+
+    // Without the password, the host that needs one fails with what to do; the other passes.
+    let (code, stdout, _) = with_password(None);
+    assert_eq!(code, 1, "{stdout}");
+    let w1 = stdout.split("w1 (").nth(1).expect("w1 section");
+    assert!(
+        w1.contains("unreachable:") && w1.contains("password"),
+        "{stdout}"
+    );
+    let cp1 = stdout.split("cp1 (").nth(1).expect("cp1 section");
+    assert!(
+        cp1.split("w1 (")
+            .next()
+            .is_some_and(|s| !s.contains("unreachable")),
+        "{stdout}"
+    );
+
+    // A wrong password is refused as such.
+    let (code, stdout, _) = with_password(Some("wrong"));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("w1 (") && stdout.contains("password"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wrong"), "the password leaked: {stdout}");
 }

@@ -7,6 +7,7 @@ use std::process::Command;
 pub struct Lab {
     pub name: String,
     pub dir: tempfile::TempDir,
+    flags: Vec<String>,
 }
 
 impl Lab {
@@ -14,11 +15,22 @@ impl Lab {
     pub fn up(what: &str, flags: &[&str]) -> Lab {
         let name = format!("ct-{what}-{}", std::process::id());
         let dir = tempfile::tempdir().expect("temp dir");
-        let lab = Lab { name, dir };
+        let lab = Lab {
+            name,
+            dir,
+            flags: flags.iter().map(|f| (*f).to_string()).collect(),
+        };
+        lab.bring_up();
+        lab
+    }
+
+    /// Runs `lab up` (again): starts stopped hosts and waits until every host serves SSH.
+    pub fn bring_up(&self) {
+        let lab = self;
         let out = capstan()
             .args(["lab", "up", "--name", &lab.name, "--out"])
             .arg(lab.dir.path())
-            .args(flags)
+            .args(&lab.flags)
             .output()
             .expect("run capstan lab up");
         assert!(
@@ -27,7 +39,6 @@ impl Lab {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        lab
     }
 
     pub fn inventory(&self) -> PathBuf {
