@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): `capstan apply` of common + containerd on 10 and 50 lab hosts:
+# the first run from bare hosts, then no-op runs of `apply` and `plan`, with wall time and
+# SSH round trips per host (counted by the engine, after the handshake).
+#   benches/engine.sh [SIZES...]     default: 10 50
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10 50)
+runs=${RUNS:-3}
+
+cargo build --release --quiet
+bin=$PWD/target/release/capstan
+./tests/lab/build-image.sh >/dev/null
+mirror=$PWD/target/bench-mirror
+./tests/lab/build-mirror.sh "$mirror" >/dev/null
+sysctl -qw fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=524288 2>/dev/null || true
+cache=$(mktemp -d)
+
+seconds() { python3 -c 'import sys,json; print(json.load(sys.stdin)["seconds"])'; }
+trips() { python3 -c 'import sys,json; h=json.load(sys.stdin)["hosts"]; t=[x["round_trips"] for x in h]; print(f"{min(t)}-{max(t)}")'; }
+changes() { python3 -c 'import sys,json; print(sum(len((x.get("plan") or {}).get("changes", [])) for x in json.load(sys.stdin)["hosts"]))'; }
+
+for n in "${sizes[@]}"; do
+  name="bench-engine-$n"
+  out=$(mktemp -d)
+  trap '"$bin" lab down --name "$name" --out "$out" >/dev/null 2>&1 || true' EXIT
+  "$bin" lab up --name "$name" --control-planes 1 --workers $((n - 1)) --out "$out" --mirror "$mirror" -q >/dev/null
+  # Warm the artifact cache so the first run measures the hosts, not the mirror.
+  "$bin" plan -i "$out" --cache-dir "$cache" -q >/dev/null
+  s=$(date +%s.%N)
+  first=$("$bin" apply -i "$out" --cache-dir "$cache" --output json)
+  e=$(date +%s.%N)
+  printf 'apply from bare hosts, %d hosts: %.2f s wall, %s changes, round trips per host %s\n' \
+    "$n" "$(echo "$e - $s" | bc)" "$(changes <<<"$first")" "$(trips <<<"$first")"
+  for verb in apply plan; do
+    for i in $(seq 1 "$runs"); do
+      s=$(date +%s.%N)
+      doc=$("$bin" "$verb" -i "$out" --cache-dir "$cache" --output json)
+      e=$(date +%s.%N)
+      printf 'no-op %s, %d hosts, run %d: %.3f s wall (%.1f ms per host), %s changes, round trips per host %s\n' \
+        "$verb" "$n" "$i" "$(echo "$e - $s" | bc)" "$(echo "($e - $s) * 1000 / $n" | bc -l)" "$(changes <<<"$doc")" "$(trips <<<"$doc")"
+    done
+  done
+  "$bin" lab down --name "$name" --out "$out" >/dev/null
+  trap - EXIT
+done
+rm -rf "$cache"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs and starts what the lab and the tests need on a Debian machine (run as root):
+# Docker (Debian's docker.io, dockerd started when not running), debootstrap, OpenSSH
+# server and client, sudo; and raises the inotify limits many systemd containers need.
+set -euo pipefail
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null && command -v ssh-agent >/dev/null || need+=(openssh-client)
+command -v sudo >/dev/null || need+=(sudo)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "starting dockerd"
+  nohup dockerd >/tmp/capstan-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -50 /tmp/capstan-dockerd.log; exit 1; }
+fi
+
+# Past about 23 systemd containers the default of 128 inotify instances runs out
+# (DESIGN.md, "The test bed"); kind documents the same values.
+sysctl -qw fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=524288 || true
