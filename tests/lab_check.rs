@@ -131,6 +131,19 @@ fn bad_inventory_exits_2_before_any_connection() {
         !stderr.contains("192.0.2.1:22"),
         "no connection may be attempted: {stderr}"
     );
+
+    // A misspelt preflight name is refused too, before any connection.
+    std::fs::write(
+        &inv,
+        "cluster: {name: x, kubernetes_version: v1.32.3}\nhosts:\n  - {name: cp1, address: 192.0.2.1, roles: [control-plane]}\n",
+    )
+    .expect("write inventory");
+    let (code, _, stderr) = run(&["check", "--ignore-preflight-errors", "Swp"], &inv);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("unknown checks: Swp") && stderr.contains("Swap"),
+        "{stderr}"
+    );
 }
 
 /// `become: sudo` for real: `deploy` has passwordless sudo, `ops` needs the password `ops`,

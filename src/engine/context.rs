@@ -79,6 +79,14 @@ pub fn context(
             address: &h.internal_address,
         })
         .collect();
+    // Every control plane's API server, as load balancers and local proxies list them.
+    let backends: Vec<Member<'_>> = inventory
+        .hosts_with(crate::inventory::Role::ControlPlane)
+        .map(|h| Member {
+            name: &h.name,
+            address: &h.internal_address,
+        })
+        .collect();
     let base = minijinja::context! {
         cluster => v(&inventory.cluster),
         host => v(HostView::from(host)),
@@ -90,6 +98,7 @@ pub fn context(
             images => v(&computed.images),
             api_endpoint => &computed.api_endpoint,
             etcd_members => v(members),
+            lb_backends => v(backends),
         },
     };
     match facts {
@@ -156,5 +165,98 @@ impl ArtifactSource for CacheSource<'_> {
             )
         })?;
         Ok((b.path.clone(), b.sha256.clone(), b.size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engine::desired::{self, Content, Desired, Mode};
+    use crate::engine::library::Library;
+    use crate::engine::render::Renderer;
+    use crate::engine::role;
+
+    struct FakeArtifacts;
+
+    impl ArtifactSource for FakeArtifacts {
+        fn fetch(&self, artifact: &str, file: &str) -> Result<(PathBuf, String, u64), String> {
+            Ok((
+                PathBuf::from(format!("/cache/{artifact}/{file}")),
+                format!("{:0>64}", file.len()),
+                1,
+            ))
+        }
+    }
+
+    fn lab_inventory() -> Inventory {
+        let text = "cluster: {name: t, kubernetes_version: v1.32.4}\nhosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: w1, address: 10.0.0.2, roles: [worker]}\n";
+        crate::inventory::load_str(
+            text,
+            std::path::Path::new("/nonexistent/cluster.yaml"),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// The shipped roles render for a lab host from a captured probe, twice to the same
+    /// bytes, with what containerd on such a host needs.
+    #[test]
+    fn shipped_roles_render_deterministically() {
+        let inventory = lab_inventory();
+        let facts = crate::facts::parse(include_str!(
+            "../../tests/fixtures/facts/debian12-amd64-lab-systemd.txt"
+        ))
+        .unwrap();
+        let lib = Library::builtin();
+        let roles: Vec<role::Role> = ["common", "containerd"]
+            .iter()
+            .map(|n| role::load(&lib, n).unwrap())
+            .collect();
+        let roles: Vec<&role::Role> = roles.iter().collect();
+        let renderer = Renderer::new(&lib);
+        let computed = Computed::new(&inventory).unwrap();
+        let host = &inventory.hosts[1];
+        let build = || {
+            let ctx = context(&inventory, host, Some(&facts), &computed);
+            desired::build(&roles, &renderer, &ctx, &FakeArtifacts, Mode::Full).unwrap()
+        };
+        let first = build();
+        assert_eq!(first, build());
+        let files: BTreeMap<&str, &str> = first
+            .iter()
+            .filter_map(|d| match d {
+                Desired::File(f) => match &f.content {
+                    Content::Inline(b) => Some((f.path.as_str(), std::str::from_utf8(b).unwrap())),
+                    Content::Cached(_) => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let cfg = files["/etc/containerd/config.toml"];
+        assert!(cfg.contains("SystemdCgroup = true"), "{cfg}");
+        assert!(
+            cfg.contains("sandbox_image = \"registry.k8s.io/pause:3.10\""),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("restrict_oom_score_adj = true"),
+            "a container host: {cfg}"
+        );
+        assert!(files["/etc/sysctl.d/99-capstan.conf"].contains("net.ipv4.ip_forward = 1"));
+        assert!(files["/etc/modules-load.d/capstan.conf"].contains("br_netfilter"));
+        // The shape pass names the same things, without contents.
+        let ctx = context(&inventory, host, None, &computed);
+        let shape = desired::build(&roles, &renderer, &ctx, &FakeArtifacts, Mode::Shape).unwrap();
+        let labels = |d: &[Desired]| {
+            d.iter()
+                .map(|x| {
+                    let (k, n) = x.label();
+                    format!("{k} {n}")
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels(&shape), labels(&first));
     }
 }
