@@ -227,8 +227,11 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
         }
     }
 
-    // Units last: they react to the files above.
-    let mut daemon_reload = false;
+    // Units last: they react to the files above. Any changed unit file or drop-in needs
+    // systemd to re-read its configuration, once.
+    let daemon_reload = changed_paths
+        .iter()
+        .any(|p| p.starts_with("/etc/systemd/system/"));
     for (i, d) in desired.iter().enumerate() {
         let Desired::Unit {
             name,
@@ -241,10 +244,6 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
         else {
             continue;
         };
-        let unit_changed = unit_file
-            .as_deref()
-            .is_some_and(|p| changed_paths.contains(p));
-        daemon_reload |= unit_changed;
         let now = state.units.get(name).cloned().unwrap_or_default();
         if *enabled
             && !matches!(

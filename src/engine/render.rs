@@ -80,6 +80,20 @@ impl Renderer {
     }
 }
 
+impl Renderer {
+    /// Evaluates a role's `when` expression; `origin` names it in errors.
+    pub fn condition(&self, origin: &str, expr: &str, ctx: &Value) -> Result<bool, RenderError> {
+        let compiled = self
+            .env
+            .compile_expression(expr)
+            .map_err(|e| explain(&e, origin))?;
+        compiled
+            .eval(ctx)
+            .map(|v| v.is_true())
+            .map_err(|e| explain(&e, origin))
+    }
+}
+
 /// Names the place and the failing expression of a minijinja error.
 fn explain(err: &minijinja::Error, origin: &str) -> RenderError {
     let where_ = match (err.name(), err.line()) {

@@ -3,6 +3,7 @@
 //! ```yaml
 //! description: Kernel settings every node needs.
 //! hosts: [control-plane, worker]        # inventory roles whose hosts carry this role
+//! when: cluster.api_endpoint.mode == "local-proxy"   # optional: and only where this holds
 //! vars:                                 # defaults; templates see them as `vars.NAME`
 //!   sandbox_image: registry.k8s.io/pause:3.10
 //! resources:
@@ -36,6 +37,9 @@ pub struct RoleFile {
     pub description: String,
     /// Inventory roles whose hosts carry this role.
     pub hosts: Vec<InventoryRole>,
+    /// A minijinja expression that must also hold for the host (e.g.
+    /// `cluster.api_endpoint.mode == "local-proxy"`); it sees the context without facts.
+    pub when: Option<String>,
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
     pub resources: Vec<ResourceSpec>,

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::inventory::Role;
 
 /// The image lab hosts run unless told otherwise (built by `tests/lab/build-image.sh`).
-pub const DEFAULT_IMAGE: &str = "capstan-lab:bookworm-1";
+pub const DEFAULT_IMAGE: &str = "capstan-lab:bookworm-2";
 /// The label on every container, volume and network of a lab; its value is the lab's name.
 pub const LABEL: &str = "capstan.lab";
 /// The label naming the inventory host a container is.

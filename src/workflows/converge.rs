@@ -97,14 +97,35 @@ struct Prepared {
     cache: Cache,
 }
 
-/// The roles `host` carries: those whose `hosts` name one of its inventory roles,
-/// narrowed to `only` when given.
-fn roles_for<'a>(host: &Host, roles: &'a BTreeMap<String, Role>, only: &[String]) -> Vec<&'a Role> {
-    roles
-        .values()
-        .filter(|r| only.is_empty() || only.contains(&r.name))
-        .filter(|r| r.spec.hosts.iter().any(|ir| host.has_role(*ir)))
-        .collect()
+/// The roles `host` carries: those whose `hosts` name one of its inventory roles and
+/// whose `when` holds, narrowed to `only` when given.
+fn roles_for<'a>(
+    inventory: &Inventory,
+    host: &Host,
+    prepared: &'a Prepared,
+    only: &[String],
+) -> Result<Vec<&'a Role>, String> {
+    let renderer = Renderer::new(&prepared.library);
+    let ctx = context(inventory, host, None, &prepared.computed);
+    let mut out = Vec::new();
+    for r in prepared.roles.values() {
+        if !(only.is_empty() || only.contains(&r.name))
+            || !r.spec.hosts.iter().any(|ir| host.has_role(*ir))
+        {
+            continue;
+        }
+        if let Some(expr) = &r.spec.when {
+            let origin = format!("{}:{} (when)", r.file.display(), r.tree.locate(&["when"]));
+            if !renderer
+                .condition(&origin, expr, &ctx)
+                .map_err(|e| e.to_string())?
+            {
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    Ok(ordered(out))
 }
 
 /// Validates the options against the inventory and loads every role: all before any
@@ -159,7 +180,14 @@ fn prepare(
 /// Orders roles so that each comes after those it builds on (a fixed list; unknown roles
 /// after, by name).
 fn ordered(roles: Vec<&Role>) -> Vec<&Role> {
-    const ORDER: &[&str] = &["common", "containerd"];
+    const ORDER: &[&str] = &[
+        "common",
+        "containerd",
+        "etcd",
+        "lb-haproxy",
+        "lb-nginx",
+        "local-proxy",
+    ];
     let mut roles = roles;
     roles.sort_by_key(|r| {
         (
@@ -206,19 +234,23 @@ pub async fn run(
         let progress = &progress;
         async move {
             let t0 = Instant::now();
-            let roles = ordered(roles_for(host, &prepared.roles, &opts.roles));
+            let roles = roles_for(inventory, host, &prepared, &opts.roles);
             let mut outcome = HostOutcome {
                 host: host.name.clone(),
-                roles: roles.iter().map(|r| r.name.clone()).collect(),
+                roles: roles
+                    .as_ref()
+                    .map(|rs| rs.iter().map(|r| r.name.clone()).collect())
+                    .unwrap_or_default(),
                 plan: None,
                 applied: false,
                 error: None,
                 round_trips: 0,
                 seconds: 0.0,
             };
-            match conn {
-                Err(e) => outcome.error = Some(e.to_string()),
-                Ok(conn) => {
+            match (conn, roles) {
+                (_, Err(e)) => outcome.error = Some(e),
+                (Err(e), _) => outcome.error = Some(e.to_string()),
+                (Ok(conn), Ok(roles)) => {
                     if let Err(e) = converge_host(
                         inventory,
                         host,

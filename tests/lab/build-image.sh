@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the image of capstan's lab hosts (see DESIGN.md "The test bed") when it is missing.
 #
-#   tests/lab/build-image.sh [TAG]        default TAG: capstan-lab:bookworm-1 (src/lab DEFAULT_IMAGE)
+#   tests/lab/build-image.sh [TAG]        default TAG: capstan-lab:bookworm-2 (src/lab DEFAULT_IMAGE)
 #
 # Debian bookworm (debootstrap --variant=minbase) with systemd as PID 1, OpenSSH, sudo and what a
 # golden VM image carries, `docker import`ed with the entrypoint tests/lab/entrypoint.sh.
@@ -12,7 +12,7 @@
 # (docker import cannot set STOPSIGNAL: `capstan lab up` passes --stop-signal SIGRTMIN+3.)
 set -eu
 
-TAG=${1:-capstan-lab:bookworm-1}
+TAG=${1:-capstan-lab:bookworm-2}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SUITE=bookworm
 
@@ -45,7 +45,7 @@ MIRROR=${LAB_MIRROR:-$(find_mirror)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 
 PACKAGES="systemd,systemd-sysv,dbus,openssh-server,sudo,iproute2,iptables,curl,ca-certificates"
-PACKAGES="$PACKAGES,haproxy,nginx,kmod,procps,python3"
+PACKAGES="$PACKAGES,haproxy,nginx,libnginx-mod-stream,openssl,kmod,procps,python3"
 # kubeadm's preflight and the kubelet want these on the PATH.
 PACKAGES="$PACKAGES,conntrack,socat,ethtool,ebtables,util-linux,mount,less"
 
