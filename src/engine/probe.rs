@@ -115,6 +115,7 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
         verify,
         extra,
         installed_state: None,
+        light: true,
     }
 }
 

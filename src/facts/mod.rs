@@ -98,6 +98,9 @@ pub struct ProbeRequest {
     pub extra: Vec<(String, String)>,
     /// The record of installed files; [`INSTALLED_STATE`] when `None` (tests point it elsewhere).
     pub installed_state: Option<String>,
+    /// Leave out what the engine's plans never need and costs the most: addresses,
+    /// listening sockets and the components' versions (their paths stay).
+    pub light: bool,
 }
 
 /// Where capstan records what it installed on a host (sha256, size, mtime, inode, path;

@@ -228,24 +228,27 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
         active: parse_swaps(&s.require("swaps")?)?,
     };
     let cgroup = parse_cgroup(&s.require("cgroup")?, init.systemd);
+    // A light probe has neither addresses nor listening sockets (see ProbeRequest::light).
     let addresses = if let Some(sec) = s.take("addrs-ip") {
         parse_ip_addr(&sec)?
-    } else {
-        let inet6 = s.require("addrs-proc-inet6")?;
+    } else if let Some(inet6) = s.take("addrs-proc-inet6") {
         let fib = s.require("addrs-proc-fib")?;
         let mut v = parse_fib_trie(&fib);
         v.extend(parse_if_inet6(&inet6)?);
         v
+    } else {
+        Vec::new()
     };
     let listening = if let Some(sec) = s.take("listen-ss") {
         (sec.status == Some(0) || sec.status.is_none())
             .then(|| parse_ss(&sec))
             .transpose()?
-    } else {
-        let tcp = s.require("listen-proc-tcp")?;
+    } else if let Some(tcp) = s.take("listen-proc-tcp") {
         let fds = s.take("listen-proc-fds");
         let comm = s.take("listen-proc-comm");
         parse_proc_tcp(&tcp, fds.as_ref(), comm.as_ref())?
+    } else {
+        None
     };
     let tools = parse_tools(&s.require("tools")?)?;
     let components = parse_components(&mut s)?;

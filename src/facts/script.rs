@@ -130,7 +130,18 @@ b cgroup
 while read -r _d mp fs opts _r; do case $fs in cgroup|cgroup2) printf 'mount %s %s %s\n' "$mp" "$fs" "$opts";; esac; done < /proc/mounts
 if [ -r /sys/fs/cgroup/cgroup.controllers ]; then rd controllers /sys/fs/cgroup/cgroup.controllers; elif [ -r /sys/fs/cgroup/unified/cgroup.controllers ]; then rd unified_controllers /sys/fs/cgroup/unified/cgroup.controllers; fi
 e cgroup
-if have ip; then
+b sysctl
+rd ip_forward /proc/sys/net/ipv4/ip_forward
+rd ipv6_forwarding /proc/sys/net/ipv6/conf/all/forwarding
+if [ -d /proc/sys/net/bridge ]; then echo bridge_dir=1; else echo bridge_dir=0; fi
+rd bridge_nf_call_iptables /proc/sys/net/bridge/bridge-nf-call-iptables
+rd bridge_nf_call_ip6tables /proc/sys/net/bridge/bridge-nf-call-ip6tables
+e sysctl
+"#;
+
+/// Addresses and listening sockets: the costliest part of the host facts (an `ip` and an
+/// `ss` each), which a `light` probe leaves out.
+const NETWORK_FACTS: &str = r#"if have ip; then
   r addrs-ip ip -o addr show
 else
   b addrs-proc-inet6; cf /proc/net/if_inet6; e addrs-proc-inet6
@@ -145,13 +156,6 @@ else
   for p in /proc/[0-9]*; do [ -r "$p/comm" ] && IFS= read -r c < "$p/comm" && printf '%s %s\n' "${p#/proc/}" "$c"; done
   e listen-proc-comm
 fi
-b sysctl
-rd ip_forward /proc/sys/net/ipv4/ip_forward
-rd ipv6_forwarding /proc/sys/net/ipv6/conf/all/forwarding
-if [ -d /proc/sys/net/bridge ]; then echo bridge_dir=1; else echo bridge_dir=0; fi
-rd bridge_nf_call_iptables /proc/sys/net/bridge/bridge-nf-call-iptables
-rd bridge_nf_call_ip6tables /proc/sys/net/bridge/bridge-nf-call-ip6tables
-e sysctl
 "#;
 
 /// Builds the probe script for `req`.
@@ -165,6 +169,9 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
     s.push_str(PRELUDE);
     let _ = writeln!(s, "printf '{MARKER} probe %s\\n' {PROBE_FORMAT}");
     s.push_str(HOST_FACTS);
+    if !req.light {
+        s.push_str(NETWORK_FACTS);
+    }
 
     // Tools: a PATH search with shell built-ins only.
     s.push_str("b tools\nfor t in");
@@ -184,8 +191,11 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         );
     }
     s.push_str("e components\n");
-    for c in COMPONENTS {
-        let _ = writeln!(s, "have {c} && r version-{c} $T {c} {}", c.version_args());
+    // Running each binary for its version is the probe's biggest cost: light skips it.
+    if !req.light {
+        for c in COMPONENTS {
+            let _ = writeln!(s, "have {c} && r version-{c} $T {c} {}", c.version_args());
+        }
     }
 
     // Kernel modules.

@@ -144,6 +144,32 @@ fn quick_check_uses_the_installed_record_until_the_stat_changes() {
     assert_ne!(changed, real);
 }
 
+/// A light probe leaves out addresses, sockets and version runs, and still parses.
+#[test]
+fn light_probe_leaves_out_the_costly_sections() {
+    let req = ProbeRequest {
+        light: true,
+        ..ProbeRequest::default()
+    };
+    let script = probe_script(&req).unwrap();
+    assert!(
+        !script.contains("ss -ltnp")
+            && !script.contains("ip -o addr")
+            && !script.contains("version-")
+    );
+    let facts = probe_here(&req);
+    assert!(facts.addresses.is_empty());
+    assert!(facts.listening.is_none());
+    assert!(
+        facts
+            .components
+            .values()
+            .flatten()
+            .all(|c| c.version.is_none())
+    );
+    assert!(facts.cpus >= 1 && !facts.os.id.is_empty());
+}
+
 macro_rules! fixture {
     ($name:literal) => {
         include_str!(concat!("../../../tests/fixtures/facts/", $name))
