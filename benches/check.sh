@@ -9,7 +9,7 @@ sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10 50)
 runs=${RUNS:-5}
 
 cargo build --release --quiet
-bin=$PWD/target/release/capstan
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/capstan
 ./tests/lab/build-image.sh >/dev/null
 sysctl -qw fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=524288 2>/dev/null || true
 

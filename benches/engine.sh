@@ -9,7 +9,7 @@ sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10 50)
 runs=${RUNS:-3}
 
 cargo build --release --quiet
-bin=$PWD/target/release/capstan
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/capstan
 ./tests/lab/build-image.sh >/dev/null
 mirror=$PWD/target/bench-mirror
 ./tests/lab/build-mirror.sh "$mirror" >/dev/null
