@@ -22,6 +22,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Inventory file, or a folder holding `cluster.yaml`
     #[arg(

@@ -549,7 +549,7 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
     let n = report.hosts.len();
     let failed = report.failed();
     if report.dry_run {
-        out.push_str(&format!("{n} hosts, {} changes", report.changes()));
+        out.push_str(&format!("{} hosts, {} changes", n, report.changes()));
         if failed > 0 {
             out.push_str(&format!(", {failed} failed"));
         }
