@@ -44,15 +44,23 @@ pub(crate) fn cache(global: &crate::cli::GlobalArgs) -> crate::artifacts::cache:
     )
 }
 
-/// Converge options from a role/host selection.
-pub(crate) fn converge_options(
+/// Loads the inventory, converges the selection (or plans it, when `dry_run`) and prints
+/// the report: what `apply` and `plan` share.
+pub(crate) fn converge(
+    global: &crate::cli::GlobalArgs,
     selection: &crate::cli::Selection,
     dry_run: bool,
-) -> crate::workflows::converge::ConvergeOptions {
-    crate::workflows::converge::ConvergeOptions {
+) -> miette::Result<crate::workflows::converge::ConvergeReport> {
+    use crate::workflows::converge;
+    let inventory = load_inventory(global)?;
+    let session = crate::workflows::SessionOptions::from_flags(global, &inventory)?;
+    let opts = converge::ConvergeOptions {
         roles: selection.roles.clone(),
         hosts: selection.hosts.clone(),
         dry_run,
         verify: selection.verify,
-    }
+    };
+    let report = runtime()?.block_on(converge::run(&inventory, &session, cache(global), &opts))?;
+    converge::print(&report)?;
+    Ok(report)
 }
