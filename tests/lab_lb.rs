@@ -140,3 +140,44 @@ fn nginx_reloads_on_new_backends() {
         "/etc/nginx/nginx.conf",
     );
 }
+
+/// local-proxy: every node gets haproxy on 127.0.0.1 with every control plane as a backend.
+#[test]
+fn local_proxy_on_every_node() {
+    let lab = Lab::up("localproxy", &["--control-planes", "1", "--workers", "1"]);
+    let inv = lab.inventory();
+    let text = read(&inv).replace("    mode: single\n", "    mode: local-proxy\n");
+    std::fs::write(&inv, text).expect("write inventory");
+    let run = || {
+        let out = capstan()
+            .args(["apply", "--roles", "local-proxy", "-i"])
+            .arg(&inv)
+            .output()
+            .expect("run capstan");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let out = run();
+    assert!(
+        out.contains("2 hosts, 2 changed, 0 unchanged, 0 failed"),
+        "{out}"
+    );
+    for host in ["cp1", "w1"] {
+        let cfg = docker(&[
+            "exec",
+            &lab.container(host),
+            "cat",
+            "/etc/haproxy/haproxy.cfg",
+        ]);
+        assert!(cfg.contains("bind 127.0.0.1:6443"), "{cfg}");
+        assert_eq!(backends(&cfg), 1, "{cfg}");
+        let listening = docker(&["exec", &lab.container(host), "ss", "-ltnH", "sport = :6443"]);
+        assert!(listening.contains("127.0.0.1:6443"), "{host}: {listening}");
+    }
+    assert!(run().contains("2 hosts, 0 changed, 2 unchanged, 0 failed"));
+}
