@@ -51,7 +51,10 @@ const CP_CERTS: &[(&str, &str)] = &[
 ];
 
 fn local_ca_fingerprint(inv: &Path) -> String {
-    let ca = inv.parent().unwrap().join(".capstan/pki/ca.crt");
+    let ca = inv
+        .parent()
+        .expect("inventory folder")
+        .join(".capstan/pki/ca.crt");
     let out = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
         .arg(&ca)
@@ -70,7 +73,12 @@ fn pki_on_lab_hosts() {
     let r = run(&["certs", "distribute", "--dry-run"], &inv);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("would change"), "{}", r.stdout);
-    assert!(!inv.parent().unwrap().join(".capstan/pki").exists());
+    assert!(
+        !inv.parent()
+            .expect("inventory folder")
+            .join(".capstan/pki")
+            .exists()
+    );
     assert!(sh(&lab, "cp1", "ls /etc/kubernetes/pki 2>&1 || true").contains("No such file"));
 
     let r = run(&["certs", "distribute"], &inv);
@@ -196,7 +204,7 @@ fn pki_on_lab_hosts() {
 
     // Lose the local PKI: the next run adopts the cluster's CA (same fingerprint).
     let before = local_ca_fingerprint(&inv);
-    let state = inv.parent().unwrap().join(".capstan");
+    let state = inv.parent().expect("inventory folder").join(".capstan");
     std::fs::remove_dir_all(state.join("pki")).expect("rm pki");
     std::fs::remove_file(state.join("admin.conf")).expect("rm admin.conf");
     let r = run(&["certs", "distribute"], &inv);
