@@ -88,6 +88,9 @@ pub enum Command {
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Certificates: the local PKI, its distribution to the hosts, expiry, renewal
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -175,4 +178,43 @@ pub struct LabDownArgs {
     /// Where the lab's inventory was written (default: lab/<name>/)
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create or complete the local PKI and kubeconfigs in .capstan/pki (touches no host)
+    Generate(CertsGenerateArgs),
+    /// Expiry of every certificate and kubeconfig on every host, read from the hosts
+    CheckExpiration,
+    /// Re-issue certificates in the local PKI: all, or by name (apiserver, admin.conf, etcd-server, …)
+    Renew(CertsRenewArgs),
+    /// Adopt the cluster's CAs when the local PKI lacks them, complete the PKI, and install
+    /// each host's certificates, keys and kubeconfigs
+    Distribute(CertsDistributeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsGenerateArgs {
+    /// Show what would be created or re-issued and why; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsRenewArgs {
+    /// Certificates to renew (default: all)
+    pub names: Vec<String>,
+    /// Show what would be renewed; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsDistributeArgs {
+    /// Only these hosts (default: all)
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Show what would change on each host; write nothing, locally or remotely
+    #[arg(long)]
+    pub dry_run: bool,
 }

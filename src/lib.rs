@@ -12,6 +12,7 @@ pub mod error;
 pub mod facts;
 pub mod inventory;
 pub mod lab;
+pub mod pki;
 pub mod preflight;
 pub mod ssh;
 pub mod ui;

@@ -1,6 +1,7 @@
 //! One file per subcommand; each is a few lines that delegate to a workflow.
 
 mod apply;
+mod certs;
 mod check;
 mod lab;
 mod plan;
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Apply(args) => apply::run(&cli.global, &args),
         Command::Plan(args) => plan::run(&cli.global, &args),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
+        Command::Certs(cmd) => certs::run(&cli.global, cmd),
     }
 }
 

@@ -18,7 +18,8 @@ use crate::yaml;
 use serde::Serialize;
 
 pub use model::{
-    ApiEndpointMode, Become, ChecksumSource, EtcdTopology, InventoryFile, LbSoftware, Role,
+    ApiEndpointMode, Become, ChecksumSource, EtcdTopology, InventoryFile, KeyAlgorithm, LbSoftware,
+    Role,
 };
 pub use validate::resolve;
 
@@ -84,6 +85,16 @@ pub struct Cluster {
     /// Node software versions by catalog component name (`containerd`, `runc`, `etcd`,
     /// `crictl`, `cni-plugins`; `kubelet` and `kubectl` follow `kubernetes_version`).
     pub versions: std::collections::BTreeMap<String, String>,
+    pub pki: Pki,
+}
+
+/// Certificate settings (`cluster.pki`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Pki {
+    /// Key type of every generated key (default ecdsa-p256).
+    pub key_algorithm: KeyAlgorithm,
+    /// Leaf certificates expiring within this many days are re-issued (default 30).
+    pub renew_before_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +105,8 @@ pub struct ApiEndpoint {
     pub address: String,
     pub port: u16,
     pub software: LbSoftware,
+    /// More names and addresses for the API server's certificate.
+    pub extra_sans: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

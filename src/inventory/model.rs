@@ -34,6 +34,46 @@ pub struct ClusterSpec {
     /// Versions of the node software; each defaults to the newest the catalog pins.
     #[serde(default)]
     pub versions: VersionsSpec,
+    /// Certificates: key algorithm and renewal threshold.
+    #[serde(default)]
+    pub pki: PkiSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiSpec {
+    pub key_algorithm: Option<KeyAlgorithm>,
+    pub renew_before_days: Option<u32>,
+}
+
+/// The key type of every key capstan generates (kubeadm's `encryptionAlgorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum KeyAlgorithm {
+    #[serde(rename = "ecdsa-p256", alias = "ECDSA-P256")]
+    EcdsaP256,
+    #[serde(rename = "rsa-2048", alias = "RSA-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072", alias = "RSA-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096", alias = "RSA-4096")]
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ecdsa-p256",
+            Self::Rsa2048 => "rsa-2048",
+            Self::Rsa3072 => "rsa-3072",
+            Self::Rsa4096 => "rsa-4096",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -68,6 +108,9 @@ pub struct ApiEndpointSpec {
     pub address: Option<String>,
     pub port: Option<u16>,
     pub software: Option<LbSoftware>,
+    /// More names and addresses for the API server's certificate.
+    #[serde(default)]
+    pub extra_sans: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

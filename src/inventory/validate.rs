@@ -293,6 +293,7 @@ pub fn resolve(
                 artifacts,
                 image_repository,
                 versions,
+                pki: resolve_pki(&mut c, file),
             },
             hosts,
         })
@@ -454,11 +455,39 @@ fn resolve_api_endpoint(
             "127.0.0.1".to_string()
         }
     };
+    for (i, san) in spec.extra_sans.iter().enumerate() {
+        if !is_address(san) && !san.starts_with("*.") {
+            c.at(
+                &["cluster", "api_endpoint", "extra_sans", &i.to_string()],
+                format!("`{san}` is not an IP address or DNS name"),
+                "list names and addresses clients use for the API server, e.g. api.example.com or 203.0.113.7",
+            );
+        }
+    }
     ApiEndpoint {
         mode,
         address,
         port,
         software: spec.software.unwrap_or(LbSoftware::Haproxy),
+        extra_sans: spec.extra_sans.clone(),
+    }
+}
+
+pub const DEFAULT_RENEW_BEFORE_DAYS: u32 = 30;
+
+fn resolve_pki(c: &mut Collector<'_>, file: &InventoryFile) -> super::Pki {
+    let spec = &file.cluster.pki;
+    let renew_before_days = spec.renew_before_days.unwrap_or(DEFAULT_RENEW_BEFORE_DAYS);
+    if renew_before_days == 0 || renew_before_days > 180 {
+        c.at(
+            &["cluster", "pki", "renew_before_days"],
+            format!("renew_before_days {renew_before_days} is out of range"),
+            "give 1-180 days (leaf certificates last 365 days; the default is 30)",
+        );
+    }
+    super::Pki {
+        key_algorithm: spec.key_algorithm.unwrap_or(super::KeyAlgorithm::EcdsaP256),
+        renew_before_days,
     }
 }
 

@@ -1,0 +1,105 @@
+//! `capstan certs generate | check-expiration | renew | distribute`.
+
+use std::process::ExitCode;
+
+use time::OffsetDateTime;
+
+use crate::cli::{CertsCommand, GlobalArgs};
+use crate::error::{BadInput, EXIT_FAILED};
+use crate::pki::PkiError;
+use crate::workflows::{self, certs};
+
+fn json<T: serde::Serialize>(value: &T) -> miette::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Unknown certificate names are bad input (exit 2), like a typo in a flag.
+fn classify(e: PkiError) -> miette::Report {
+    match e {
+        PkiError::Unknown { name, known } => {
+            BadInput::new(format!("no certificate is called `{name}`"), known).into()
+        }
+        other => other.into(),
+    }
+}
+
+pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
+    let inventory = super::load_inventory(global)?;
+    let now = OffsetDateTime::now_utc();
+    let as_json = crate::ui::ui().json;
+    match cmd {
+        CertsCommand::Generate(args) => {
+            let report = certs::generate(&inventory, now, args.dry_run).map_err(classify)?;
+            if as_json {
+                json(&report)?;
+            } else {
+                certs::print_pki(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CertsCommand::Renew(args) => {
+            let report =
+                certs::renew(&inventory, &args.names, now, args.dry_run).map_err(classify)?;
+            if as_json {
+                json(&report)?;
+            } else {
+                certs::print_pki(&report);
+                if !args.dry_run {
+                    println!(
+                        "The renewed certificates are in the local PKI only. Install them with \
+                         `capstan certs distribute`; restarting the components that use them \
+                         (static pods, etcd, kubelet) is not automated yet."
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CertsCommand::Distribute(args) => {
+            for name in &args.hosts {
+                if inventory.host(name).is_none() {
+                    return Err(BadInput::new(
+                        format!("there is no host `{name}` in the inventory"),
+                        "name hosts as the inventory does",
+                    )
+                    .into());
+                }
+            }
+            let session = workflows::SessionOptions::from_flags(global, &inventory)?;
+            let report = super::runtime()?.block_on(certs::distribute(
+                &inventory,
+                &session,
+                &args.hosts,
+                now,
+                args.dry_run,
+            ))?;
+            if as_json {
+                json(&report)?;
+            } else {
+                certs::print_distribute(&report);
+            }
+            Ok(if report.failed() > 0 {
+                ExitCode::from(EXIT_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        CertsCommand::CheckExpiration => {
+            let session = workflows::SessionOptions::from_flags(global, &inventory)?;
+            let report =
+                super::runtime()?.block_on(certs::check_expiration(&inventory, &session, now));
+            if as_json {
+                json(&report)?;
+            } else {
+                certs::print_expiration(&report, now);
+            }
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            })
+        }
+    }
+}
