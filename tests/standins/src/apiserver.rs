@@ -219,6 +219,13 @@ impl ApiServer {
                 );
             }
             ["apis", g, v] if resources::group_known(g, v) => return Response::json(200, &resources::resource_list(g, v)),
+            ["openapi", "v3"] => return Response::json(200, &resources::openapi_root()),
+            ["openapi", "v3", rest @ ..] => {
+                return resources::openapi_gv(&rest.join("/")).map_or_else(
+                    || status(404, "NotFound", "the server could not find the requested resource"),
+                    |d| Response::json(200, &d),
+                );
+            }
             _ => {}
         }
         let target = match segs.as_slice() {
@@ -311,7 +318,9 @@ impl ApiServer {
         match (verb, t.sub.as_deref()) {
             ("list", None) => self.list(req, t),
             ("get", None | Some("status")) => match existing.or_else(|| self.load(t, &ns, t.name.as_deref().unwrap_or("")).ok().flatten()) {
-                Some((v, rev)) => Response::json(200, &with_rv(v, rev, t.res)),
+                Some((v, rev)) if crate::table::wants_table(req.header("accept")) => Response::json(200, &crate::table::table(
+                t.res.kind, &[with_rv(v, rev, t.res)], &rev.to_string(), req.q("includeObject").unwrap_or("Metadata"))),
+            Some((v, rev)) => Response::json(200, &with_rv(v, rev, t.res)),
                 None => not_found(t.res, t.name.as_deref().unwrap_or("")),
             },
             ("create", None) => self.create(t, &ns, body, req.q("dryRun").is_some()),
@@ -343,6 +352,9 @@ impl ApiServer {
             if labels.matches(&v) && fields.matches(&v) {
                 items.push(with_rv(v, kv.mod_revision, t.res));
             }
+        }
+        if crate::table::wants_table(req.header("accept")) {
+            return Response::json(200, &crate::table::table(t.res.kind, &items, &rev.to_string(), req.q("includeObject").unwrap_or("Metadata")));
         }
         Response::json(200, &json!({
             "kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(),

@@ -13,6 +13,7 @@ mod patch;
 mod resources;
 mod selectors;
 mod server;
+mod table;
 mod timefmt;
 mod tls;
 mod version;

@@ -157,3 +157,51 @@ pub fn resource_list(group: &str, version: &str) -> Value {
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
 }
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+/// `/openapi/v3`: one entry per group version.
+pub fn openapi_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
+    gvs.extend(groups());
+    for (g, v) in gvs {
+        let p = gv_path(g, v);
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=standin")}));
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/{api/v1 | apis/g/v}`: operations with their GVK and the `fieldValidation`
+/// parameter (kubectl then validates server-side), no schemas (kubectl builds strategic
+/// merge patches from its own types).
+pub fn openapi_gv(path: &str) -> Option<Value> {
+    let (g, v) = match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return None,
+    };
+    if !(g.is_empty() && v == "v1") && !group_known(g, v) {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+        let base = if r.namespaced {
+            format!("/{}/namespaces/{{namespace}}/{}", gv_path(g, v), r.name)
+        } else {
+            format!("/{}/{}", gv_path(g, v), r.name)
+        };
+        let gvk = json!({"group": g, "version": v, "kind": r.kind});
+        let op = |action: &str| json!({
+            "x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": action,
+            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                           {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}],
+            "responses": {"200": {"description": "OK"}},
+        });
+        paths.insert(base.clone(), json!({"post": op("post"), "get": op("list")}));
+        paths.insert(format!("{base}/{{name}}"), json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+    }
+    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (stand-in)", "version": "unversioned"}, "paths": paths, "components": {"schemas": {}}}))
+}
