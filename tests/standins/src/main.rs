@@ -9,6 +9,7 @@ mod controllers;
 mod etcd;
 mod flags;
 mod kubeconfig;
+mod kubelet;
 mod patch;
 mod resources;
 mod selectors;
@@ -29,6 +30,7 @@ fn main() {
         "kube-apiserver" => apiserver::main(args),
         "kube-controller-manager" => controllers::controller_manager_main(args),
         "kube-scheduler" => controllers::scheduler_main(args),
+        "kubelet" => kubelet::main(args),
         _ => {
             if args.first().map(String::as_str) == Some("stamp") && args.len() == 4 {
                 match version::stamp(std::path::Path::new(&args[1]), std::path::Path::new(&args[2]), &args[3]) {
