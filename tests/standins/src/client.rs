@@ -8,13 +8,23 @@ use serde_json::Value;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
 /// A blocking HTTPS agent trusting `ca` and presenting `client`.
-pub fn agent(ca: &[CertificateDer<'static>], client: Option<(&[CertificateDer<'static>], PrivateKey<'static>)>, timeout: Duration) -> ureq::Agent {
-    let roots: Vec<Certificate<'static>> = ca.iter().map(|c| Certificate::from_der(c).to_owned()).collect();
+pub fn agent(
+    ca: &[CertificateDer<'static>],
+    client: Option<(&[CertificateDer<'static>], PrivateKey<'static>)>,
+    timeout: Duration,
+) -> ureq::Agent {
+    let roots: Vec<Certificate<'static>> = ca
+        .iter()
+        .map(|c| Certificate::from_der(c).to_owned())
+        .collect();
     let mut tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
         .root_certs(RootCerts::Specific(Arc::new(roots)));
     if let Some((chain, key)) = client {
-        let chain: Vec<Certificate<'static>> = chain.iter().map(|c| Certificate::from_der(c).to_owned()).collect();
+        let chain: Vec<Certificate<'static>> = chain
+            .iter()
+            .map(|c| Certificate::from_der(c).to_owned())
+            .collect();
         tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
     }
     ureq::Agent::config_builder()
@@ -45,20 +55,35 @@ impl Reply {
         self.body
             .get("message")
             .and_then(Value::as_str)
-            .map_or_else(|| format!("HTTP {}", self.status), |m| format!("HTTP {}: {m}", self.status))
+            .map_or_else(
+                || format!("HTTP {}", self.status),
+                |m| format!("HTTP {}: {m}", self.status),
+            )
     }
 }
 
 impl Api {
-    pub fn from_kubeconfig(kc: &crate::kubeconfig::Kubeconfig, key_pem: &[u8]) -> Result<Self, String> {
+    pub fn from_kubeconfig(
+        kc: &crate::kubeconfig::Kubeconfig,
+        key_pem: &[u8],
+    ) -> Result<Self, String> {
         let key = PrivateKey::from_pem(key_pem).map_err(|e| format!("client key: {e}"))?;
         Ok(Api {
-            agent: agent(&kc.ca, Some((&kc.client.cert, key)), Duration::from_secs(10)),
+            agent: agent(
+                &kc.ca,
+                Some((&kc.client.cert, key)),
+                Duration::from_secs(10),
+            ),
             server: kc.server.clone(),
         })
     }
 
-    pub fn call(&self, method: &str, path: &str, body: Option<(&str, &Value)>) -> Result<Reply, String> {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &Value)>,
+    ) -> Result<Reply, String> {
         let url = format!("{}{path}", self.server);
         let res = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
@@ -99,7 +124,10 @@ impl Api {
 }
 
 /// Loads a kubeconfig and builds its client.
-pub fn api_from_kubeconfig(path: &str, flag: &str) -> Result<(crate::kubeconfig::Kubeconfig, Api), String> {
+pub fn api_from_kubeconfig(
+    path: &str,
+    flag: &str,
+) -> Result<(crate::kubeconfig::Kubeconfig, Api), String> {
     let kc = crate::kubeconfig::load(path, flag)?;
     let api = Api::from_kubeconfig(&kc, &kc.key_pem)?;
     Ok((kc, api))

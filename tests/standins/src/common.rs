@@ -22,8 +22,14 @@ pub fn start(component: &str, args: &[String], specs: &[(&str, Kind)]) -> (Parse
         Err(e) => fatal(component, &e),
     };
     if parsed.bool("help", false) {
-        println!("{component} (capstan TEST stand-in honouring the contract of {component} {version})\n\nFlags:");
-        let mut names: Vec<&str> = specs.iter().chain(flags::COMMON.iter()).map(|(n, _)| *n).collect();
+        println!(
+            "{component} (capstan TEST stand-in honouring the contract of {component} {version})\n\nFlags:"
+        );
+        let mut names: Vec<&str> = specs
+            .iter()
+            .chain(flags::COMMON.iter())
+            .map(|(n, _)| *n)
+            .collect();
         names.sort_unstable();
         for n in names {
             println!("      --{n}");
@@ -59,7 +65,14 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 
 pub fn uid() -> String {
     let h = random_hex(32);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Kubernetes' generateName suffix alphabet (no vowels, no confusable digits).
@@ -67,7 +80,9 @@ pub fn name_suffix(n: usize) -> String {
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut buf = vec![0u8; n];
     let _ = getrandom(&mut buf);
-    buf.iter().map(|b| ALPHA[usize::from(*b) % ALPHA.len()] as char).collect()
+    buf.iter()
+        .map(|b| ALPHA[usize::from(*b) % ALPHA.len()] as char)
+        .collect()
 }
 
 /// The machine's hostname, lowercased (the default node name).

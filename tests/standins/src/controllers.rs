@@ -17,25 +17,61 @@ use crate::selectors::LabelSelector;
 use crate::timefmt;
 
 const SHARED: &[(&str, Kind)] = &[
-    ("authentication-kubeconfig", V), ("authorization-kubeconfig", V), ("authentication-skip-lookup", B),
-    ("authorization-always-allow-paths", V), ("bind-address", V), ("cert-dir", V), ("client-ca-file", V),
-    ("kube-api-burst", V), ("kube-api-content-type", V), ("kube-api-qps", V), ("kubeconfig", V),
-    ("leader-elect", B), ("leader-elect-lease-duration", V), ("leader-elect-renew-deadline", V),
-    ("leader-elect-resource-lock", V), ("leader-elect-resource-name", V), ("leader-elect-resource-namespace", V),
-    ("leader-elect-retry-period", V), ("master", V), ("permit-address-sharing", B), ("permit-port-sharing", B),
-    ("profiling", B), ("requestheader-allowed-names", V), ("requestheader-client-ca-file", V),
-    ("requestheader-extra-headers-prefix", V), ("requestheader-group-headers", V),
-    ("requestheader-username-headers", V), ("secure-port", V), ("tls-cert-file", V), ("tls-cipher-suites", V),
-    ("tls-min-version", V), ("tls-private-key-file", V),
+    ("authentication-kubeconfig", V),
+    ("authorization-kubeconfig", V),
+    ("authentication-skip-lookup", B),
+    ("authorization-always-allow-paths", V),
+    ("bind-address", V),
+    ("cert-dir", V),
+    ("client-ca-file", V),
+    ("kube-api-burst", V),
+    ("kube-api-content-type", V),
+    ("kube-api-qps", V),
+    ("kubeconfig", V),
+    ("leader-elect", B),
+    ("leader-elect-lease-duration", V),
+    ("leader-elect-renew-deadline", V),
+    ("leader-elect-resource-lock", V),
+    ("leader-elect-resource-name", V),
+    ("leader-elect-resource-namespace", V),
+    ("leader-elect-retry-period", V),
+    ("master", V),
+    ("permit-address-sharing", B),
+    ("permit-port-sharing", B),
+    ("profiling", B),
+    ("requestheader-allowed-names", V),
+    ("requestheader-client-ca-file", V),
+    ("requestheader-extra-headers-prefix", V),
+    ("requestheader-group-headers", V),
+    ("requestheader-username-headers", V),
+    ("secure-port", V),
+    ("tls-cert-file", V),
+    ("tls-cipher-suites", V),
+    ("tls-min-version", V),
+    ("tls-private-key-file", V),
 ];
 
 const CM_ONLY: &[(&str, Kind)] = &[
-    ("allocate-node-cidrs", B), ("cloud-provider", V), ("cluster-cidr", V), ("cluster-name", V),
-    ("cluster-signing-cert-file", V), ("cluster-signing-key-file", V), ("cluster-signing-duration", V),
-    ("concurrent-deployment-syncs", V), ("concurrent-replicaset-syncs", V), ("configure-cloud-routes", B),
-    ("controllers", V), ("node-cidr-mask-size", V), ("node-cidr-mask-size-ipv4", V), ("node-cidr-mask-size-ipv6", V),
-    ("node-monitor-grace-period", V), ("node-monitor-period", V), ("root-ca-file", V),
-    ("service-account-private-key-file", V), ("service-cluster-ip-range", V), ("terminated-pod-gc-threshold", V),
+    ("allocate-node-cidrs", B),
+    ("cloud-provider", V),
+    ("cluster-cidr", V),
+    ("cluster-name", V),
+    ("cluster-signing-cert-file", V),
+    ("cluster-signing-key-file", V),
+    ("cluster-signing-duration", V),
+    ("concurrent-deployment-syncs", V),
+    ("concurrent-replicaset-syncs", V),
+    ("configure-cloud-routes", B),
+    ("controllers", V),
+    ("node-cidr-mask-size", V),
+    ("node-cidr-mask-size-ipv4", V),
+    ("node-cidr-mask-size-ipv6", V),
+    ("node-monitor-grace-period", V),
+    ("node-monitor-period", V),
+    ("root-ca-file", V),
+    ("service-account-private-key-file", V),
+    ("service-cluster-ip-range", V),
+    ("terminated-pod-gc-threshold", V),
     ("use-service-account-credentials", B),
 ];
 
@@ -71,7 +107,11 @@ pub fn go_duration(s: &str) -> Option<Duration> {
         total += Duration::from_secs_f64(secs);
     }
     if !num.is_empty() {
-        return if num == "0" { Some(Duration::ZERO) } else { None };
+        return if num == "0" {
+            Some(Duration::ZERO)
+        } else {
+            None
+        };
     }
     Some(total)
 }
@@ -79,7 +119,9 @@ pub fn go_duration(s: &str) -> Option<Duration> {
 fn duration_flag(p: &Parsed, name: &str, default: u64) -> Result<Duration, String> {
     match p.get(name) {
         None => Ok(Duration::from_secs(default)),
-        Some(v) => go_duration(v).ok_or_else(|| format!("invalid argument {v:?} for \"--{name}\" flag: time: invalid duration {v:?}")),
+        Some(v) => go_duration(v).ok_or_else(|| {
+            format!("invalid argument {v:?} for \"--{name}\" flag: time: invalid duration {v:?}")
+        }),
     }
 }
 
@@ -96,7 +138,10 @@ struct Election {
 
 impl Election {
     fn path(&self) -> String {
-        format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}", self.namespace, self.name)
+        format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}",
+            self.namespace, self.name
+        )
     }
 
     fn record(&self, transitions: i64, acquire: &str) -> Value {
@@ -109,7 +154,13 @@ impl Election {
         let cur = match self.api.get(&self.path()) {
             Ok(r) => r,
             Err(e) => {
-                log(self.component, &format!("error retrieving resource lock {}/{}: {e}", self.namespace, self.name));
+                log(
+                    self.component,
+                    &format!(
+                        "error retrieving resource lock {}/{}: {e}",
+                        self.namespace, self.name
+                    ),
+                );
                 return false;
             }
         };
@@ -117,26 +168,50 @@ impl Election {
             let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self.record(0, &timefmt::now_micro())});
-            return match self.api.post(&format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases", self.namespace), &lease) {
+            return match self.api.post(
+                &format!(
+                    "/apis/coordination.k8s.io/v1/namespaces/{}/leases",
+                    self.namespace
+                ),
+                &lease,
+            ) {
                 Ok(r) if r.ok() => true,
                 Ok(r) => {
-                    log(self.component, &format!("error initially creating lease lock: {}", r.message()));
+                    log(
+                        self.component,
+                        &format!("error initially creating lease lock: {}", r.message()),
+                    );
                     false
                 }
                 Err(e) => {
-                    log(self.component, &format!("error initially creating lease lock: {e}"));
+                    log(
+                        self.component,
+                        &format!("error initially creating lease lock: {e}"),
+                    );
                     false
                 }
             };
         }
         if !cur.ok() {
-            log(self.component, &format!("error retrieving resource lock {}/{}: {}", self.namespace, self.name, cur.message()));
+            log(
+                self.component,
+                &format!(
+                    "error retrieving resource lock {}/{}: {}",
+                    self.namespace,
+                    self.name,
+                    cur.message()
+                ),
+            );
             return false;
         }
         let spec = &cur.body["spec"];
         let holder = spec["holderIdentity"].as_str().unwrap_or("").to_string();
         let renew = spec["renewTime"].as_str().unwrap_or("").to_string();
-        let dur = Duration::from_secs(spec["leaseDurationSeconds"].as_u64().unwrap_or(self.lease.as_secs()));
+        let dur = Duration::from_secs(
+            spec["leaseDurationSeconds"]
+                .as_u64()
+                .unwrap_or(self.lease.as_secs()),
+        );
         let key = format!("{holder}@{renew}");
         let changed = observed.as_ref().is_none_or(|(k, _)| *k != key);
         if changed {
@@ -156,12 +231,21 @@ impl Election {
         match self.api.put(&self.path(), &lease) {
             Ok(r) if r.ok() => {
                 if holder != self.identity {
-                    log(self.component, &format!("successfully acquired lease {}/{}", self.namespace, self.name));
+                    log(
+                        self.component,
+                        &format!(
+                            "successfully acquired lease {}/{}",
+                            self.namespace, self.name
+                        ),
+                    );
                 }
                 true
             }
             Ok(r) => {
-                log(self.component, &format!("failed to update lock: {}", r.message()));
+                log(
+                    self.component,
+                    &format!("failed to update lock: {}", r.message()),
+                );
                 false
             }
             Err(e) => {
@@ -172,7 +256,13 @@ impl Election {
     }
 
     fn run(self, leader: Arc<AtomicBool>) {
-        log(self.component, &format!("attempting to acquire leader lease {}/{}...", self.namespace, self.name));
+        log(
+            self.component,
+            &format!(
+                "attempting to acquire leader lease {}/{}...",
+                self.namespace, self.name
+            ),
+        );
         let mut observed = None;
         let mut last_renew: Option<Instant> = None;
         loop {
@@ -180,7 +270,9 @@ impl Election {
             if ok {
                 last_renew = Some(Instant::now());
                 leader.store(true, Ordering::SeqCst);
-            } else if leader.load(Ordering::SeqCst) && last_renew.is_some_and(|t| t.elapsed() > self.renew_deadline) {
+            } else if leader.load(Ordering::SeqCst)
+                && last_renew.is_some_and(|t| t.elapsed() > self.renew_deadline)
+            {
                 common::fatal(self.component, "leaderelection lost");
             }
             std::thread::sleep(self.retry);
@@ -191,12 +283,17 @@ impl Election {
 /// Starts the health server on --bind-address:--secure-port.
 fn serve_health(component: &'static str, p: &Parsed, default_port: &str) -> Result<(), String> {
     let port = p.get("secure-port").unwrap_or(default_port).to_string();
-    port.parse::<u16>().map_err(|e| format!("--secure-port={port}: {e}"))?;
+    port.parse::<u16>()
+        .map_err(|e| format!("--secure-port={port}: {e}"))?;
     let bind = p.get("bind-address").unwrap_or("0.0.0.0").to_string();
     let key = match (p.get("tls-cert-file"), p.get("tls-private-key-file")) {
-        (Some(c), Some(k)) => crate::tls::load_pair(c, "--tls-cert-file", k, "--tls-private-key-file")?,
+        (Some(c), Some(k)) => {
+            crate::tls::load_pair(c, "--tls-cert-file", k, "--tls-private-key-file")?
+        }
         (None, None) => crate::tls::self_signed(&["localhost".into(), "127.0.0.1".into()])?,
-        _ => return Err("--tls-cert-file and --tls-private-key-file must be given together".into()),
+        _ => {
+            return Err("--tls-cert-file and --tls-private-key-file must be given together".into());
+        }
     };
     for f in ["client-ca-file", "requestheader-client-ca-file"] {
         if let Some(path) = p.get(f) {
@@ -205,16 +302,30 @@ fn serve_health(component: &'static str, p: &Parsed, default_port: &str) -> Resu
     }
     let cfg = crate::tls::server_config(key, None)?;
     let addr = crate::server::join_host_port(&bind, &port);
-    let listener = std::net::TcpListener::bind(&addr).map_err(|e| format!("failed to listen on {addr} (--bind-address/--secure-port): {e}"))?;
+    let listener = std::net::TcpListener::bind(&addr)
+        .map_err(|e| format!("failed to listen on {addr} (--bind-address/--secure-port): {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
         rt.block_on(async move {
-            let Ok(l) = tokio::net::TcpListener::from_std(listener) else { return };
-            crate::server::serve(l, Some(cfg), Arc::new(|r: crate::server::Request| match r.path.as_str() {
-                "/healthz" | "/livez" | "/readyz" | "/healthz/leaderElection" => crate::server::Response::text(200, "ok"),
-                _ => crate::server::Response::text(404, "404 page not found"),
-            }))
+            let Ok(l) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            crate::server::serve(
+                l,
+                Some(cfg),
+                Arc::new(|r: crate::server::Request| match r.path.as_str() {
+                    "/healthz" | "/livez" | "/readyz" | "/healthz/leaderElection" => {
+                        crate::server::Response::text(200, "ok")
+                    }
+                    _ => crate::server::Response::text(404, "404 page not found"),
+                }),
+            )
             .await;
         });
     });
@@ -222,11 +333,18 @@ fn serve_health(component: &'static str, p: &Parsed, default_port: &str) -> Resu
     Ok(())
 }
 
-fn setup(component: &'static str, args: &[String], own: &[(&str, Kind)], default_port: &str) -> (Parsed, Api, Arc<AtomicBool>) {
+fn setup(
+    component: &'static str,
+    args: &[String],
+    own: &[(&str, Kind)],
+    default_port: &str,
+) -> (Parsed, Api, Arc<AtomicBool>) {
     let specs: Vec<(&str, Kind)> = SHARED.iter().chain(own.iter()).copied().collect();
     let (p, version) = common::start(component, args, &specs);
     let run = || -> Result<(Api, Arc<AtomicBool>), String> {
-        let kc_path = p.required("kubeconfig").map_err(|_| "--kubeconfig is required (this stand-in has no in-cluster config)".to_string())?;
+        let kc_path = p.required("kubeconfig").map_err(|_| {
+            "--kubeconfig is required (this stand-in has no in-cluster config)".to_string()
+        })?;
         let (_, api) = crate::client::api_from_kubeconfig(kc_path, "--kubeconfig")?;
         for f in ["authentication-kubeconfig", "authorization-kubeconfig"] {
             if let Some(path) = p.get(f) {
@@ -237,14 +355,18 @@ fn setup(component: &'static str, args: &[String], own: &[(&str, Kind)], default
             check_signing(&p)?;
         }
         if let Some(c) = p.get("config") {
-            let text = std::fs::read_to_string(c).map_err(|e| format!("--config={c}: open {c}: {e}"))?;
-            serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|e| format!("--config={c}: {e}"))?;
+            let text =
+                std::fs::read_to_string(c).map_err(|e| format!("--config={c}: open {c}: {e}"))?;
+            serde_yaml::from_str::<serde_yaml::Value>(&text)
+                .map_err(|e| format!("--config={c}: {e}"))?;
         }
         let lease = duration_flag(&p, "leader-elect-lease-duration", 15)?;
         let renew = duration_flag(&p, "leader-elect-renew-deadline", 10)?;
         let retry = duration_flag(&p, "leader-elect-retry-period", 2)?;
         if lease <= renew {
-            return Err(format!("leaseDuration must be greater than renewDeadline ({lease:?} <= {renew:?})"));
+            return Err(format!(
+                "leaseDuration must be greater than renewDeadline ({lease:?} <= {renew:?})"
+            ));
         }
         serve_health(component, &p, default_port)?;
         log(component, &format!("version {version}"));
@@ -252,8 +374,14 @@ fn setup(component: &'static str, args: &[String], own: &[(&str, Kind)], default
         if p.bool("leader-elect", true) {
             let e = Election {
                 api: api.clone(),
-                namespace: p.get("leader-elect-resource-namespace").unwrap_or("kube-system").to_string(),
-                name: p.get("leader-elect-resource-name").unwrap_or(component).to_string(),
+                namespace: p
+                    .get("leader-elect-resource-namespace")
+                    .unwrap_or("kube-system")
+                    .to_string(),
+                name: p
+                    .get("leader-elect-resource-name")
+                    .unwrap_or(component)
+                    .to_string(),
                 identity: format!("{}_{}", common::hostname(), common::uid()),
                 lease,
                 renew_deadline: renew,
@@ -274,12 +402,25 @@ fn setup(component: &'static str, args: &[String], own: &[(&str, Kind)], default
 }
 
 fn check_signing(p: &Parsed) -> Result<(), String> {
-    match (p.get("cluster-signing-cert-file"), p.get("cluster-signing-key-file")) {
+    match (
+        p.get("cluster-signing-cert-file"),
+        p.get("cluster-signing-key-file"),
+    ) {
         (Some(c), Some(k)) => {
-            crate::tls::load_pair(c, "--cluster-signing-cert-file", k, "--cluster-signing-key-file")?;
+            crate::tls::load_pair(
+                c,
+                "--cluster-signing-cert-file",
+                k,
+                "--cluster-signing-key-file",
+            )?;
         }
         (None, None) => {}
-        _ => return Err("--cluster-signing-cert-file and --cluster-signing-key-file must be given together".into()),
+        _ => {
+            return Err(
+                "--cluster-signing-cert-file and --cluster-signing-key-file must be given together"
+                    .into(),
+            );
+        }
     }
     if let Some(f) = p.get("root-ca-file") {
         crate::tls::load_certs(f, "--root-ca-file")?;
@@ -298,19 +439,25 @@ fn items(api: &Api, path: &str) -> Vec<Value> {
 }
 
 fn enc(s: &str) -> String {
-    s.replace('%', "%25").replace('=', "%3D").replace(',', "%2C").replace(' ', "%20").replace('!', "%21")
+    s.replace('%', "%25")
+        .replace('=', "%3D")
+        .replace(',', "%2C")
+        .replace(' ', "%20")
+        .replace('!', "%21")
 }
 
 fn node_ready(n: &Value) -> bool {
     n["status"]["conditions"].as_array().is_some_and(|c| {
-        c.iter().any(|x| x["type"] == "Ready" && x["status"] == "True")
+        c.iter()
+            .any(|x| x["type"] == "Ready" && x["status"] == "True")
     })
 }
 
 fn tolerates(pod: &Value, taint: &Value) -> bool {
     pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
         ts.iter().any(|t| {
-            let key_ok = t["key"].is_null() && t["operator"] == "Exists" || t["key"] == taint["key"];
+            let key_ok =
+                t["key"].is_null() && t["operator"] == "Exists" || t["key"] == taint["key"];
             let effect_ok = t["effect"].is_null() || t["effect"] == taint["effect"];
             key_ok && effect_ok
         })
@@ -322,18 +469,25 @@ fn fits(pod: &Value, node: &Value) -> bool {
         return false;
     }
     let taints_ok = node["spec"]["taints"].as_array().is_none_or(|ts| {
-        ts.iter().filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute").all(|t| tolerates(pod, t))
+        ts.iter()
+            .filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute")
+            .all(|t| tolerates(pod, t))
     });
     let labels = &node["metadata"]["labels"];
-    let selector_ok = pod["spec"]["nodeSelector"].as_object().is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let selector_ok = pod["spec"]["nodeSelector"]
+        .as_object()
+        .is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
     taints_ok && selector_ok
 }
 
 fn schedule_once(api: &Api) {
-    let pending: Vec<Value> = items(api, &format!("/api/v1/pods?fieldSelector={}", enc("spec.nodeName=")))
-        .into_iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect();
+    let pending: Vec<Value> = items(
+        api,
+        &format!("/api/v1/pods?fieldSelector={}", enc("spec.nodeName=")),
+    )
+    .into_iter()
+    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+    .collect();
     if pending.is_empty() {
         return;
     }
@@ -353,17 +507,29 @@ fn schedule_once(api: &Api) {
             .filter_map(|n| n["metadata"]["name"].as_str())
             .min_by_key(|n| load.get(*n).copied().unwrap_or(0));
         let Some(node) = best else {
-            log("kube-scheduler", &format!("0/{} nodes are available for pod {ns}/{name}", nodes.len()));
+            log(
+                "kube-scheduler",
+                &format!("0/{} nodes are available for pod {ns}/{name}", nodes.len()),
+            );
             continue;
         };
         let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
                              "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-        match api.post(&format!("/api/v1/namespaces/{ns}/pods/{name}/binding"), &binding) {
+        match api.post(
+            &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
+            &binding,
+        ) {
             Ok(r) if r.ok() => {
-                log("kube-scheduler", &format!("successfully bound pod {ns}/{name} to {node}"));
+                log(
+                    "kube-scheduler",
+                    &format!("successfully bound pod {ns}/{name} to {node}"),
+                );
                 *load.entry(node.to_string()).or_default() += 1;
             }
-            Ok(r) => log("kube-scheduler", &format!("binding {ns}/{name}: {}", r.message())),
+            Ok(r) => log(
+                "kube-scheduler",
+                &format!("binding {ns}/{name}: {}", r.message()),
+            ),
             Err(e) => log("kube-scheduler", &format!("binding {ns}/{name}: {e}")),
         }
     }
@@ -381,14 +547,25 @@ pub fn scheduler_main(args: &[String]) -> ! {
 
 fn owned_by<'a>(pods: &'a [Value], uid: &str) -> Vec<&'a Value> {
     pods.iter()
-        .filter(|p| p["metadata"]["ownerReferences"].as_array().is_some_and(|o| o.iter().any(|r| r["uid"] == uid && r["controller"] == true)))
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|r| r["uid"] == uid && r["controller"] == true))
+        })
         .collect()
 }
 
 fn controller_uid(o: &Value) -> Option<(String, String)> {
-    o["metadata"]["ownerReferences"].as_array()?.iter().find(|r| r["controller"] == true).map(|r| {
-        (r["kind"].as_str().unwrap_or("").to_string(), r["uid"].as_str().unwrap_or("").to_string())
-    })
+    o["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or("").to_string(),
+                r["uid"].as_str().unwrap_or("").to_string(),
+            )
+        })
 }
 
 fn owner_ref(o: &Value, kind: &str, api_version: &str) -> Value {
@@ -405,14 +582,23 @@ fn fnv(s: &str) -> String {
     format!("{:x}", h & 0xff_ffff_ffff)
 }
 
-fn new_pod(owner: &Value, kind: &str, api_version: &str, node: Option<&str>, extra_labels: &Value) -> Value {
+fn new_pod(
+    owner: &Value,
+    kind: &str,
+    api_version: &str,
+    node: Option<&str>,
+    extra_labels: &Value,
+) -> Value {
     let tpl = &owner["spec"]["template"];
     let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"generateName": format!("{}-", owner["metadata"]["name"].as_str().unwrap_or("pod")),
                      "namespace": owner["metadata"]["namespace"], "labels": tpl["metadata"]["labels"].clone(),
                      "ownerReferences": owner_ref(owner, kind, api_version)},
         "spec": tpl["spec"].clone()});
-    if let (Some(l), Some(x)) = (pod["metadata"]["labels"].as_object_mut(), extra_labels.as_object()) {
+    if let (Some(l), Some(x)) = (
+        pod["metadata"]["labels"].as_object_mut(),
+        extra_labels.as_object(),
+    ) {
         for (k, v) in x {
             l.insert(k.clone(), v.clone());
         }
@@ -442,13 +628,23 @@ fn controllers_once(api: &Api) {
         let hash = fnv(&d["spec"]["template"].to_string());
         let want = format!("{dname}-{hash}");
         let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-        let mine: Vec<Value> = rsets.iter().filter(|r| controller_uid(r).is_some_and(|(_, u)| u == uid)).cloned().collect();
+        let mine: Vec<Value> = rsets
+            .iter()
+            .filter(|r| controller_uid(r).is_some_and(|(_, u)| u == uid))
+            .cloned()
+            .collect();
         for r in &mine {
             let rname = r["metadata"]["name"].as_str().unwrap_or("");
             if rname != want {
-                delete(api, &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"));
+                delete(
+                    api,
+                    &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
+                );
             } else if r["spec"]["replicas"].as_i64() != Some(replicas) {
-                let _ = api.merge_patch(&format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"), &json!({"spec": {"replicas": replicas}}));
+                let _ = api.merge_patch(
+                    &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
+                    &json!({"spec": {"replicas": replicas}}),
+                );
             }
         }
         if !mine.iter().any(|r| r["metadata"]["name"] == want.as_str()) {
@@ -462,25 +658,49 @@ fn controllers_once(api: &Api) {
                 "spec": {"replicas": replicas, "selector": sel, "template": tpl}});
             match api.post(&format!("/apis/apps/v1/namespaces/{ns}/replicasets"), &rs) {
                 Ok(r) if r.ok() => rsets.push(r.body),
-                Ok(r) => log(CM, &format!("creating replicaset {ns}/{want}: {}", r.message())),
+                Ok(r) => log(
+                    CM,
+                    &format!("creating replicaset {ns}/{want}: {}", r.message()),
+                ),
                 Err(e) => log(CM, &format!("creating replicaset {ns}/{want}: {e}")),
             }
         }
-        let owned: Vec<&Value> = rsets.iter().filter(|r| r["metadata"]["name"] == want.as_str()).flat_map(|r| owned_by(&pods, r["metadata"]["uid"].as_str().unwrap_or(""))).collect();
-        let ready = owned.iter().filter(|p| p["status"]["phase"] == "Running").count();
+        let owned: Vec<&Value> = rsets
+            .iter()
+            .filter(|r| r["metadata"]["name"] == want.as_str())
+            .flat_map(|r| owned_by(&pods, r["metadata"]["uid"].as_str().unwrap_or("")))
+            .collect();
+        let ready = owned
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
         let st = json!({"status": {"observedGeneration": d["metadata"]["generation"], "replicas": owned.len(),
             "updatedReplicas": owned.len(), "readyReplicas": ready, "availableReplicas": ready}});
-        if d["status"]["replicas"] != st["status"]["replicas"] || d["status"]["readyReplicas"] != st["status"]["readyReplicas"] || d["status"]["observedGeneration"] != st["status"]["observedGeneration"] {
-            let _ = api.merge_patch(&format!("/apis/apps/v1/namespaces/{ns}/deployments/{dname}/status"), &st);
+        if d["status"]["replicas"] != st["status"]["replicas"]
+            || d["status"]["readyReplicas"] != st["status"]["readyReplicas"]
+            || d["status"]["observedGeneration"] != st["status"]["observedGeneration"]
+        {
+            let _ = api.merge_patch(
+                &format!("/apis/apps/v1/namespaces/{ns}/deployments/{dname}/status"),
+                &st,
+            );
         }
     }
     // ReplicaSets -> pods.
-    let dep_uids: Vec<&str> = deployments.iter().filter_map(|d| d["metadata"]["uid"].as_str()).collect();
+    let dep_uids: Vec<&str> = deployments
+        .iter()
+        .filter_map(|d| d["metadata"]["uid"].as_str())
+        .collect();
     for r in &rsets {
         let ns = r["metadata"]["namespace"].as_str().unwrap_or("default");
         let rname = r["metadata"]["name"].as_str().unwrap_or("");
-        if controller_uid(r).is_some_and(|(k, u)| k == "Deployment" && !dep_uids.contains(&u.as_str())) {
-            delete(api, &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"));
+        if controller_uid(r)
+            .is_some_and(|(k, u)| k == "Deployment" && !dep_uids.contains(&u.as_str()))
+        {
+            delete(
+                api,
+                &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
+            );
             continue;
         }
         let uid = r["metadata"]["uid"].as_str().unwrap_or("");
@@ -489,18 +709,38 @@ fn controllers_once(api: &Api) {
         for _ in owned.len()..want {
             let pod = new_pod(r, "ReplicaSet", "apps/v1", None, &json!({}));
             match api.post(&format!("/api/v1/namespaces/{ns}/pods"), &pod) {
-                Ok(x) if x.ok() => log(CM, &format!("created pod {ns}/{} for replicaset {rname}", x.body["metadata"]["name"].as_str().unwrap_or(""))),
-                Ok(x) => log(CM, &format!("creating pod for {ns}/{rname}: {}", x.message())),
+                Ok(x) if x.ok() => log(
+                    CM,
+                    &format!(
+                        "created pod {ns}/{} for replicaset {rname}",
+                        x.body["metadata"]["name"].as_str().unwrap_or("")
+                    ),
+                ),
+                Ok(x) => log(
+                    CM,
+                    &format!("creating pod for {ns}/{rname}: {}", x.message()),
+                ),
                 Err(e) => log(CM, &format!("creating pod for {ns}/{rname}: {e}")),
             }
         }
         let mut extra: Vec<&&Value> = owned.iter().collect();
         extra.sort_by_key(|p| p["spec"]["nodeName"].as_str().is_some());
         for p in extra.iter().take(owned.len().saturating_sub(want)) {
-            delete(api, &format!("/api/v1/namespaces/{ns}/pods/{}", p["metadata"]["name"].as_str().unwrap_or("")));
+            delete(
+                api,
+                &format!(
+                    "/api/v1/namespaces/{ns}/pods/{}",
+                    p["metadata"]["name"].as_str().unwrap_or("")
+                ),
+            );
         }
-        let ready = owned.iter().filter(|p| p["status"]["phase"] == "Running").count();
-        if r["status"]["replicas"].as_u64() != Some(owned.len() as u64) || r["status"]["readyReplicas"].as_u64() != Some(ready as u64) {
+        let ready = owned
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        if r["status"]["replicas"].as_u64() != Some(owned.len() as u64)
+            || r["status"]["readyReplicas"].as_u64() != Some(ready as u64)
+        {
             let _ = api.merge_patch(&format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}/status"), &json!({"status": {"replicas": owned.len(), "readyReplicas": ready, "availableReplicas": ready}}));
         }
     }
@@ -514,38 +754,76 @@ fn controllers_once(api: &Api) {
         let sel = ds["spec"]["template"]["spec"]["nodeSelector"].clone();
         let eligible: Vec<&str> = nodes
             .iter()
-            .filter(|n| sel.as_object().is_none_or(|s| s.iter().all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))))
+            .filter(|n| {
+                sel.as_object().is_none_or(|s| {
+                    s.iter()
+                        .all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))
+                })
+            })
             .filter_map(|n| n["metadata"]["name"].as_str())
             .collect();
         for node in &eligible {
             if !owned.iter().any(|p| p["spec"]["nodeName"] == *node) {
                 let pod = new_pod(ds, "DaemonSet", "apps/v1", Some(node), &json!({}));
                 match api.post(&format!("/api/v1/namespaces/{ns}/pods"), &pod) {
-                    Ok(x) if x.ok() => log(CM, &format!("created daemon pod on {node} for {ns}/{name}")),
-                    Ok(x) => log(CM, &format!("creating daemon pod for {ns}/{name}: {}", x.message())),
+                    Ok(x) if x.ok() => {
+                        log(CM, &format!("created daemon pod on {node} for {ns}/{name}"))
+                    }
+                    Ok(x) => log(
+                        CM,
+                        &format!("creating daemon pod for {ns}/{name}: {}", x.message()),
+                    ),
                     Err(e) => log(CM, &format!("creating daemon pod for {ns}/{name}: {e}")),
                 }
             }
         }
         for p in &owned {
-            if !p["spec"]["nodeName"].as_str().is_some_and(|n| eligible.contains(&n)) {
-                delete(api, &format!("/api/v1/namespaces/{ns}/pods/{}", p["metadata"]["name"].as_str().unwrap_or("")));
+            if !p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| eligible.contains(&n))
+            {
+                delete(
+                    api,
+                    &format!(
+                        "/api/v1/namespaces/{ns}/pods/{}",
+                        p["metadata"]["name"].as_str().unwrap_or("")
+                    ),
+                );
             }
         }
-        let ready = owned.iter().filter(|p| p["status"]["phase"] == "Running").count();
+        let ready = owned
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
         let st = json!({"status": {"desiredNumberScheduled": eligible.len(), "currentNumberScheduled": owned.len(),
             "numberReady": ready, "numberMisscheduled": 0, "observedGeneration": ds["metadata"]["generation"]}});
-        if ds["status"]["currentNumberScheduled"] != st["status"]["currentNumberScheduled"] || ds["status"]["numberReady"] != st["status"]["numberReady"] || ds["status"]["desiredNumberScheduled"] != st["status"]["desiredNumberScheduled"] {
-            let _ = api.merge_patch(&format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}/status"), &st);
+        if ds["status"]["currentNumberScheduled"] != st["status"]["currentNumberScheduled"]
+            || ds["status"]["numberReady"] != st["status"]["numberReady"]
+            || ds["status"]["desiredNumberScheduled"] != st["status"]["desiredNumberScheduled"]
+        {
+            let _ = api.merge_patch(
+                &format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}/status"),
+                &st,
+            );
         }
     }
     // Garbage collection of pods whose ReplicaSet or DaemonSet is gone.
-    let live: Vec<&str> = rsets.iter().chain(daemonsets.iter()).filter_map(|o| o["metadata"]["uid"].as_str()).collect();
+    let live: Vec<&str> = rsets
+        .iter()
+        .chain(daemonsets.iter())
+        .filter_map(|o| o["metadata"]["uid"].as_str())
+        .collect();
     for p in &pods {
         if let Some((kind, uid)) = controller_uid(p) {
             if (kind == "ReplicaSet" || kind == "DaemonSet") && !live.contains(&uid.as_str()) {
                 let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
-                delete(api, &format!("/api/v1/namespaces/{ns}/pods/{}", p["metadata"]["name"].as_str().unwrap_or("")));
+                delete(
+                    api,
+                    &format!(
+                        "/api/v1/namespaces/{ns}/pods/{}",
+                        p["metadata"]["name"].as_str().unwrap_or("")
+                    ),
+                );
             }
         }
     }
@@ -590,7 +868,10 @@ mod tests {
         let mut tainted = node.clone();
         tainted["spec"]["taints"] = json!([{"key": "k", "effect": "NoSchedule"}]);
         assert!(!fits(&json!({"spec": {}}), &tainted));
-        assert!(fits(&json!({"spec": {"tolerations": [{"key": "k", "operator": "Exists"}]}}), &tainted));
+        assert!(fits(
+            &json!({"spec": {"tolerations": [{"key": "k", "operator": "Exists"}]}}),
+            &tainted
+        ));
         assert!(!fits(&json!({"spec": {"nodeSelector": {"a": "c"}}}), &node));
     }
 }

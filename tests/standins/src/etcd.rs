@@ -72,7 +72,10 @@ impl Etcd {
     ) -> Self {
         Etcd {
             agent: crate::client::agent(ca, Some((chain, key)), Duration::from_secs(5)),
-            endpoints: endpoints.into_iter().map(|e| e.trim_end_matches('/').to_string()).collect(),
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| e.trim_end_matches('/').to_string())
+                .collect(),
         }
     }
 
@@ -81,7 +84,12 @@ impl Etcd {
         let mut errors = Vec::new();
         for ep in &self.endpoints {
             let url = format!("{ep}{path}");
-            match self.agent.post(&url).header("Content-Type", "application/json").send(&data[..]) {
+            match self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(&data[..])
+            {
                 Ok(mut res) => {
                     let status = res.status().as_u16();
                     let text = res.body_mut().read_to_string().unwrap_or_default();
@@ -108,7 +116,8 @@ impl Etcd {
                 a.iter()
                     .map(|kv| Kv {
                         key: String::from_utf8_lossy(
-                            &B64.decode(kv.get("key").and_then(Value::as_str).unwrap_or("")).unwrap_or_default(),
+                            &B64.decode(kv.get("key").and_then(Value::as_str).unwrap_or(""))
+                                .unwrap_or_default(),
                         )
                         .into_owned(),
                         value: B64
@@ -123,8 +132,13 @@ impl Etcd {
 
     /// The cluster's current revision (also a health probe).
     pub fn revision(&self) -> Result<i64, EtcdError> {
-        let r = self.call("/v3/kv/range", &json!({"key": b64(b"/registry/health"), "count_only": true}))?;
-        Ok(r.get("header").and_then(|h| h.get("revision")).map_or(0, int))
+        let r = self.call(
+            "/v3/kv/range",
+            &json!({"key": b64(b"/registry/health"), "count_only": true}),
+        )?;
+        Ok(r.get("header")
+            .and_then(|h| h.get("revision"))
+            .map_or(0, int))
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
@@ -138,7 +152,10 @@ impl Etcd {
             "/v3/kv/range",
             &json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))}),
         )?;
-        let rev = r.get("header").and_then(|h| h.get("revision")).map_or(0, int);
+        let rev = r
+            .get("header")
+            .and_then(|h| h.get("revision"))
+            .map_or(0, int);
         Ok((Self::kvs(&r), rev))
     }
 
@@ -158,7 +175,11 @@ impl Etcd {
             }),
         )?;
         if r.get("succeeded").and_then(Value::as_bool) == Some(true) {
-            Ok(Some(r.get("header").and_then(|h| h.get("revision")).map_or(0, int)))
+            Ok(Some(
+                r.get("header")
+                    .and_then(|h| h.get("revision"))
+                    .map_or(0, int),
+            ))
         } else {
             Ok(None)
         }
@@ -181,6 +202,9 @@ impl Etcd {
 mod tests {
     #[test]
     fn prefix_end() {
-        assert_eq!(super::prefix_end("/registry/pods/"), b"/registry/pods0".to_vec());
+        assert_eq!(
+            super::prefix_end("/registry/pods/"),
+            b"/registry/pods0".to_vec()
+        );
     }
 }

@@ -76,12 +76,16 @@ pub fn parse(args: &[String], specs: &[(&str, Kind)]) -> Result<Parsed, String> 
         } else if let Some(b) = arg.strip_prefix('-').filter(|b| !b.is_empty()) {
             ("-", b)
         } else {
-            return Err(format!("unknown command {arg:?}: this command takes no arguments"));
+            return Err(format!(
+                "unknown command {arg:?}: this command takes no arguments"
+            ));
         };
         if body.is_empty() {
             // `--` ends the flags; the components take no positional arguments.
             if let Some(extra) = args.get(i) {
-                return Err(format!("unknown command {extra:?}: this command takes no arguments"));
+                return Err(format!(
+                    "unknown command {extra:?}: this command takes no arguments"
+                ));
             }
             break;
         }
@@ -130,9 +134,18 @@ mod tests {
 
     #[test]
     fn pflag_forms() {
-        let specs = [("secure-port", Kind::Value), ("allow-privileged", Kind::Bool)];
+        let specs = [
+            ("secure-port", Kind::Value),
+            ("allow-privileged", Kind::Bool),
+        ];
         let p = parse(
-            &s(&["--secure-port", "6443", "--allow-privileged", "-v=2", "--version"]),
+            &s(&[
+                "--secure-port",
+                "6443",
+                "--allow-privileged",
+                "-v=2",
+                "--version",
+            ]),
             &specs,
         )
         .unwrap();
@@ -147,7 +160,10 @@ mod tests {
 
     #[test]
     fn errors() {
-        let specs = [("secure-port", Kind::Value), ("allow-privileged", Kind::Bool)];
+        let specs = [
+            ("secure-port", Kind::Value),
+            ("allow-privileged", Kind::Bool),
+        ];
         assert_eq!(
             parse(&s(&["--nope=1"]), &specs).unwrap_err(),
             "unknown flag: --nope"

@@ -55,8 +55,8 @@ fn data_or_file(
 
 /// Loads `path` (flag name `flag` for messages).
 pub fn load(path: &str, flag: &str) -> Result<Kubeconfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{flag}={path}: open {path}: {e}"))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{flag}={path}: open {path}: {e}"))?;
     let doc: Value = serde_yaml::from_str(&text)
         .map_err(|e| format!("{flag}={path}: invalid kubeconfig: {e}"))?;
     let dir = Path::new(path).parent().unwrap_or(Path::new("."));
@@ -84,24 +84,45 @@ pub fn load(path: &str, flag: &str) -> Result<Kubeconfig, String> {
         .get("server")
         .and_then(Value::as_str)
         .filter(|s| s.starts_with("https://"))
-        .ok_or_else(|| format!("kubeconfig {path}: cluster {cluster_name:?} has no https:// server"))?
+        .ok_or_else(|| {
+            format!("kubeconfig {path}: cluster {cluster_name:?} has no https:// server")
+        })?
         .trim_end_matches('/')
         .to_string();
     let what = format!("kubeconfig {path}: cluster {cluster_name:?}");
-    let ca_pem = data_or_file(cluster, "certificate-authority-data", "certificate-authority", dir, &what)?
-        .ok_or_else(|| format!("{what}: no certificate-authority(-data)"))?;
+    let ca_pem = data_or_file(
+        cluster,
+        "certificate-authority-data",
+        "certificate-authority",
+        dir,
+        &what,
+    )?
+    .ok_or_else(|| format!("{what}: no certificate-authority(-data)"))?;
     let ca = tls::certs_from_pem(&ca_pem, &format!("{what}: certificate-authority"))?;
     let user = find(&doc, "users", user_name, path)?
         .get("user")
         .ok_or_else(|| format!("kubeconfig {path}: user {user_name:?} is empty"))?;
     let what = format!("kubeconfig {path}: user {user_name:?}");
-    let cert_pem = data_or_file(user, "client-certificate-data", "client-certificate", dir, &what)?
-        .ok_or_else(|| format!("{what}: no client-certificate(-data): a client certificate is required"))?;
+    let cert_pem = data_or_file(
+        user,
+        "client-certificate-data",
+        "client-certificate",
+        dir,
+        &what,
+    )?
+    .ok_or_else(|| {
+        format!("{what}: no client-certificate(-data): a client certificate is required")
+    })?;
     let key_pem = data_or_file(user, "client-key-data", "client-key", dir, &what)?
         .ok_or_else(|| format!("{what}: no client-key(-data)"))?;
     let certs = tls::certs_from_pem(&cert_pem, &format!("{what}: client certificate"))?;
     let key = tls::key_from_pem(&key_pem.clone(), &format!("{what}: client key"))?;
-    tls::check_signed_by(&certs, &format!("{what}: client certificate"), &ca, &format!("kubeconfig {path}: certificate-authority"))?;
+    tls::check_signed_by(
+        &certs,
+        &format!("{what}: client certificate"),
+        &ca,
+        &format!("kubeconfig {path}: certificate-authority"),
+    )?;
     let ident = tls::identity(&certs[0])?;
     let client = tls::certified_key(certs, key, &what)?;
     Ok(Kubeconfig {

@@ -33,7 +33,11 @@ fn main() {
         "kubelet" => kubelet::main(args),
         _ => {
             if args.first().map(String::as_str) == Some("stamp") && args.len() == 4 {
-                match version::stamp(std::path::Path::new(&args[1]), std::path::Path::new(&args[2]), &args[3]) {
+                match version::stamp(
+                    std::path::Path::new(&args[1]),
+                    std::path::Path::new(&args[2]),
+                    &args[3],
+                ) {
                     Ok(()) => std::process::exit(0),
                     Err(e) => {
                         eprintln!("standin stamp: {e}");

@@ -37,43 +37,322 @@ const fn r(
     short: &'static [&'static str],
     subs: &'static [&'static str],
 ) -> Res {
-    Res { group, version, name, singular, kind, namespaced, short, subs }
+    Res {
+        group,
+        version,
+        name,
+        singular,
+        kind,
+        namespaced,
+        short,
+        subs,
+    }
 }
 
 pub const RESOURCES: &[Res] = &[
-    r("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &["status"]),
-    r("", "v1", "nodes", "node", "Node", false, &["no"], &["status"]),
-    r("", "v1", "pods", "pod", "Pod", true, &["po"], &["status", "eviction", "binding"]),
-    r("", "v1", "services", "service", "Service", true, &["svc"], &["status"]),
-    r("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], &[]),
-    r("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[]),
+    r(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+        &["status"],
+    ),
+    r(
+        "",
+        "v1",
+        "nodes",
+        "node",
+        "Node",
+        false,
+        &["no"],
+        &["status"],
+    ),
+    r(
+        "",
+        "v1",
+        "pods",
+        "pod",
+        "Pod",
+        true,
+        &["po"],
+        &["status", "eviction", "binding"],
+    ),
+    r(
+        "",
+        "v1",
+        "services",
+        "service",
+        "Service",
+        true,
+        &["svc"],
+        &["status"],
+    ),
+    r(
+        "",
+        "v1",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        &[],
+    ),
+    r(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        &[],
+    ),
     r("", "v1", "secrets", "secret", "Secret", true, &[], &[]),
-    r("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[]),
+    r(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        &[],
+    ),
     r("", "v1", "events", "event", "Event", true, &["ev"], &[]),
-    r("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, &["pvc"], &["status"]),
-    r("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"], &["status"]),
-    r("", "v1", "limitranges", "limitrange", "LimitRange", true, &["limits"], &[]),
-    r("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", true, &["quota"], &["status"]),
-    r("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], &["status"]),
-    r("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], &["status"]),
-    r("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], &["status"]),
-    r("apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, &["sts"], &["status"]),
-    r("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", true, &[], &[]),
+    r(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        &["status"],
+    ),
+    r(
+        "",
+        "v1",
+        "persistentvolumes",
+        "persistentvolume",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        &["status"],
+    ),
+    r(
+        "",
+        "v1",
+        "limitranges",
+        "limitrange",
+        "LimitRange",
+        true,
+        &["limits"],
+        &[],
+    ),
+    r(
+        "",
+        "v1",
+        "resourcequotas",
+        "resourcequota",
+        "ResourceQuota",
+        true,
+        &["quota"],
+        &["status"],
+    ),
+    r(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+        &["status"],
+    ),
+    r(
+        "apps",
+        "v1",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        true,
+        &["ds"],
+        &["status"],
+    ),
+    r(
+        "apps",
+        "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        &["status"],
+    ),
+    r(
+        "apps",
+        "v1",
+        "statefulsets",
+        "statefulset",
+        "StatefulSet",
+        true,
+        &["sts"],
+        &["status"],
+    ),
+    r(
+        "apps",
+        "v1",
+        "controllerrevisions",
+        "controllerrevision",
+        "ControllerRevision",
+        true,
+        &[],
+        &[],
+    ),
     r("batch", "v1", "jobs", "job", "Job", true, &[], &["status"]),
-    r("batch", "v1", "cronjobs", "cronjob", "CronJob", true, &["cj"], &["status"]),
-    r("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[]),
-    r("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, &["pdb"], &["status"]),
-    r("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, &[], &[]),
-    r("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, &[], &[]),
-    r("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[], &[]),
-    r("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[], &[]),
-    r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], &["status"]),
-    r("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, &["sc"], &[]),
-    r("scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, &["pc"], &[]),
-    r("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, &["netpol"], &[]),
-    r("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"], &["status"]),
-    r("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], &[]),
-    r("certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", false, &["csr"], &["status"]),
+    r(
+        "batch",
+        "v1",
+        "cronjobs",
+        "cronjob",
+        "CronJob",
+        true,
+        &["cj"],
+        &["status"],
+    ),
+    r(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+        &[],
+    ),
+    r(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        &["status"],
+    ),
+    r(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        &[],
+    ),
+    r(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        &[],
+    ),
+    r(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        &[],
+    ),
+    r(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        &[],
+    ),
+    r(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        &["status"],
+    ),
+    r(
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "storageclass",
+        "StorageClass",
+        false,
+        &["sc"],
+        &[],
+    ),
+    r(
+        "scheduling.k8s.io",
+        "v1",
+        "priorityclasses",
+        "priorityclass",
+        "PriorityClass",
+        false,
+        &["pc"],
+        &[],
+    ),
+    r(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "networkpolicy",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+        &[],
+    ),
+    r(
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "ingress",
+        "Ingress",
+        true,
+        &["ing"],
+        &["status"],
+    ),
+    r(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "endpointslice",
+        "EndpointSlice",
+        true,
+        &[],
+        &[],
+    ),
+    r(
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        "CertificateSigningRequest",
+        false,
+        &["csr"],
+        &["status"],
+    ),
 ];
 
 pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Res> {
@@ -83,7 +362,9 @@ pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Res> {
 }
 
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static Res> {
-    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
 }
 
 fn groups() -> Vec<(&'static str, &'static str)> {
@@ -97,7 +378,9 @@ fn groups() -> Vec<(&'static str, &'static str)> {
 }
 
 pub fn group_known(group: &str, version: &str) -> bool {
-    RESOURCES.iter().any(|r| r.group == group && r.version == version)
+    RESOURCES
+        .iter()
+        .any(|r| r.group == group && r.version == version)
 }
 
 /// `/api`
@@ -134,14 +417,21 @@ const VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update"];
 /// `/api/v1`, `/apis/{group}/{version}`
 pub fn resource_list(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         list.push(json!({
             "name": r.name, "singularName": r.singular, "namespaced": r.namespaced,
             "kind": r.kind, "verbs": VERBS, "shortNames": r.short,
         }));
         for s in r.subs {
             let (kind, verbs, extra) = match *s {
-                "eviction" => ("Eviction", vec!["create"], json!({"group": "policy", "version": "v1"})),
+                "eviction" => (
+                    "Eviction",
+                    vec!["create"],
+                    json!({"group": "policy", "version": "v1"}),
+                ),
                 "binding" => ("Binding", vec!["create"], json!({})),
                 _ => (r.kind, vec!["get", "patch", "update"], json!({})),
             };
@@ -154,12 +444,20 @@ pub fn resource_list(group: &str, version: &str) -> Value {
             list.push(e);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `/openapi/v3`: one entry per group version.
@@ -169,7 +467,10 @@ pub fn openapi_root() -> Value {
     gvs.extend(groups());
     for (g, v) in gvs {
         let p = gv_path(g, v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=standin")}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=standin")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -194,14 +495,18 @@ pub fn openapi_gv(path: &str) -> Option<Value> {
             format!("/{}/{}", gv_path(g, v), r.name)
         };
         let gvk = json!({"group": g, "version": v, "kind": r.kind});
-        let op = |action: &str| json!({
-            "x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": action,
-            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-                           {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}],
-            "responses": {"200": {"description": "OK"}},
-        });
+        let op = |action: &str| {
+            json!({
+                "x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": action,
+                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                               {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}],
+                "responses": {"200": {"description": "OK"}},
+            })
+        };
         paths.insert(base.clone(), json!({"post": op("post"), "get": op("list")}));
         paths.insert(format!("{base}/{{name}}"), json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (stand-in)", "version": "unversioned"}, "paths": paths, "components": {"schemas": {}}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (stand-in)", "version": "unversioned"}, "paths": paths, "components": {"schemas": {}}}),
+    )
 }

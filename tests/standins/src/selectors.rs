@@ -33,7 +33,10 @@ fn split_top(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn set(s: &str) -> Result<Vec<String>, String> {
@@ -42,7 +45,11 @@ fn set(s: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|x| x.strip_suffix(')'))
         .ok_or_else(|| format!("expected a (value, ...) set, got {s:?}"))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -61,7 +68,10 @@ impl LabelSelector {
                 reqs.push((k.trim().to_string(), Op::NotIn(set(v)?)));
             } else if let Some((k, v)) = term.split_once(" in ") {
                 reqs.push((k.trim().to_string(), Op::In(set(v)?)));
-            } else if term.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if term
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 reqs.push((term.clone(), Op::Exists));
             } else {
                 return Err(format!("unable to parse requirement: {term:?}"));
@@ -80,11 +90,19 @@ impl LabelSelector {
         }
         if let Some(list) = sel.get("matchExpressions").and_then(Value::as_array) {
             for e in list {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let op = match e.get("operator").and_then(Value::as_str).unwrap_or("") {
                     "In" => Op::In(values),
@@ -162,7 +180,10 @@ impl FieldSelector {
 
     /// The value required for `key` (`key=value`), if any.
     pub fn required(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, eq, _)| k == key && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, eq, _)| k == key && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 }
 
@@ -192,9 +213,26 @@ mod tests {
     #[test]
     fn fields() {
         let o = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}});
-        assert!(FieldSelector::parse("spec.nodeName=n1").unwrap().matches(&o));
-        assert!(!FieldSelector::parse("spec.nodeName!=n1").unwrap().matches(&o));
-        assert!(FieldSelector::parse("spec.nodeName=").unwrap().matches(&json!({})));
-        assert_eq!(FieldSelector::parse("spec.nodeName=n1").unwrap().required("spec.nodeName"), Some("n1"));
+        assert!(
+            FieldSelector::parse("spec.nodeName=n1")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            !FieldSelector::parse("spec.nodeName!=n1")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(
+            FieldSelector::parse("spec.nodeName=")
+                .unwrap()
+                .matches(&json!({}))
+        );
+        assert_eq!(
+            FieldSelector::parse("spec.nodeName=n1")
+                .unwrap()
+                .required("spec.nodeName"),
+            Some("n1")
+        );
     }
 }

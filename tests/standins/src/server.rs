@@ -26,10 +26,16 @@ pub struct Request {
 
 impl Request {
     pub fn q(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -123,13 +129,19 @@ async fn handle(
 }
 
 /// Serves `handler` on `listener`, over TLS when `tls` is given. Runs forever.
-pub async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: Handler,
+) {
     let acceptor = tls.map(TlsAcceptor::from);
     loop {
         let Ok((tcp, _peer)) = listener.accept().await else {
             continue;
         };
-        let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let local = tcp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let handler = handler.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -151,7 +163,9 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>
                 }
                 None => {
                     let svc = service_fn(move |r| handle(r, handler.clone(), Vec::new(), local));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
                 }
             }
         });

@@ -30,7 +30,15 @@ fn split(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     let secs = d.as_secs();
     let (y, mo, da) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
     let s = secs % 86_400;
-    (y, mo, da, s / 3600, (s / 60) % 60, s % 60, d.subsec_micros())
+    (
+        y,
+        mo,
+        da,
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        d.subsec_micros(),
+    )
 }
 
 /// `2006-01-02T15:04:05Z`
@@ -72,7 +80,11 @@ pub fn parse(s: &str) -> Option<SystemTime> {
         let f: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
         micros = f.parse().ok()?;
     }
-    Some(UNIX_EPOCH + Duration::from_secs(days * 86_400 + h * 3600 + mi * 60 + sec) + Duration::from_micros(micros))
+    Some(
+        UNIX_EPOCH
+            + Duration::from_secs(days * 86_400 + h * 3600 + mi * 60 + sec)
+            + Duration::from_micros(micros),
+    )
 }
 
 #[cfg(test)]
@@ -85,7 +97,10 @@ mod tests {
         assert_eq!(micro(t), "2023-11-14T22:13:20.123456Z");
         assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
         assert_eq!(parse(&micro(t)), Some(t));
-        assert_eq!(parse("2000-02-29T00:00:00Z"), Some(UNIX_EPOCH + Duration::from_secs(951_782_400)));
+        assert_eq!(
+            parse("2000-02-29T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
         assert_eq!(parse("junk"), None);
     }
 }

@@ -8,8 +8,8 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
@@ -76,7 +76,12 @@ pub fn certified_key(
     Ok(Arc::new(ck))
 }
 
-pub fn load_pair(cert: &str, cert_flag: &str, key: &str, key_flag: &str) -> Result<Arc<CertifiedKey>, String> {
+pub fn load_pair(
+    cert: &str,
+    cert_flag: &str,
+    key: &str,
+    key_flag: &str,
+) -> Result<Arc<CertifiedKey>, String> {
     let certs = load_certs(cert, cert_flag)?;
     let k = load_key(key, key_flag)?;
     certified_key(certs, k, &format!("{cert_flag}={cert} / {key_flag}={key}"))
@@ -121,8 +126,9 @@ pub fn check_signed_by(
     ca_what: &str,
 ) -> Result<(), String> {
     let r = roots(ca, ca_what)?;
-    verify_client_chain(&r, chain)
-        .map_err(|e| format!("{what} is not a valid client certificate signed by the CA in {ca_what}: {e}"))
+    verify_client_chain(&r, chain).map_err(|e| {
+        format!("{what} is not a valid client certificate signed by the CA in {ca_what}: {e}")
+    })
 }
 
 /// User (CN) and groups (O) of a certificate.
@@ -214,8 +220,7 @@ pub fn server_config(
 pub fn self_signed(hosts: &[String]) -> Result<Arc<CertifiedKey>, String> {
     let ck = rcgen::generate_simple_self_signed(hosts.to_vec()).map_err(|e| e.to_string())?;
     let cert = CertificateDer::from(ck.cert.der().to_vec());
-    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
-        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(|e| e.to_string())?;
     certified_key(vec![cert], key, "self-signed certificate")
 }
 

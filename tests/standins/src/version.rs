@@ -68,7 +68,9 @@ pub fn major_minor(v: &str) -> (String, String) {
 /// Writes a copy of `src` (without any previous stamp) to `dest` with `version` stamped.
 pub fn stamp(src: &Path, dest: &Path, version: &str) -> Result<(), String> {
     if !valid_version(version) {
-        return Err(format!("version must be vMAJOR.MINOR.PATCH, not {version:?}"));
+        return Err(format!(
+            "version must be vMAJOR.MINOR.PATCH, not {version:?}"
+        ));
     }
     let mut bytes =
         std::fs::read(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 
 pub const VERSION: &str = "v1.32.4";
 
@@ -27,13 +30,27 @@ impl Ca {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = p.self_signed(&key).unwrap();
-        Ca { pem: cert.pem(), issuer: Issuer::new(p, key) }
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
     }
 
     /// A leaf: CN, O (groups), SANs (IPs or DNS names), for server and/or client use.
-    pub fn issue(&self, cn: &str, orgs: &[&str], sans: &[&str], server: bool, client: bool) -> Pair {
+    pub fn issue(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        sans: &[&str],
+        server: bool,
+        client: bool,
+    ) -> Pair {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
@@ -46,15 +63,23 @@ impl Ca {
                 Err(_) => SanType::DnsName((*s).try_into().unwrap()),
             });
         }
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         if server {
-            p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+            p.extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         if client {
-            p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+            p.extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         let cert = p.signed_by(&key, &self.issuer).unwrap();
-        Pair { cert: cert.pem(), key: key.serialize_pem() }
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
     }
 }
 
@@ -65,14 +90,23 @@ pub fn write(dir: &Path, name: &str, content: &str) -> String {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A copy of the stand-in named `name` with `version` stamped, in `dir`.
 pub fn stamped(dir: &Path, name: &str, version: &str) -> PathBuf {
     let dest = dir.join(name);
     let st = Command::new(env!("CARGO_BIN_EXE_standin"))
-        .args(["stamp", env!("CARGO_BIN_EXE_standin"), dest.to_str().unwrap(), version])
+        .args([
+            "stamp",
+            env!("CARGO_BIN_EXE_standin"),
+            dest.to_str().unwrap(),
+            version,
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -88,7 +122,11 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
         let f = std::fs::File::create(&log).unwrap();
-        let child = cmd.stdout(Stdio::from(f.try_clone().unwrap())).stderr(Stdio::from(f)).spawn().unwrap();
+        let child = cmd
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .unwrap();
         Proc { child, log }
     }
     pub fn log_text(&self) -> String {
@@ -153,19 +191,37 @@ impl Bed {
         let etcd_url = format!("https://127.0.0.1:{port}");
         let etcd = Proc::spawn(
             Command::new("etcd").args([
-                "--name", "t", "--data-dir", &d.join("etcd-data").to_string_lossy(),
-                "--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url,
-                "--listen-peer-urls", &format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}"),
-                "--initial-cluster", &format!("t=http://127.0.0.1:{peer}"),
-                "--cert-file", &d.join("etcd-server.crt").to_string_lossy(),
-                "--key-file", &d.join("etcd-server.key").to_string_lossy(),
-                "--trusted-ca-file", &d.join("etcd-ca.crt").to_string_lossy(),
+                "--name",
+                "t",
+                "--data-dir",
+                &d.join("etcd-data").to_string_lossy(),
+                "--listen-client-urls",
+                &etcd_url,
+                "--advertise-client-urls",
+                &etcd_url,
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("t=http://127.0.0.1:{peer}"),
+                "--cert-file",
+                &d.join("etcd-server.crt").to_string_lossy(),
+                "--key-file",
+                &d.join("etcd-server.key").to_string_lossy(),
+                "--trusted-ca-file",
+                &d.join("etcd-ca.crt").to_string_lossy(),
                 "--client-cert-auth",
             ]),
             d.join("etcd.log"),
         );
-        let apiserver_cert = ca.issue("kube-apiserver", &[], &["127.0.0.1", "localhost", "kubernetes"], true, false);
+        let apiserver_cert = ca.issue(
+            "kube-apiserver",
+            &[],
+            &["127.0.0.1", "localhost", "kubernetes"],
+            true,
+            false,
+        );
         write(d, "apiserver.crt", &apiserver_cert.cert);
         write(d, "apiserver.key", &apiserver_cert.key);
         let sa = KeyPair::generate().unwrap();
@@ -175,7 +231,17 @@ impl Bed {
         let api_port = free_port();
         let api_url = format!("https://127.0.0.1:{api_port}");
         let admin_kc = kubeconfig(d, "admin.conf", &api_url, &ca.pem, &admin);
-        let mut bed = Bed { dir, ca, etcd_ca, etcd_url, api_url, admin: admin_kc, etcd, api: None, etcd_client: ec };
+        let mut bed = Bed {
+            dir,
+            ca,
+            etcd_ca,
+            etcd_url,
+            api_url,
+            admin: admin_kc,
+            etcd,
+            api: None,
+            etcd_client: ec,
+        };
         bed.start_apiserver(api_port);
         bed
     }
@@ -183,48 +249,85 @@ impl Bed {
     pub fn apiserver_args(&self, port: u16) -> Vec<String> {
         let p = |n: &str| self.path(n);
         vec![
-            "--advertise-address=127.0.0.1".into(), "--bind-address=127.0.0.1".into(), format!("--secure-port={port}"),
-            "--allow-privileged=true".into(), "--authorization-mode=Node,RBAC".into(),
-            format!("--client-ca-file={}", p("ca.crt")), "--enable-admission-plugins=NodeRestriction".into(),
+            "--advertise-address=127.0.0.1".into(),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={port}"),
+            "--allow-privileged=true".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            format!("--client-ca-file={}", p("ca.crt")),
+            "--enable-admission-plugins=NodeRestriction".into(),
             "--enable-bootstrap-token-auth=true".into(),
-            format!("--etcd-cafile={}", p("etcd-ca.crt")), format!("--etcd-certfile={}", p("etcd-client.crt")),
-            format!("--etcd-keyfile={}", p("etcd-client.key")), format!("--etcd-servers={}", self.etcd_url),
+            format!("--etcd-cafile={}", p("etcd-ca.crt")),
+            format!("--etcd-certfile={}", p("etcd-client.crt")),
+            format!("--etcd-keyfile={}", p("etcd-client.key")),
+            format!("--etcd-servers={}", self.etcd_url),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", p("sa.pub")),
             format!("--service-account-signing-key-file={}", p("sa.key")),
             "--service-cluster-ip-range=10.96.0.0/12".into(),
-            format!("--tls-cert-file={}", p("apiserver.crt")), format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
         ]
     }
 
     fn start_apiserver(&mut self, port: u16) {
         let bin = stamped(self.dir.path(), "kube-apiserver", VERSION);
         let args = self.apiserver_args(port);
-        self.api = Some(Proc::spawn(Command::new(bin).args(&args), self.dir.path().join("apiserver.log")));
+        self.api = Some(Proc::spawn(
+            Command::new(bin).args(&args),
+            self.dir.path().join("apiserver.log"),
+        ));
         let admin = self.admin.clone();
-        wait_for("the API server to be ready", Duration::from_secs(30), || {
-            kubectl(&admin, &["get", "--raw", "/readyz"]).status.success()
-        });
+        wait_for(
+            "the API server to be ready",
+            Duration::from_secs(30),
+            || {
+                kubectl(&admin, &["get", "--raw", "/readyz"])
+                    .status
+                    .success()
+            },
+        );
     }
 
     /// etcdctl get, values only.
     pub fn etcd_get(&self, key: &str, prefix: bool) -> String {
         let mut args = vec![
-            format!("--endpoints={}", self.etcd_url), format!("--cacert={}", self.path("etcd-ca.crt")),
-            format!("--cert={}", self.path("etcd-client.crt")), format!("--key={}", self.path("etcd-client.key")),
-            "get".into(), key.into(), "--print-value-only".into(),
+            format!("--endpoints={}", self.etcd_url),
+            format!("--cacert={}", self.path("etcd-ca.crt")),
+            format!("--cert={}", self.path("etcd-client.crt")),
+            format!("--key={}", self.path("etcd-client.key")),
+            "get".into(),
+            key.into(),
+            "--print-value-only".into(),
         ];
         if prefix {
             args.push("--prefix".into());
         }
-        let out = Command::new("etcdctl").env("ETCDCTL_API", "3").args(&args).output().unwrap();
-        assert!(out.status.success(), "etcdctl: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "etcdctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn logs(&self) -> String {
-        format!("--- apiserver log:\n{}\n--- etcd log (tail):\n{}", self.api.as_ref().map(Proc::log_text).unwrap_or_default(),
-            self.etcd.log_text().lines().rev().take(15).collect::<Vec<_>>().join("\n"))
+        format!(
+            "--- apiserver log:\n{}\n--- etcd log (tail):\n{}",
+            self.api.as_ref().map(Proc::log_text).unwrap_or_default(),
+            self.etcd
+                .log_text()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     }
 }
 
@@ -235,7 +338,9 @@ pub fn kubeconfig(dir: &Path, name: &str, server: &str, ca_pem: &str, client: &P
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\n\
          contexts:\n- name: ctx\n  context:\n    cluster: c\n    user: u\ncurrent-context: ctx\nusers:\n- name: u\n  user:\n    \
          client-certificate-data: {}\n    client-key-data: {}\n",
-        b(ca_pem), b(&client.cert), b(&client.key)
+        b(ca_pem),
+        b(&client.cert),
+        b(&client.key)
     );
     write(dir, name, &text)
 }
@@ -252,6 +357,10 @@ pub fn kubectl(kubeconfig: &str, args: &[&str]) -> Output {
 
 pub fn ok(out: &Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{what} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
