@@ -579,26 +579,26 @@ impl ApiServer {
                 "the request body must be a JSON object",
             ));
         }
-        if let Some(k) = obj.get("kind").and_then(Value::as_str) {
-            if k != t.res.kind {
-                return Err(status(
-                    400,
-                    "BadRequest",
-                    &format!(
-                        "the kind {k:?} does not match the resource {:?} (kind {:?})",
-                        t.res.name, t.res.kind
-                    ),
-                ));
-            }
+        if let Some(k) = obj.get("kind").and_then(Value::as_str)
+            && k != t.res.kind
+        {
+            return Err(status(
+                400,
+                "BadRequest",
+                &format!(
+                    "the kind {k:?} does not match the resource {:?} (kind {:?})",
+                    t.res.name, t.res.kind
+                ),
+            ));
         }
-        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
-            if av != t.res.api_version() {
-                return Err(status(
-                    400,
-                    "BadRequest",
-                    &format!("apiVersion {av:?} does not match {:?}", t.res.api_version()),
-                ));
-            }
+        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+            && av != t.res.api_version()
+        {
+            return Err(status(
+                400,
+                "BadRequest",
+                &format!("apiVersion {av:?} does not match {:?}", t.res.api_version()),
+            ));
         }
         Ok(())
     }
@@ -612,14 +612,14 @@ impl ApiServer {
         }
         let meta_ns = obj["metadata"]["namespace"].as_str().map(String::from);
         if t.res.namespaced {
-            if let Some(m) = &meta_ns {
-                if m != ns {
-                    return status(
-                        400,
-                        "BadRequest",
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    );
-                }
+            if let Some(m) = &meta_ns
+                && m != ns
+            {
+                return status(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                );
             }
             match self.ns_exists(ns) {
                 Ok(true) => {}
@@ -701,10 +701,11 @@ impl ApiServer {
                 "the name of the object does not match the name on the URL",
             );
         }
-        if let Some(rv) = new["metadata"]["resourceVersion"].as_str() {
-            if !rv.is_empty() && rv != rev.to_string() {
-                return conflict(t, &name);
-            }
+        if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
+            && !rv.is_empty()
+            && rv != rev.to_string()
+        {
+            return conflict(t, &name);
         }
         if t.sub.as_deref() == Some("status") {
             let st = new.get("status").cloned().unwrap_or(Value::Null);
@@ -712,10 +713,10 @@ impl ApiServer {
             new["status"] = st;
         } else if t.res.has_status() {
             new["status"] = old.get("status").cloned().unwrap_or(Value::Null);
-            if new["status"].is_null() {
-                if let Some(m) = new.as_object_mut() {
-                    m.remove("status");
-                }
+            if new["status"].is_null()
+                && let Some(m) = new.as_object_mut()
+            {
+                m.remove("status");
             }
         }
         for f in ["uid", "creationTimestamp", "namespace", "name"] {
@@ -803,10 +804,10 @@ impl ApiServer {
                 }
             };
             // A patch without a resourceVersion applies to whatever is current.
-            if new["metadata"]["resourceVersion"] == base["metadata"]["resourceVersion"] {
-                if let Some(m) = new["metadata"].as_object_mut() {
-                    m.remove("resourceVersion");
-                }
+            if new["metadata"]["resourceVersion"] == base["metadata"]["resourceVersion"]
+                && let Some(m) = new["metadata"].as_object_mut()
+            {
+                m.remove("resourceVersion");
             }
             let r = self.store_update(t, ns, &old, rev, new, dry_run);
             if r.status != 409 || p.pointer("/metadata/resourceVersion").is_some() {
@@ -999,10 +1000,8 @@ fn defaults(res: &Res, obj: &mut Value) {
                 obj["spec"]["restartPolicy"] = json!("Always");
             }
         }
-        "deployments" | "replicasets" | "statefulsets" => {
-            if obj["spec"]["replicas"].is_null() {
-                obj["spec"]["replicas"] = json!(1);
-            }
+        "deployments" | "replicasets" | "statefulsets" if obj["spec"]["replicas"].is_null() => {
+            obj["spec"]["replicas"] = json!(1);
         }
         _ => {}
     }

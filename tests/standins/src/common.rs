@@ -36,11 +36,11 @@ pub fn start(component: &str, args: &[String], specs: &[(&str, Kind)]) -> (Parse
         }
         std::process::exit(0);
     }
-    if let Some(v) = parsed.get("version") {
-        if v != "false" {
-            println!("Kubernetes {version}");
-            std::process::exit(0);
-        }
+    if let Some(v) = parsed.get("version")
+        && v != "false"
+    {
+        println!("Kubernetes {version}");
+        std::process::exit(0);
     }
     (parsed, version)
 }
@@ -88,6 +88,5 @@ pub fn name_suffix(n: usize) -> String {
 /// The machine's hostname, lowercased (the default node name).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_lowercase())
-        .unwrap_or_else(|_| "localhost".into())
+        .map_or_else(|_| "localhost".into(), |s| s.trim().to_lowercase())
 }

@@ -767,7 +767,7 @@ fn controllers_once(api: &Api) {
                 let pod = new_pod(ds, "DaemonSet", "apps/v1", Some(node), &json!({}));
                 match api.post(&format!("/api/v1/namespaces/{ns}/pods"), &pod) {
                     Ok(x) if x.ok() => {
-                        log(CM, &format!("created daemon pod on {node} for {ns}/{name}"))
+                        log(CM, &format!("created daemon pod on {node} for {ns}/{name}"));
                     }
                     Ok(x) => log(
                         CM,
@@ -814,17 +814,18 @@ fn controllers_once(api: &Api) {
         .filter_map(|o| o["metadata"]["uid"].as_str())
         .collect();
     for p in &pods {
-        if let Some((kind, uid)) = controller_uid(p) {
-            if (kind == "ReplicaSet" || kind == "DaemonSet") && !live.contains(&uid.as_str()) {
-                let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
-                delete(
-                    api,
-                    &format!(
-                        "/api/v1/namespaces/{ns}/pods/{}",
-                        p["metadata"]["name"].as_str().unwrap_or("")
-                    ),
-                );
-            }
+        if let Some((kind, uid)) = controller_uid(p)
+            && (kind == "ReplicaSet" || kind == "DaemonSet")
+            && !live.contains(&uid.as_str())
+        {
+            let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
+            delete(
+                api,
+                &format!(
+                    "/api/v1/namespaces/{ns}/pods/{}",
+                    p["metadata"]["name"].as_str().unwrap_or("")
+                ),
+            );
         }
     }
 }

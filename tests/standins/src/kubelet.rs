@@ -151,12 +151,13 @@ fn load_config(p: &Parsed) -> Result<Config, String> {
             .or_else(|| ystr(&doc, &["healthzBindAddress"]))
             .unwrap_or_else(|| "127.0.0.1".into()),
     };
-    if let Some(d) = ystr(&doc, &["cgroupDriver"]) {
-        if d != "systemd" && d != "cgroupfs" {
-            return Err(format!(
-                "invalid configuration: cgroupDriver {d:?}: must be systemd or cgroupfs"
-            ));
-        }
+    if let Some(d) = ystr(&doc, &["cgroupDriver"])
+        && d != "systemd"
+        && d != "cgroupfs"
+    {
+        return Err(format!(
+            "invalid configuration: cgroupDriver {d:?}: must be systemd or cgroupfs"
+        ));
     }
     if let Some(ca) = &cfg.client_ca {
         crate::tls::load_certs(ca, "authentication.x509.clientCAFile")?;
@@ -391,10 +392,10 @@ impl Kubelet {
             }
             other => other,
         };
-        if let Ok(r) = res {
-            if !r.ok() {
-                log(NAME, &format!("failed to update lease: {}", r.message()));
-            }
+        if let Ok(r) = res
+            && !r.ok()
+        {
+            log(NAME, &format!("failed to update lease: {}", r.message()));
         }
     }
 
@@ -432,10 +433,10 @@ impl Kubelet {
                         cmd.env(k, v);
                     }
                 }
-                if let Ok(f) = out {
-                    if let Ok(f2) = f.try_clone() {
-                        cmd.stdout(f).stderr(f2);
-                    }
+                if let Ok(f) = out
+                    && let Ok(f2) = f.try_clone()
+                {
+                    cmd.stdout(f).stderr(f2);
                 }
                 match cmd.spawn() {
                     Ok(ch) => {
@@ -597,22 +598,22 @@ impl Kubelet {
                 .cloned()
                 .unwrap_or_default();
             for (c, spec) in sp.ctrs.iter_mut().zip(specs.iter()) {
-                if let Some(ch) = c.child.as_mut() {
-                    if let Ok(Some(st)) = ch.try_wait() {
-                        c.child = None;
-                        c.restarts += 1;
-                        let backoff = Duration::from_secs(
-                            (10u64 << c.restarts.min(5).saturating_sub(1)).min(300),
-                        );
-                        c.next_start = Instant::now() + backoff;
-                        let msg = format!(
-                            "back-off {}s restarting failed container={} ({st})",
-                            backoff.as_secs(),
-                            c.name
-                        );
-                        log(NAME, &format!("static pod {}: {msg}", f.display()));
-                        c.waiting = Some(("CrashLoopBackOff".into(), msg));
-                    }
+                if let Some(ch) = c.child.as_mut()
+                    && let Ok(Some(st)) = ch.try_wait()
+                {
+                    c.child = None;
+                    c.restarts += 1;
+                    let backoff = Duration::from_secs(
+                        (10u64 << c.restarts.min(5).saturating_sub(1)).min(300),
+                    );
+                    c.next_start = Instant::now() + backoff;
+                    let msg = format!(
+                        "back-off {}s restarting failed container={} ({st})",
+                        backoff.as_secs(),
+                        c.name
+                    );
+                    log(NAME, &format!("static pod {}: {msg}", f.display()));
+                    c.waiting = Some(("CrashLoopBackOff".into(), msg));
                 }
                 if c.child.is_none() && Instant::now() >= c.next_start {
                     self.start(&f, &sp.pod, c, spec);
@@ -841,12 +842,12 @@ pub fn main(args: &[String]) -> ! {
     if p.bool("register-node", true) {
         k.register(&p);
     }
-    let mut last_beat = Instant::now() - Duration::from_secs(60);
+    let mut last_beat: Option<Instant> = None;
     loop {
-        if last_beat.elapsed() >= Duration::from_secs(10) {
+        if last_beat.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             k.heartbeat();
             k.sync_bound();
-            last_beat = Instant::now();
+            last_beat = Some(Instant::now());
         }
         k.sync_static();
         std::thread::sleep(Duration::from_secs(1));

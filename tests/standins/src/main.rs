@@ -2,6 +2,15 @@
 //! kube-controller-manager, kube-scheduler, kubelet), for capstan's lab. One binary; the
 //! personality comes from the name it is run as. Never shipped, never described as Kubernetes.
 
+#![allow(
+    dead_code,
+    clippy::many_single_char_names,
+    clippy::case_sensitive_file_extension_comparisons,
+    clippy::unnecessary_wraps,
+    clippy::items_after_statements,
+    clippy::format_collect
+)]
+
 mod apiserver;
 mod client;
 mod common;

@@ -69,12 +69,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -145,28 +146,25 @@ pub async fn serve(
         let handler = handler.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            match acceptor {
-                Some(acc) => {
-                    let Ok(stream) = acc.accept(tcp).await else {
-                        return;
-                    };
-                    let peer: Vec<CertificateDer<'static>> = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|c| c.iter().map(|x| x.clone().into_owned()).collect())
-                        .unwrap_or_default();
-                    let svc = service_fn(move |r| handle(r, handler.clone(), peer.clone(), local));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                }
-                None => {
-                    let svc = service_fn(move |r| handle(r, handler.clone(), Vec::new(), local));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                }
+            if let Some(acc) = acceptor {
+                let Ok(stream) = acc.accept(tcp).await else {
+                    return;
+                };
+                let peer: Vec<CertificateDer<'static>> = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|x| x.clone().into_owned()).collect())
+                    .unwrap_or_default();
+                let svc = service_fn(move |r| handle(r, handler.clone(), peer.clone(), local));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            } else {
+                let svc = service_fn(move |r| handle(r, handler.clone(), Vec::new(), local));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
             }
         });
     }

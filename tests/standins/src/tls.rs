@@ -220,7 +220,8 @@ pub fn server_config(
 pub fn self_signed(hosts: &[String]) -> Result<Arc<CertifiedKey>, String> {
     let ck = rcgen::generate_simple_self_signed(hosts.to_vec()).map_err(|e| e.to_string())?;
     let cert = CertificateDer::from(ck.cert.der().to_vec());
-    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+        .map_err(std::string::ToString::to_string)?;
     certified_key(vec![cert], key, "self-signed certificate")
 }
 
