@@ -11,7 +11,7 @@
 #   kubectl          the machine's real kubectl builds (/usr/bin/kubectl, and the versioned builds
 #                    beside the Cloud SDK's), else Debian's kubernetes-client, at
 #                    release/v{V}/bin/linux/{arch}/kubectl
-#   kubelet          the stand-in (tests/standins, a later issue): see place_kubelet below
+#   kubelet          the stand-ins (tests/standins) at every version: see place_kubelet below
 #
 # Every file gets a `.sha256` beside it (`sha256sum` format). The .deb files are fetched with
 # `apt-get download` (never installed) and unpacked with `dpkg-deb -x` into a temp dir. Work
@@ -20,7 +20,8 @@
 #
 # Usage: tests/lab/build-mirror.sh OUT
 # Env:   CAPSTAN_DEB_CACHE   where downloaded .deb files are kept (default ~/.cache/capstan-lab/debs)
-#        CAPSTAN_KUBELET_STANDIN, CAPSTAN_KUBELET_VERSION   a kubelet stand-in binary to place
+#        CAPSTAN_KUBELET_STANDINS   a build-standins.sh output dir: its kubelet at every version
+#        CAPSTAN_KUBELET_STANDIN, CAPSTAN_KUBELET_VERSION   one kubelet stand-in binary to place
 set -euo pipefail
 
 die() { echo "build-mirror: $*" >&2; exit 1; }
@@ -234,13 +235,13 @@ place_kubectl() {
 
 # --- kubelet (the stand-in) ---------------------------------------------------------------
 # The real kubelet is not available here; tests/standins provides a stand-in honouring its
-# contract (a later issue). It goes to release/{v}/bin/linux/{arch}/kubelet like the real one.
-# Until the stand-in builder calls this script with it, it can be given through the env.
-place_kubelet() {
-    local bin=${CAPSTAN_KUBELET_STANDIN:-} v=${CAPSTAN_KUBELET_VERSION:-} rel source
-    [ -n "$bin" ] || return 0
-    [ -x "$bin" ] || die "CAPSTAN_KUBELET_STANDIN=$bin is not an executable"
-    [[ "$v" =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "CAPSTAN_KUBELET_VERSION must be vX.Y.Z, not '$v'"
+# contract. Each version goes to release/{v}/bin/linux/{arch}/kubelet like the real one.
+#   CAPSTAN_KUBELET_STANDINS=DIR   every DIR/vX.Y.Z/kubelet (tests/lab/build-standins.sh's output)
+#   CAPSTAN_KUBELET_STANDIN=BIN + CAPSTAN_KUBELET_VERSION=vX.Y.Z   one binary
+place_kubelet_binary() {
+    local bin=$1 v=$2 rel source
+    [ -x "$bin" ] || die "kubelet stand-in $bin is not an executable"
+    [[ "$v" =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "kubelet version must be vX.Y.Z, not '$v'"
     rel="release/$v/bin/linux/$ARCH/kubelet"
     source="$(readlink -f "$bin") $(stat -L -c '%s %Y' "$bin")"
     if ! up_to_date "$rel" "$source"; then
@@ -249,6 +250,20 @@ place_kubelet() {
         publish "$WORK/kubelet" "$rel" "$source"
     fi
     placed kubelet "$v" "$rel (stand-in)"
+}
+
+place_kubelet() {
+    local dir=${CAPSTAN_KUBELET_STANDINS:-} bin=${CAPSTAN_KUBELET_STANDIN:-} d
+    if [ -n "$dir" ]; then
+        [ -d "$dir" ] || die "CAPSTAN_KUBELET_STANDINS=$dir is not a directory"
+        for d in "$dir"/v*/; do
+            [ -x "$d/kubelet" ] || continue
+            place_kubelet_binary "$d/kubelet" "$(basename "$d")"
+        done
+    fi
+    if [ -n "$bin" ]; then
+        place_kubelet_binary "$bin" "${CAPSTAN_KUBELET_VERSION:-}"
+    fi
 }
 
 place_etcd

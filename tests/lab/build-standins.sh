@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds the TEST-ONLY stand-ins (tests/standins) and stamps one copy of each component per
+# version, so that every version has its own bytes and sha256:
+#
+#   OUT/vX.Y.Z/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet}
+#   OUT/versions            the versions, one a line
+#
+# Usage: tests/lab/build-standins.sh OUT
+# Env:   CAPSTAN_STANDIN_VERSIONS   space-separated versions (default: three consecutive minors,
+#                                   two patches of one: v1.31.9 v1.32.4 v1.32.5 v1.33.1)
+#        CARGO_TARGET_DIR           as cargo uses it
+# Skipped when the built binary and the versions are unchanged. Prints the versions.
+set -euo pipefail
+
+die() { echo "build-standins: $*" >&2; exit 1; }
+[ $# -eq 1 ] || die "usage: $0 OUT"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=$1
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+VERSIONS=${CAPSTAN_STANDIN_VERSIONS:-v1.31.9 v1.32.4 v1.32.5 v1.33.1}
+COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubelet"
+
+for v in $VERSIONS; do
+    [[ "$v" =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "version '$v' is not vX.Y.Z"
+done
+
+echo "build-standins: cargo build -p capstan-standins" >&2
+(cd "$ROOT" && cargo build -q -p capstan-standins >&2) || die "cargo build failed"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN="$TARGET/debug/standin"
+[ -x "$BIN" ] || die "$BIN was not built"
+
+SOURCE="$(sha256sum "$BIN" | cut -d' ' -f1) $VERSIONS"
+if [ -f "$OUT/.source" ] && [ "$(cat "$OUT/.source")" = "$SOURCE" ]; then
+    echo "build-standins: up to date in $OUT" >&2
+else
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+    # Without debug info: the copies go into mirrors and image stores.
+    objcopy --strip-debug "$BIN" "$WORK/standin" 2>/dev/null || cp "$BIN" "$WORK/standin"
+    for v in $VERSIONS; do
+        mkdir -p "$OUT/$v"
+        for c in $COMPONENTS; do
+            "$WORK/standin" stamp "$WORK/standin" "$OUT/$v/$c" "$v" || die "stamping $c $v failed"
+        done
+    done
+    printf '%s\n' $VERSIONS > "$OUT/versions"
+    echo "$SOURCE" > "$OUT/.source"
+fi
+for v in $VERSIONS; do
+    echo "standins $v: $(sha256sum "$OUT/$v/kubelet" | cut -c1-16)… (kubelet)"
+done

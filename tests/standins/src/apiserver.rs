@@ -1,0 +1,1252 @@
+//! kube-apiserver stand-in: HTTPS with client-cert authentication, a small authorizer, objects
+//! stored as JSON in the real etcd, discovery, CRUD, patch, evictions with PDBs.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use serde_json::{Value, json};
+
+use crate::common::{self, log};
+use crate::etcd::{Etcd, EtcdError};
+use crate::flags::Kind::{Bool as B, Value as V};
+use crate::flags::{Kind, Parsed};
+use crate::resources::{self, Res};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::server::{Request, Response};
+use crate::tls::{self, User};
+use crate::{patch, timefmt};
+
+const NAME: &str = "kube-apiserver";
+
+pub const FLAGS: &[(&str, Kind)] = &[
+    ("advertise-address", V),
+    ("allow-privileged", B),
+    ("anonymous-auth", B),
+    ("apiserver-count", V),
+    ("audit-log-path", V),
+    ("audit-log-maxage", V),
+    ("audit-log-maxbackup", V),
+    ("audit-log-maxsize", V),
+    ("audit-policy-file", V),
+    ("authorization-mode", V),
+    ("authorization-config", V),
+    ("bind-address", V),
+    ("cert-dir", V),
+    ("client-ca-file", V),
+    ("cloud-provider", V),
+    ("default-not-ready-toleration-seconds", V),
+    ("default-unreachable-toleration-seconds", V),
+    ("disable-admission-plugins", V),
+    ("enable-admission-plugins", V),
+    ("enable-aggregator-routing", B),
+    ("enable-bootstrap-token-auth", B),
+    ("encryption-provider-config", V),
+    ("endpoint-reconciler-type", V),
+    ("etcd-cafile", V),
+    ("etcd-certfile", V),
+    ("etcd-keyfile", V),
+    ("etcd-prefix", V),
+    ("etcd-servers", V),
+    ("etcd-servers-overrides", V),
+    ("event-ttl", V),
+    ("external-hostname", V),
+    ("kubelet-certificate-authority", V),
+    ("kubelet-client-certificate", V),
+    ("kubelet-client-key", V),
+    ("kubelet-preferred-address-types", V),
+    ("max-mutating-requests-inflight", V),
+    ("max-requests-inflight", V),
+    ("oidc-issuer-url", V),
+    ("oidc-client-id", V),
+    ("profiling", B),
+    ("proxy-client-cert-file", V),
+    ("proxy-client-key-file", V),
+    ("request-timeout", V),
+    ("requestheader-allowed-names", V),
+    ("requestheader-client-ca-file", V),
+    ("requestheader-extra-headers-prefix", V),
+    ("requestheader-group-headers", V),
+    ("requestheader-username-headers", V),
+    ("runtime-config", V),
+    ("secure-port", V),
+    ("service-account-issuer", V),
+    ("service-account-key-file", V),
+    ("service-account-lookup", B),
+    ("service-account-signing-key-file", V),
+    ("service-cluster-ip-range", V),
+    ("service-node-port-range", V),
+    ("storage-backend", V),
+    ("storage-media-type", V),
+    ("tls-cert-file", V),
+    ("tls-cipher-suites", V),
+    ("tls-min-version", V),
+    ("tls-private-key-file", V),
+    ("token-auth-file", V),
+    ("watch-cache", B),
+];
+
+pub struct ApiServer {
+    version: String,
+    etcd: Etcd,
+    client_roots: Arc<RootCertStore>,
+    advertise: String,
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response {
+    Response::json(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn not_found(res: &Res, name: &str) -> Response {
+    let gr = if res.group.is_empty() {
+        res.name.to_string()
+    } else {
+        format!("{}.{}", res.name, res.group)
+    };
+    status(404, "NotFound", &format!("{gr} \"{name}\" not found"))
+}
+
+fn etcd_error(e: &EtcdError) -> Response {
+    status(503, "ServiceUnavailable", &e.to_string())
+}
+
+fn key(res: &Res, ns: &str, name: &str) -> String {
+    if res.namespaced {
+        format!("/registry/{}/{ns}/{name}", res.name)
+    } else {
+        format!("/registry/{}/{name}", res.name)
+    }
+}
+
+fn prefix(res: &Res, ns: Option<&str>) -> String {
+    match ns {
+        Some(ns) if res.namespaced => format!("/registry/{}/{ns}/", res.name),
+        _ => format!("/registry/{}/", res.name),
+    }
+}
+
+fn with_rv(mut obj: Value, rev: i64, res: &Res) -> Value {
+    obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+    obj["kind"] = json!(res.kind);
+    obj["apiVersion"] = json!(res.api_version());
+    obj
+}
+
+/// A parsed resource URL.
+struct Target {
+    res: &'static Res,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
+    let (ns, rest) = if segs.len() >= 3
+        && segs[0] == "namespaces"
+        && resources::find(group, version, segs[2]).is_some_and(|r| r.namespaced)
+    {
+        (Some(segs[1].to_string()), &segs[2..])
+    } else {
+        (None, segs)
+    };
+    let res = resources::find(group, version, rest.first()?)?;
+    if rest.len() > 3 {
+        return None;
+    }
+    Some(Target {
+        res,
+        ns,
+        name: rest.get(1).map(|s| (*s).to_string()),
+        sub: rest.get(2).map(|s| (*s).to_string()),
+    })
+}
+
+impl ApiServer {
+    fn authenticate(&self, req: &Request) -> Result<User, Response> {
+        if req.peer_certs.is_empty() {
+            return Ok(User {
+                name: "system:anonymous".into(),
+                groups: vec!["system:unauthenticated".into()],
+            });
+        }
+        tls::verify_client_chain(&self.client_roots, &req.peer_certs).map_err(|e| {
+            log(
+                NAME,
+                &format!("unable to authenticate the request: verifying certificate: {e}"),
+            );
+            status(401, "Unauthorized", "Unauthorized")
+        })?;
+        let mut u = tls::identity(&req.peer_certs[0])
+            .map_err(|_| status(401, "Unauthorized", "Unauthorized"))?;
+        u.groups.push("system:authenticated".into());
+        Ok(u)
+    }
+
+    /// Node, controller-manager and scheduler rules; `system:masters` may do anything.
+    fn authorize(user: &User, verb: &str, t: &Target, obj: Option<&Value>) -> bool {
+        if user.in_group("system:masters") {
+            return true;
+        }
+        let res = t.res.name;
+        let sub = t.sub.as_deref().unwrap_or("");
+        let ns = t.ns.as_deref().unwrap_or("");
+        let name = t
+            .name
+            .as_deref()
+            .or_else(|| obj.and_then(|o| o["metadata"]["name"].as_str()))
+            .unwrap_or("");
+        let read = matches!(verb, "get" | "list");
+        if let Some(node) = user
+            .name
+            .strip_prefix("system:node:")
+            .filter(|_| user.in_group("system:nodes"))
+        {
+            return match res {
+                "nodes" => read || name == node,
+                "leases" => ns == "kube-node-lease" && name == node,
+                "pods" if read => true,
+                "pods" => {
+                    sub != "eviction"
+                        && sub != "binding"
+                        && obj.is_some_and(|o| o["spec"]["nodeName"].as_str() == Some(node))
+                }
+                "events" => verb == "create" || verb == "patch" || verb == "update",
+                "namespaces"
+                | "services"
+                | "endpoints"
+                | "configmaps"
+                | "secrets"
+                | "serviceaccounts"
+                | "persistentvolumeclaims"
+                | "persistentvolumes" => read,
+                _ => false,
+            };
+        }
+        let lease_of = |holder: &str| {
+            res == "leases" && ns == "kube-system" && (name == holder || (verb == "list"))
+        };
+        match user.name.as_str() {
+            "system:kube-controller-manager" => {
+                lease_of("kube-controller-manager")
+                    || matches!(
+                        res,
+                        "pods"
+                            | "replicasets"
+                            | "deployments"
+                            | "daemonsets"
+                            | "events"
+                            | "controllerrevisions"
+                    )
+                    || (matches!(res, "nodes" | "namespaces" | "poddisruptionbudgets") && read)
+            }
+            "system:kube-scheduler" => {
+                lease_of("kube-scheduler")
+                    || (res == "pods" && (read || matches!(sub, "binding" | "status")))
+                    || (res == "nodes" && read)
+                    || (res == "events" && verb == "create")
+            }
+            _ => false,
+        }
+    }
+
+    fn forbidden(user: &User, verb: &str, t: &Target) -> Response {
+        let scope = match &t.ns {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".into(),
+        };
+        let res = match &t.sub {
+            Some(s) => format!("{}/{s}", t.res.name),
+            None => t.res.name.to_string(),
+        };
+        let what = match &t.name {
+            Some(n) => format!("{res} \"{n}\" is forbidden"),
+            None => format!("{res} is forbidden"),
+        };
+        status(
+            403,
+            "Forbidden",
+            &format!(
+                "{what}: User \"{}\" cannot {verb} resource \"{res}\" in API group \"{}\" {scope}",
+                user.name, t.res.group
+            ),
+        )
+    }
+
+    pub fn handle(&self, req: Request) -> Response {
+        let user = match self.authenticate(&req) {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let path = req.path.trim_end_matches('/').to_string();
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path
+        };
+        match path.as_str() {
+            "/healthz" | "/livez" | "/healthz/ping" | "/livez/ping" => {
+                return Response::text(200, "ok");
+            }
+            "/readyz" | "/readyz/etcd" | "/healthz/etcd" | "/livez/etcd" => {
+                return self.readyz(&req);
+            }
+            "/version" => {
+                let (maj, min) = crate::version::major_minor(&self.version);
+                return Response::json(
+                    200,
+                    &json!({"major": maj, "minor": min, "gitVersion": self.version,
+                    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+                    "buildDate": "1970-01-01T00:00:00Z", "goVersion": "standin", "compiler": "rustc",
+                    "platform": "linux/amd64"}),
+                );
+            }
+            _ => {}
+        }
+        if user.name == "system:anonymous" {
+            return status(
+                403,
+                "Forbidden",
+                &format!(
+                    "forbidden: User \"system:anonymous\" cannot {} path \"{}\"",
+                    req.method.to_lowercase(),
+                    req.path
+                ),
+            );
+        }
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segs.as_slice() {
+            ["api"] => return Response::json(200, &resources::api_versions(&self.advertise)),
+            ["api", "v1"] => return Response::json(200, &resources::resource_list("", "v1")),
+            ["apis"] => return Response::json(200, &resources::api_group_list()),
+            ["apis", g] => {
+                return resources::api_group(g).map_or_else(
+                    || {
+                        status(
+                            404,
+                            "NotFound",
+                            "the server could not find the requested resource",
+                        )
+                    },
+                    |d| Response::json(200, &d),
+                );
+            }
+            ["apis", g, v] if resources::group_known(g, v) => {
+                return Response::json(200, &resources::resource_list(g, v));
+            }
+            ["openapi", "v3"] => return Response::json(200, &resources::openapi_root()),
+            ["openapi", "v3", rest @ ..] => {
+                return resources::openapi_gv(&rest.join("/")).map_or_else(
+                    || {
+                        status(
+                            404,
+                            "NotFound",
+                            "the server could not find the requested resource",
+                        )
+                    },
+                    |d| Response::json(200, &d),
+                );
+            }
+            _ => {}
+        }
+        let target = match segs.as_slice() {
+            ["api", "v1", rest @ ..] => parse_target("", "v1", rest),
+            ["apis", g, v, rest @ ..] => parse_target(g, v, rest),
+            _ => None,
+        };
+        let Some(t) = target else {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        };
+        if req.q("watch").is_some_and(|w| w == "true" || w == "1") {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "watch is not supported by this server",
+            );
+        }
+        let ct = req.header("content-type");
+        if !req.body.is_empty() && ct.contains("protobuf") {
+            return status(
+                415,
+                "UnsupportedMediaType",
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {ct}"
+                ),
+            );
+        }
+        let body: Option<Value> = if req.body.is_empty() {
+            None
+        } else {
+            match serde_json::from_slice(&req.body) {
+                Ok(v) => Some(v),
+                Err(e) => return status(400, "BadRequest", &format!("invalid JSON body: {e}")),
+            }
+        };
+        let verb = match (req.method.as_str(), &t.name) {
+            ("GET", None) => "list",
+            ("GET", Some(_)) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", Some(_)) => "delete",
+            ("DELETE", None) => "deletecollection",
+            _ => {
+                return status(
+                    405,
+                    "MethodNotAllowed",
+                    &format!("{} is not supported", req.method),
+                );
+            }
+        };
+        self.resource(&req, &user, verb, &t, body)
+    }
+
+    fn readyz(&self, req: &Request) -> Response {
+        match self.etcd.revision() {
+            Ok(_) => {
+                if req.q("verbose").is_some() {
+                    Response::text(200, "[+]ping ok\n[+]etcd ok\nreadyz check passed\n")
+                } else {
+                    Response::text(200, "ok")
+                }
+            }
+            Err(e) => {
+                log(NAME, &format!("readyz: etcd check failed: {e}"));
+                Response::text(
+                    500,
+                    &format!("[+]ping ok\n[-]etcd failed: {e}\nreadyz check failed\n"),
+                )
+            }
+        }
+    }
+
+    fn ns_exists(&self, ns: &str) -> Result<bool, EtcdError> {
+        Ok(self
+            .etcd
+            .get(&format!("/registry/namespaces/{ns}"))?
+            .is_some())
+    }
+
+    fn load(&self, t: &Target, ns: &str, name: &str) -> Result<Option<(Value, i64)>, EtcdError> {
+        Ok(self.etcd.get(&key(t.res, ns, name))?.and_then(|kv| {
+            serde_json::from_slice(&kv.value)
+                .ok()
+                .map(|v| (v, kv.mod_revision))
+        }))
+    }
+
+    fn resource(
+        &self,
+        req: &Request,
+        user: &User,
+        verb: &str,
+        t: &Target,
+        body: Option<Value>,
+    ) -> Response {
+        let ns = t.ns.clone().unwrap_or_default();
+        if t.res.namespaced && t.name.is_some() && t.ns.is_none() {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+        // Load the current object for writes, so the authorizer can see it.
+        let existing = match (&t.name, verb) {
+            (Some(name), "update" | "patch" | "delete" | "create")
+                if t.sub.is_some() || verb != "create" =>
+            {
+                match self.load(t, &ns, name) {
+                    Ok(e) => e,
+                    Err(e) => return etcd_error(&e),
+                }
+            }
+            _ => None,
+        };
+        let authz_obj = match verb {
+            "create" if t.sub.is_none() => body.as_ref(),
+            _ => existing.as_ref().map(|(v, _)| v),
+        };
+        // A node may create a pod only for itself, and update one only if it stays its own.
+        let allowed = Self::authorize(user, verb, t, authz_obj)
+            && (verb != "update"
+                || t.res.name != "pods"
+                || Self::authorize(user, verb, t, body.as_ref())
+                || user.in_group("system:masters")
+                || !user.in_group("system:nodes"));
+        if !allowed {
+            return Self::forbidden(user, verb, t);
+        }
+        match (verb, t.sub.as_deref()) {
+            ("list", None) => self.list(req, t),
+            ("get", None | Some("status")) => match existing.or_else(|| {
+                self.load(t, &ns, t.name.as_deref().unwrap_or(""))
+                    .ok()
+                    .flatten()
+            }) {
+                Some((v, rev)) if crate::table::wants_table(req.header("accept")) => {
+                    Response::json(
+                        200,
+                        &crate::table::table(
+                            t.res.kind,
+                            &[with_rv(v, rev, t.res)],
+                            &rev.to_string(),
+                            req.q("includeObject").unwrap_or("Metadata"),
+                        ),
+                    )
+                }
+                Some((v, rev)) => Response::json(200, &with_rv(v, rev, t.res)),
+                None => not_found(t.res, t.name.as_deref().unwrap_or("")),
+            },
+            ("create", None) => self.create(t, &ns, body, req.q("dryRun").is_some()),
+            ("create", Some("eviction")) => self.evict(t, &ns, existing),
+            ("create", Some("binding")) => self.bind(t, &ns, existing, body),
+            ("update", None | Some("status")) => {
+                self.update(t, &ns, existing, body, req.q("dryRun").is_some())
+            }
+            ("patch", None | Some("status")) => self.patch(
+                t,
+                &ns,
+                existing,
+                body,
+                req.header("content-type"),
+                req.q("dryRun").is_some(),
+            ),
+            ("delete", None) => self.delete(t, &ns, existing),
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                &format!("{verb} is not supported on {}", t.res.name),
+            ),
+        }
+    }
+
+    fn list(&self, req: &Request, t: &Target) -> Response {
+        let labels = match LabelSelector::parse(req.q("labelSelector").unwrap_or("")) {
+            Ok(l) => l,
+            Err(e) => return status(400, "BadRequest", &e),
+        };
+        let fields = match FieldSelector::parse(req.q("fieldSelector").unwrap_or("")) {
+            Ok(f) => f,
+            Err(e) => return status(400, "BadRequest", &e),
+        };
+        let (kvs, rev) = match self.etcd.list(&prefix(t.res, t.ns.as_deref())) {
+            Ok(x) => x,
+            Err(e) => return etcd_error(&e),
+        };
+        let mut items = Vec::new();
+        for kv in kvs {
+            let Ok(v) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            if labels.matches(&v) && fields.matches(&v) {
+                items.push(with_rv(v, kv.mod_revision, t.res));
+            }
+        }
+        if crate::table::wants_table(req.header("accept")) {
+            return Response::json(
+                200,
+                &crate::table::table(
+                    t.res.kind,
+                    &items,
+                    &rev.to_string(),
+                    req.q("includeObject").unwrap_or("Metadata"),
+                ),
+            );
+        }
+        Response::json(
+            200,
+            &json!({
+                "kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(),
+                "metadata": {"resourceVersion": rev.to_string()}, "items": items,
+            }),
+        )
+    }
+
+    fn check_kind(t: &Target, obj: &Value) -> Result<(), Response> {
+        if !obj.is_object() {
+            return Err(status(
+                400,
+                "BadRequest",
+                "the request body must be a JSON object",
+            ));
+        }
+        if let Some(k) = obj.get("kind").and_then(Value::as_str)
+            && k != t.res.kind
+        {
+            return Err(status(
+                400,
+                "BadRequest",
+                &format!(
+                    "the kind {k:?} does not match the resource {:?} (kind {:?})",
+                    t.res.name, t.res.kind
+                ),
+            ));
+        }
+        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+            && av != t.res.api_version()
+        {
+            return Err(status(
+                400,
+                "BadRequest",
+                &format!("apiVersion {av:?} does not match {:?}", t.res.api_version()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn create(&self, t: &Target, ns: &str, body: Option<Value>, dry_run: bool) -> Response {
+        let Some(mut obj) = body else {
+            return status(400, "BadRequest", "a body is required");
+        };
+        if let Err(r) = Self::check_kind(t, &obj) {
+            return r;
+        }
+        let meta_ns = obj["metadata"]["namespace"].as_str().map(String::from);
+        if t.res.namespaced {
+            if let Some(m) = &meta_ns
+                && m != ns
+            {
+                return status(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                );
+            }
+            match self.ns_exists(ns) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return status(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+                }
+                Err(e) => return etcd_error(&e),
+            }
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        let name = match obj["metadata"]["name"].as_str() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => match obj["metadata"]["generateName"].as_str() {
+                Some(g) => format!("{g}{}", common::name_suffix(5)),
+                None => {
+                    return status(
+                        422,
+                        "Invalid",
+                        &format!(
+                            "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                            t.res.kind
+                        ),
+                    );
+                }
+            },
+        };
+        obj["metadata"]["name"] = json!(name);
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            m.insert("uid".into(), json!(common::uid()));
+            m.insert("creationTimestamp".into(), json!(timefmt::now()));
+            if t.res.has_status() && t.res.name != "nodes" && t.res.name != "pods" {
+                m.insert("generation".into(), json!(1));
+            }
+        }
+        defaults(t.res, &mut obj);
+        let k = key(t.res, ns, &name);
+        if dry_run {
+            return Response::json(201, &with_rv(obj, 0, t.res));
+        }
+        let data = serde_json::to_vec(&obj).unwrap_or_default();
+        match self.etcd.put_if(&k, &data, 0) {
+            Ok(Some(rev)) => Response::json(201, &with_rv(obj, rev, t.res)),
+            Ok(None) => {
+                let gr = if t.res.group.is_empty() {
+                    t.res.name.to_string()
+                } else {
+                    format!("{}.{}", t.res.name, t.res.group)
+                };
+                status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{gr} \"{name}\" already exists"),
+                )
+            }
+            Err(e) => etcd_error(&e),
+        }
+    }
+
+    /// Stores `new` in place of `old` (at `rev`), keeping identity fields; status subresource
+    /// semantics as the real server: the main resource keeps status, /status keeps the rest.
+    fn store_update(
+        &self,
+        t: &Target,
+        ns: &str,
+        old: &Value,
+        rev: i64,
+        mut new: Value,
+        dry_run: bool,
+    ) -> Response {
+        let name = t.name.clone().unwrap_or_default();
+        if let Err(r) = Self::check_kind(t, &new) {
+            return r;
+        }
+        if new["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+            return status(
+                400,
+                "BadRequest",
+                "the name of the object does not match the name on the URL",
+            );
+        }
+        if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
+            && !rv.is_empty()
+            && rv != rev.to_string()
+        {
+            return conflict(t, &name);
+        }
+        if t.sub.as_deref() == Some("status") {
+            let st = new.get("status").cloned().unwrap_or(Value::Null);
+            new = old.clone();
+            new["status"] = st;
+        } else if t.res.has_status() {
+            new["status"] = old.get("status").cloned().unwrap_or(Value::Null);
+            if new["status"].is_null()
+                && let Some(m) = new.as_object_mut()
+            {
+                m.remove("status");
+            }
+        }
+        for f in ["uid", "creationTimestamp", "namespace", "name"] {
+            if let Some(v) = old["metadata"].get(f) {
+                new["metadata"][f] = v.clone();
+            }
+        }
+        if let Some(m) = new["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        if let Some(g) = old["metadata"]["generation"].as_i64() {
+            let bump = i64::from(t.sub.is_none() && old.get("spec") != new.get("spec"));
+            new["metadata"]["generation"] = json!(g + bump);
+        }
+        if dry_run {
+            return Response::json(200, &with_rv(new, rev, t.res));
+        }
+        let data = serde_json::to_vec(&new).unwrap_or_default();
+        match self.etcd.put_if(&key(t.res, ns, &name), &data, rev) {
+            Ok(Some(r)) => Response::json(200, &with_rv(new, r, t.res)),
+            Ok(None) => conflict(t, &name),
+            Err(e) => etcd_error(&e),
+        }
+    }
+
+    fn update(
+        &self,
+        t: &Target,
+        ns: &str,
+        existing: Option<(Value, i64)>,
+        body: Option<Value>,
+        dry_run: bool,
+    ) -> Response {
+        let Some(new) = body else {
+            return status(400, "BadRequest", "a body is required");
+        };
+        match existing {
+            Some((old, rev)) => self.store_update(t, ns, &old, rev, new, dry_run),
+            None => not_found(t.res, t.name.as_deref().unwrap_or("")),
+        }
+    }
+
+    fn patch(
+        &self,
+        t: &Target,
+        ns: &str,
+        existing: Option<(Value, i64)>,
+        body: Option<Value>,
+        ct: &str,
+        dry_run: bool,
+    ) -> Response {
+        let Some(p) = body else {
+            return status(400, "BadRequest", "a patch body is required");
+        };
+        let name = t.name.clone().unwrap_or_default();
+        let mut current = existing;
+        for _ in 0..5 {
+            let Some((old, rev)) = current.take() else {
+                return not_found(t.res, &name);
+            };
+            let base = with_rv(old.clone(), rev, t.res);
+            let patched = if ct.starts_with("application/json-patch+json") {
+                patch::json_patch(&base, &p)
+            } else if ct.starts_with("application/merge-patch+json") {
+                Ok(patch::merge(&base, &p))
+            } else if ct.starts_with("application/strategic-merge-patch+json") {
+                Ok(patch::strategic(&base, &p).unwrap_or_else(|| json!({})))
+            } else {
+                return status(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"
+                    ),
+                );
+            };
+            let mut new = match patched {
+                Ok(v) => v,
+                Err(e) => {
+                    return status(
+                        422,
+                        "Invalid",
+                        &format!("the patch could not be applied: {e}"),
+                    );
+                }
+            };
+            // A patch without a resourceVersion applies to whatever is current.
+            if new["metadata"]["resourceVersion"] == base["metadata"]["resourceVersion"]
+                && let Some(m) = new["metadata"].as_object_mut()
+            {
+                m.remove("resourceVersion");
+            }
+            let r = self.store_update(t, ns, &old, rev, new, dry_run);
+            if r.status != 409 || p.pointer("/metadata/resourceVersion").is_some() {
+                return r;
+            }
+            current = match self.load(t, ns, &name) {
+                Ok(c) => c,
+                Err(e) => return etcd_error(&e),
+            };
+        }
+        conflict(t, &name)
+    }
+
+    fn delete(&self, t: &Target, ns: &str, existing: Option<(Value, i64)>) -> Response {
+        let name = t.name.clone().unwrap_or_default();
+        let Some((old, rev)) = existing else {
+            return not_found(t.res, &name);
+        };
+        match self.etcd.delete_if(&key(t.res, ns, &name), rev) {
+            Ok(true) => {}
+            Ok(false) => return conflict(t, &name),
+            Err(e) => return etcd_error(&e),
+        }
+        if t.res.name == "namespaces" {
+            // The namespace controller's job, done at once: remove everything inside.
+            for r in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+                if let Ok((kvs, _)) = self.etcd.list(&prefix(r, Some(&name))) {
+                    for kv in kvs {
+                        let _ = self.etcd.delete_if(&kv.key, kv.mod_revision);
+                    }
+                }
+            }
+        }
+        Response::json(200, &with_rv(old, rev, t.res))
+    }
+
+    fn bind(
+        &self,
+        t: &Target,
+        ns: &str,
+        existing: Option<(Value, i64)>,
+        body: Option<Value>,
+    ) -> Response {
+        let name = t.name.clone().unwrap_or_default();
+        let Some((old, rev)) = existing else {
+            return not_found(t.res, &name);
+        };
+        let Some(node) = body
+            .as_ref()
+            .and_then(|b| b["target"]["name"].as_str())
+            .map(String::from)
+        else {
+            return status(400, "BadRequest", "a Binding needs target.name");
+        };
+        if old["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+        {
+            return status(
+                409,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node {:?}",
+                    old["spec"]["nodeName"]
+                ),
+            );
+        }
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = json!(node);
+        let data = serde_json::to_vec(&new).unwrap_or_default();
+        match self.etcd.put_if(&key(t.res, ns, &name), &data, rev) {
+            Ok(Some(_)) => Response::json(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ),
+            Ok(None) => conflict(t, &name),
+            Err(e) => etcd_error(&e),
+        }
+    }
+
+    /// policy/v1 Eviction: refused with 429 when it would break a PodDisruptionBudget.
+    fn evict(&self, t: &Target, ns: &str, existing: Option<(Value, i64)>) -> Response {
+        let name = t.name.clone().unwrap_or_default();
+        let Some((pod, rev)) = existing else {
+            return not_found(t.res, &name);
+        };
+        let pdbs = match self
+            .etcd
+            .list(&format!("/registry/poddisruptionbudgets/{ns}/"))
+        {
+            Ok((kvs, _)) => kvs,
+            Err(e) => return etcd_error(&e),
+        };
+        let pods: Vec<Value> = match self.etcd.list(&format!("/registry/pods/{ns}/")) {
+            Ok((kvs, _)) => kvs
+                .iter()
+                .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+                .collect(),
+            Err(e) => return etcd_error(&e),
+        };
+        let pod_running = pod["status"]["phase"].as_str() == Some("Running");
+        for kv in pdbs {
+            let Ok(pdb) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            let sel = LabelSelector::from_object(&pdb["spec"]["selector"]);
+            if sel.is_empty() || !sel.matches(&pod) {
+                continue;
+            }
+            let matching: Vec<&Value> = pods.iter().filter(|p| sel.matches(p)).collect();
+            let healthy = matching
+                .iter()
+                .filter(|p| p["status"]["phase"].as_str() == Some("Running"))
+                .count();
+            let expected = matching.len();
+            let allowed = disruptions_allowed(&pdb["spec"], healthy, expected);
+            if pod_running && allowed < 1 {
+                let pname = pdb["metadata"]["name"].as_str().unwrap_or("");
+                return Response::json(
+                    429,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+                    "reason": "TooManyRequests", "code": 429,
+                    "details": {"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pname} needs {} healthy pods and has {healthy} currently", healthy.saturating_sub(usize::try_from(allowed.max(0)).unwrap_or(0)))}]}}),
+                );
+            }
+        }
+        match self.etcd.delete_if(&key(t.res, ns, &name), rev) {
+            Ok(true) => Response::json(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ),
+            Ok(false) => conflict(t, &name),
+            Err(e) => etcd_error(&e),
+        }
+    }
+}
+
+fn conflict(t: &Target, name: &str) -> Response {
+    let gr = if t.res.group.is_empty() {
+        t.res.name.to_string()
+    } else {
+        format!("{}.{}", t.res.name, t.res.group)
+    };
+    status(
+        409,
+        "Conflict",
+        &format!(
+            "Operation cannot be fulfilled on {gr} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        ),
+    )
+}
+
+/// An int or a percentage of `total` (rounded up, as the disruption controller does).
+fn int_or_percent(v: &Value, total: usize) -> Option<i64> {
+    let total = i64::try_from(total).unwrap_or(i64::MAX);
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<i64>().ok())
+            .map(|p| (p * total + 99) / 100),
+        _ => None,
+    }
+}
+
+fn disruptions_allowed(spec: &Value, healthy: usize, expected: usize) -> i64 {
+    let h = i64::try_from(healthy).unwrap_or(0);
+    let e = i64::try_from(expected).unwrap_or(0);
+    if let Some(min) = int_or_percent(&spec["minAvailable"], expected) {
+        h - min
+    } else if let Some(max) = int_or_percent(&spec["maxUnavailable"], expected) {
+        h - (e - max)
+    } else {
+        h
+    }
+}
+
+fn defaults(res: &Res, obj: &mut Value) {
+    match res.name {
+        "namespaces" => {
+            obj["spec"]["finalizers"] = json!(["kubernetes"]);
+            obj["status"]["phase"] = json!("Active");
+        }
+        "pods" => {
+            if obj["status"]["phase"].is_null() {
+                obj["status"]["phase"] = json!("Pending");
+            }
+            if obj["spec"]["restartPolicy"].is_null() {
+                obj["spec"]["restartPolicy"] = json!("Always");
+            }
+        }
+        "deployments" | "replicasets" | "statefulsets" if obj["spec"]["replicas"].is_null() => {
+            obj["spec"]["replicas"] = json!(1);
+        }
+        _ => {}
+    }
+}
+
+fn load_flag_file(p: &Parsed, flag: &str) -> Result<Option<Vec<u8>>, String> {
+    match p.get(flag) {
+        Some(path) if !path.is_empty() => std::fs::read(path)
+            .map(Some)
+            .map_err(|e| format!("--{flag}={path}: open {path}: {e}")),
+        _ => Ok(None),
+    }
+}
+
+fn check_pair(p: &Parsed, cert: &str, key: &str) -> Result<(), String> {
+    match (p.get(cert), p.get(key)) {
+        (Some(c), Some(k)) => {
+            tls::load_pair(c, &format!("--{cert}"), k, &format!("--{key}")).map(|_| ())
+        }
+        (Some(_), None) => Err(format!("--{cert} is set but --{key} is not")),
+        (None, Some(_)) => Err(format!("--{key} is set but --{cert} is not")),
+        (None, None) => Ok(()),
+    }
+}
+
+fn setup(
+    p: &Parsed,
+    version: String,
+) -> Result<(ApiServer, Arc<rustls::ServerConfig>, String), String> {
+    let mut problems = Vec::new();
+    if p.get("service-account-issuer").is_none_or(str::is_empty) {
+        problems.push("service-account-issuer is a required flag".to_string());
+    }
+    if p.get("service-account-signing-key-file")
+        .is_none_or(str::is_empty)
+    {
+        problems.push(
+            "--service-account-signing-key-file and --service-account-issuer are required flags"
+                .to_string(),
+        );
+    }
+    if p.get("etcd-servers").is_none_or(str::is_empty) {
+        problems.push("--etcd-servers must be specified".to_string());
+    }
+    if p.get("client-ca-file").is_none_or(str::is_empty) {
+        problems.push(
+            "--client-ca-file is required (this stand-in authenticates client certificates only)"
+                .to_string(),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(format!("[{}]", problems.join(", ")));
+    }
+    if let Some(raw) = load_flag_file(p, "service-account-signing-key-file")? {
+        tls::key_from_pem(&raw, "--service-account-signing-key-file")?;
+    }
+    if let Some(raw) = load_flag_file(p, "service-account-key-file")? {
+        let text = String::from_utf8_lossy(&raw);
+        if !text.contains("-----BEGIN") {
+            return Err("--service-account-key-file: no PEM public or private key found".into());
+        }
+    }
+    if let Some(r) = p.get("service-cluster-ip-range") {
+        for cidr in r.split(',') {
+            let (ip, bits) = cidr
+                .split_once('/')
+                .ok_or_else(|| format!("--service-cluster-ip-range: {cidr:?} is not a CIDR"))?;
+            ip.parse::<IpAddr>()
+                .map_err(|e| format!("--service-cluster-ip-range: {cidr:?}: {e}"))?;
+            bits.parse::<u8>()
+                .map_err(|e| format!("--service-cluster-ip-range: {cidr:?}: {e}"))?;
+        }
+    }
+    if let Some(a) = p.get("advertise-address") {
+        a.parse::<IpAddr>()
+            .map_err(|e| format!("--advertise-address={a}: {e}"))?;
+    }
+    let port = p.get("secure-port").unwrap_or("6443");
+    port.parse::<u16>()
+        .map_err(|e| format!("--secure-port={port}: {e}"))?;
+    let client_ca = tls::load_certs(p.required("client-ca-file")?, "--client-ca-file")?;
+    let client_roots = tls::roots(&client_ca, "--client-ca-file")?;
+    if let Some(f) = p.get("requestheader-client-ca-file") {
+        tls::load_certs(f, "--requestheader-client-ca-file")?;
+    }
+    if let Some(f) = p.get("kubelet-certificate-authority") {
+        tls::load_certs(f, "--kubelet-certificate-authority")?;
+    }
+    check_pair(p, "kubelet-client-certificate", "kubelet-client-key")?;
+    check_pair(p, "proxy-client-cert-file", "proxy-client-key-file")?;
+    let serving = match (p.get("tls-cert-file"), p.get("tls-private-key-file")) {
+        (Some(c), Some(k)) => tls::load_pair(c, "--tls-cert-file", k, "--tls-private-key-file")?,
+        (None, None) => tls::self_signed(&["localhost".into(), "127.0.0.1".into()])?,
+        _ => {
+            return Err("--tls-cert-file and --tls-private-key-file must be given together".into());
+        }
+    };
+    // etcd: every URL over TLS with the etcd client cert, signed by the etcd CA.
+    let servers: Vec<String> = p
+        .required("etcd-servers")?
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    for s in &servers {
+        if !s.starts_with("https://") {
+            return Err(format!(
+                "--etcd-servers: {s:?}: this stand-in talks to etcd over TLS only (https://)"
+            ));
+        }
+    }
+    let ca = tls::load_certs(
+        p.required("etcd-cafile")
+            .map_err(|_| "--etcd-cafile is required for https etcd servers".to_string())?,
+        "--etcd-cafile",
+    )?;
+    let certfile = p
+        .required("etcd-certfile")
+        .map_err(|_| "--etcd-certfile is required for https etcd servers".to_string())?;
+    let keyfile = p
+        .required("etcd-keyfile")
+        .map_err(|_| "--etcd-keyfile is required for https etcd servers".to_string())?;
+    let pair = tls::load_pair(certfile, "--etcd-certfile", keyfile, "--etcd-keyfile")?;
+    tls::check_signed_by(
+        &pair.cert,
+        &format!("--etcd-certfile={certfile}"),
+        &ca,
+        "--etcd-cafile",
+    )?;
+    let key_pem = std::fs::read(keyfile).map_err(|e| format!("--etcd-keyfile={keyfile}: {e}"))?;
+    let key = ureq::tls::PrivateKey::from_pem(&key_pem)
+        .map_err(|e| format!("--etcd-keyfile={keyfile}: {e}"))?
+        .to_owned();
+    let etcd = Etcd::new(servers, &ca, &pair.cert, key);
+    let bind = p.get("bind-address").unwrap_or("0.0.0.0");
+    let addr = crate::server::join_host_port(bind, port);
+    let adv =
+        p.get("advertise-address")
+            .unwrap_or(if bind == "0.0.0.0" { "127.0.0.1" } else { bind });
+    let cfg = tls::server_config(serving, Some(client_roots.clone()))?;
+    Ok((
+        ApiServer {
+            version,
+            etcd,
+            client_roots,
+            advertise: crate::server::join_host_port(adv, port),
+        },
+        cfg,
+        addr,
+    ))
+}
+
+/// Creates the namespaces every cluster has, once etcd answers.
+fn bootstrap(api: &ApiServer) {
+    loop {
+        let mut ok = true;
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let k = format!("/registry/namespaces/{ns}");
+            let obj = json!({"kind": "Namespace", "apiVersion": "v1",
+                "metadata": {"name": ns, "uid": common::uid(), "creationTimestamp": timefmt::now(), "labels": {"kubernetes.io/metadata.name": ns}},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+            if let Err(e) = api
+                .etcd
+                .put_if(&k, &serde_json::to_vec(&obj).unwrap_or_default(), 0)
+            {
+                log(NAME, &format!("waiting for etcd: {e}"));
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+pub fn main(args: &[String]) -> ! {
+    let (p, version) = common::start(NAME, args, FLAGS);
+    let (api, cfg, addr) = match setup(&p, version.clone()) {
+        Ok(x) => x,
+        Err(e) => common::fatal(NAME, &e),
+    };
+    let api = Arc::new(api);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => common::fatal(NAME, &format!("cannot start the runtime: {e}")),
+    };
+    rt.block_on(async move {
+        let listener = match crate::server::bind(&addr, "--bind-address/--secure-port").await {
+            Ok(l) => l,
+            Err(e) => common::fatal(NAME, &e),
+        };
+        log(
+            NAME,
+            &format!("version {version}: serving securely on {addr}"),
+        );
+        let b = api.clone();
+        tokio::task::spawn_blocking(move || bootstrap(&b));
+        let h = api.clone();
+        crate::server::serve(listener, Some(cfg), Arc::new(move |r| h.handle(r))).await;
+    });
+    std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pdb_math() {
+        assert_eq!(disruptions_allowed(&json!({"minAvailable": 2}), 2, 2), 0);
+        assert_eq!(disruptions_allowed(&json!({"minAvailable": 1}), 2, 2), 1);
+        assert_eq!(disruptions_allowed(&json!({"maxUnavailable": 1}), 3, 3), 1);
+        assert_eq!(
+            disruptions_allowed(&json!({"maxUnavailable": "0%"}), 3, 3),
+            0
+        );
+        assert_eq!(
+            disruptions_allowed(&json!({"minAvailable": "50%"}), 2, 2),
+            1
+        );
+    }
+
+    #[test]
+    fn targets() {
+        let t = parse_target("", "v1", &["namespaces", "ns1", "pods", "p", "eviction"]).unwrap();
+        assert_eq!(
+            (
+                t.res.name,
+                t.ns.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("pods", Some("ns1"), Some("p"), Some("eviction"))
+        );
+        let t = parse_target("", "v1", &["namespaces", "ns1"]).unwrap();
+        assert_eq!((t.res.name, t.name.as_deref()), ("namespaces", Some("ns1")));
+        let t = parse_target("", "v1", &["nodes", "n1", "status"]).unwrap();
+        assert_eq!((t.res.name, t.sub.as_deref()), ("nodes", Some("status")));
+        assert!(parse_target("", "v1", &["bogus"]).is_none());
+    }
+}

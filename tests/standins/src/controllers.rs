@@ -1,0 +1,878 @@
+//! kube-controller-manager and kube-scheduler stand-ins: leader election on a Lease in
+//! kube-system, /healthz on their secure ports, and the little work the lab needs (pods for
+//! Deployments/ReplicaSets/DaemonSets; binding pending pods to Ready, schedulable nodes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::client::Api;
+use crate::common::{self, log};
+use crate::flags::Kind::{Bool as B, Value as V};
+use crate::flags::{Kind, Parsed};
+use crate::selectors::LabelSelector;
+use crate::timefmt;
+
+const SHARED: &[(&str, Kind)] = &[
+    ("authentication-kubeconfig", V),
+    ("authorization-kubeconfig", V),
+    ("authentication-skip-lookup", B),
+    ("authorization-always-allow-paths", V),
+    ("bind-address", V),
+    ("cert-dir", V),
+    ("client-ca-file", V),
+    ("kube-api-burst", V),
+    ("kube-api-content-type", V),
+    ("kube-api-qps", V),
+    ("kubeconfig", V),
+    ("leader-elect", B),
+    ("leader-elect-lease-duration", V),
+    ("leader-elect-renew-deadline", V),
+    ("leader-elect-resource-lock", V),
+    ("leader-elect-resource-name", V),
+    ("leader-elect-resource-namespace", V),
+    ("leader-elect-retry-period", V),
+    ("master", V),
+    ("permit-address-sharing", B),
+    ("permit-port-sharing", B),
+    ("profiling", B),
+    ("requestheader-allowed-names", V),
+    ("requestheader-client-ca-file", V),
+    ("requestheader-extra-headers-prefix", V),
+    ("requestheader-group-headers", V),
+    ("requestheader-username-headers", V),
+    ("secure-port", V),
+    ("tls-cert-file", V),
+    ("tls-cipher-suites", V),
+    ("tls-min-version", V),
+    ("tls-private-key-file", V),
+];
+
+const CM_ONLY: &[(&str, Kind)] = &[
+    ("allocate-node-cidrs", B),
+    ("cloud-provider", V),
+    ("cluster-cidr", V),
+    ("cluster-name", V),
+    ("cluster-signing-cert-file", V),
+    ("cluster-signing-key-file", V),
+    ("cluster-signing-duration", V),
+    ("concurrent-deployment-syncs", V),
+    ("concurrent-replicaset-syncs", V),
+    ("configure-cloud-routes", B),
+    ("controllers", V),
+    ("node-cidr-mask-size", V),
+    ("node-cidr-mask-size-ipv4", V),
+    ("node-cidr-mask-size-ipv6", V),
+    ("node-monitor-grace-period", V),
+    ("node-monitor-period", V),
+    ("root-ca-file", V),
+    ("service-account-private-key-file", V),
+    ("service-cluster-ip-range", V),
+    ("terminated-pod-gc-threshold", V),
+    ("use-service-account-credentials", B),
+];
+
+const SCHED_ONLY: &[(&str, Kind)] = &[("config", V), ("write-config-to", V)];
+
+/// A Go duration: 15s, 1m30s, 500ms, 2h.
+pub fn go_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    if s.is_empty() {
+        return None;
+    }
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        if c == 'm' && chars.peek() == Some(&'s') {
+            unit.push('s');
+            chars.next();
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        let secs = match unit.as_str() {
+            "h" => n * 3600.0,
+            "m" => n * 60.0,
+            "s" => n,
+            "ms" => n / 1000.0,
+            _ => return None,
+        };
+        total += Duration::from_secs_f64(secs);
+    }
+    if !num.is_empty() {
+        return if num == "0" {
+            Some(Duration::ZERO)
+        } else {
+            None
+        };
+    }
+    Some(total)
+}
+
+fn duration_flag(p: &Parsed, name: &str, default: u64) -> Result<Duration, String> {
+    match p.get(name) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => go_duration(v).ok_or_else(|| {
+            format!("invalid argument {v:?} for \"--{name}\" flag: time: invalid duration {v:?}")
+        }),
+    }
+}
+
+struct Election {
+    api: Api,
+    namespace: String,
+    name: String,
+    identity: String,
+    lease: Duration,
+    renew_deadline: Duration,
+    retry: Duration,
+    component: &'static str,
+}
+
+impl Election {
+    fn path(&self) -> String {
+        format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}",
+            self.namespace, self.name
+        )
+    }
+
+    fn record(&self, transitions: i64, acquire: &str) -> Value {
+        json!({"holderIdentity": self.identity, "leaseDurationSeconds": self.lease.as_secs(),
+               "acquireTime": acquire, "renewTime": timefmt::now_micro(), "leaseTransitions": transitions})
+    }
+
+    /// One attempt to acquire or renew; true while we hold the lease.
+    fn try_acquire_or_renew(&self, observed: &mut Option<(String, Instant)>) -> bool {
+        let cur = match self.api.get(&self.path()) {
+            Ok(r) => r,
+            Err(e) => {
+                log(
+                    self.component,
+                    &format!(
+                        "error retrieving resource lock {}/{}: {e}",
+                        self.namespace, self.name
+                    ),
+                );
+                return false;
+            }
+        };
+        if cur.status == 404 {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self.record(0, &timefmt::now_micro())});
+            return match self.api.post(
+                &format!(
+                    "/apis/coordination.k8s.io/v1/namespaces/{}/leases",
+                    self.namespace
+                ),
+                &lease,
+            ) {
+                Ok(r) if r.ok() => true,
+                Ok(r) => {
+                    log(
+                        self.component,
+                        &format!("error initially creating lease lock: {}", r.message()),
+                    );
+                    false
+                }
+                Err(e) => {
+                    log(
+                        self.component,
+                        &format!("error initially creating lease lock: {e}"),
+                    );
+                    false
+                }
+            };
+        }
+        if !cur.ok() {
+            log(
+                self.component,
+                &format!(
+                    "error retrieving resource lock {}/{}: {}",
+                    self.namespace,
+                    self.name,
+                    cur.message()
+                ),
+            );
+            return false;
+        }
+        let spec = &cur.body["spec"];
+        let holder = spec["holderIdentity"].as_str().unwrap_or("").to_string();
+        let renew = spec["renewTime"].as_str().unwrap_or("").to_string();
+        let dur = Duration::from_secs(
+            spec["leaseDurationSeconds"]
+                .as_u64()
+                .unwrap_or(self.lease.as_secs()),
+        );
+        let key = format!("{holder}@{renew}");
+        let changed = observed.as_ref().is_none_or(|(k, _)| *k != key);
+        if changed {
+            *observed = Some((key, Instant::now()));
+        }
+        let seen_at = observed.as_ref().map_or_else(Instant::now, |(_, t)| *t);
+        let transitions = spec["leaseTransitions"].as_i64().unwrap_or(0);
+        let mut lease = cur.body.clone();
+        if holder == self.identity {
+            let acquire = spec["acquireTime"].as_str().unwrap_or("").to_string();
+            lease["spec"] = self.record(transitions, &acquire);
+        } else if holder.is_empty() || seen_at.elapsed() > dur {
+            lease["spec"] = self.record(transitions + 1, &timefmt::now_micro());
+        } else {
+            return false;
+        }
+        match self.api.put(&self.path(), &lease) {
+            Ok(r) if r.ok() => {
+                if holder != self.identity {
+                    log(
+                        self.component,
+                        &format!(
+                            "successfully acquired lease {}/{}",
+                            self.namespace, self.name
+                        ),
+                    );
+                }
+                true
+            }
+            Ok(r) => {
+                log(
+                    self.component,
+                    &format!("failed to update lock: {}", r.message()),
+                );
+                false
+            }
+            Err(e) => {
+                log(self.component, &format!("failed to update lock: {e}"));
+                false
+            }
+        }
+    }
+
+    fn run(self, leader: Arc<AtomicBool>) {
+        log(
+            self.component,
+            &format!(
+                "attempting to acquire leader lease {}/{}...",
+                self.namespace, self.name
+            ),
+        );
+        let mut observed = None;
+        let mut last_renew: Option<Instant> = None;
+        loop {
+            let ok = self.try_acquire_or_renew(&mut observed);
+            if ok {
+                last_renew = Some(Instant::now());
+                leader.store(true, Ordering::SeqCst);
+            } else if leader.load(Ordering::SeqCst)
+                && last_renew.is_some_and(|t| t.elapsed() > self.renew_deadline)
+            {
+                common::fatal(self.component, "leaderelection lost");
+            }
+            std::thread::sleep(self.retry);
+        }
+    }
+}
+
+/// Starts the health server on --bind-address:--secure-port.
+fn serve_health(component: &'static str, p: &Parsed, default_port: &str) -> Result<(), String> {
+    let port = p.get("secure-port").unwrap_or(default_port).to_string();
+    port.parse::<u16>()
+        .map_err(|e| format!("--secure-port={port}: {e}"))?;
+    let bind = p.get("bind-address").unwrap_or("0.0.0.0").to_string();
+    let key = match (p.get("tls-cert-file"), p.get("tls-private-key-file")) {
+        (Some(c), Some(k)) => {
+            crate::tls::load_pair(c, "--tls-cert-file", k, "--tls-private-key-file")?
+        }
+        (None, None) => crate::tls::self_signed(&["localhost".into(), "127.0.0.1".into()])?,
+        _ => {
+            return Err("--tls-cert-file and --tls-private-key-file must be given together".into());
+        }
+    };
+    for f in ["client-ca-file", "requestheader-client-ca-file"] {
+        if let Some(path) = p.get(f) {
+            crate::tls::load_certs(path, &format!("--{f}"))?;
+        }
+    }
+    let cfg = crate::tls::server_config(key, None)?;
+    let addr = crate::server::join_host_port(&bind, &port);
+    let listener = std::net::TcpListener::bind(&addr)
+        .map_err(|e| format!("failed to listen on {addr} (--bind-address/--secure-port): {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(l) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            crate::server::serve(
+                l,
+                Some(cfg),
+                Arc::new(|r: crate::server::Request| match r.path.as_str() {
+                    "/healthz" | "/livez" | "/readyz" | "/healthz/leaderElection" => {
+                        crate::server::Response::text(200, "ok")
+                    }
+                    _ => crate::server::Response::text(404, "404 page not found"),
+                }),
+            )
+            .await;
+        });
+    });
+    log(component, &format!("serving securely on {addr}"));
+    Ok(())
+}
+
+fn setup(
+    component: &'static str,
+    args: &[String],
+    own: &[(&str, Kind)],
+    default_port: &str,
+) -> (Parsed, Api, Arc<AtomicBool>) {
+    let specs: Vec<(&str, Kind)> = SHARED.iter().chain(own.iter()).copied().collect();
+    let (p, version) = common::start(component, args, &specs);
+    let run = || -> Result<(Api, Arc<AtomicBool>), String> {
+        let kc_path = p.required("kubeconfig").map_err(|_| {
+            "--kubeconfig is required (this stand-in has no in-cluster config)".to_string()
+        })?;
+        let (_, api) = crate::client::api_from_kubeconfig(kc_path, "--kubeconfig")?;
+        for f in ["authentication-kubeconfig", "authorization-kubeconfig"] {
+            if let Some(path) = p.get(f) {
+                crate::kubeconfig::load(path, &format!("--{f}"))?;
+            }
+        }
+        if component == "kube-controller-manager" {
+            check_signing(&p)?;
+        }
+        if let Some(c) = p.get("config") {
+            let text =
+                std::fs::read_to_string(c).map_err(|e| format!("--config={c}: open {c}: {e}"))?;
+            serde_yaml::from_str::<serde_yaml::Value>(&text)
+                .map_err(|e| format!("--config={c}: {e}"))?;
+        }
+        let lease = duration_flag(&p, "leader-elect-lease-duration", 15)?;
+        let renew = duration_flag(&p, "leader-elect-renew-deadline", 10)?;
+        let retry = duration_flag(&p, "leader-elect-retry-period", 2)?;
+        if lease <= renew {
+            return Err(format!(
+                "leaseDuration must be greater than renewDeadline ({lease:?} <= {renew:?})"
+            ));
+        }
+        serve_health(component, &p, default_port)?;
+        log(component, &format!("version {version}"));
+        let leader = Arc::new(AtomicBool::new(false));
+        if p.bool("leader-elect", true) {
+            let e = Election {
+                api: api.clone(),
+                namespace: p
+                    .get("leader-elect-resource-namespace")
+                    .unwrap_or("kube-system")
+                    .to_string(),
+                name: p
+                    .get("leader-elect-resource-name")
+                    .unwrap_or(component)
+                    .to_string(),
+                identity: format!("{}_{}", common::hostname(), common::uid()),
+                lease,
+                renew_deadline: renew,
+                retry,
+                component,
+            };
+            let l = leader.clone();
+            std::thread::spawn(move || e.run(l));
+        } else {
+            leader.store(true, Ordering::SeqCst);
+        }
+        Ok((api, leader))
+    };
+    match run() {
+        Ok((api, leader)) => (p, api, leader),
+        Err(e) => common::fatal(component, &e),
+    }
+}
+
+fn check_signing(p: &Parsed) -> Result<(), String> {
+    match (
+        p.get("cluster-signing-cert-file"),
+        p.get("cluster-signing-key-file"),
+    ) {
+        (Some(c), Some(k)) => {
+            crate::tls::load_pair(
+                c,
+                "--cluster-signing-cert-file",
+                k,
+                "--cluster-signing-key-file",
+            )?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(
+                "--cluster-signing-cert-file and --cluster-signing-key-file must be given together"
+                    .into(),
+            );
+        }
+    }
+    if let Some(f) = p.get("root-ca-file") {
+        crate::tls::load_certs(f, "--root-ca-file")?;
+    }
+    if let Some(f) = p.get("service-account-private-key-file") {
+        crate::tls::load_key(f, "--service-account-private-key-file")?;
+    }
+    Ok(())
+}
+
+fn items(api: &Api, path: &str) -> Vec<Value> {
+    match api.get(path) {
+        Ok(r) if r.ok() => r.body["items"].as_array().cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('=', "%3D")
+        .replace(',', "%2C")
+        .replace(' ', "%20")
+        .replace('!', "%21")
+}
+
+fn node_ready(n: &Value) -> bool {
+    n["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|x| x["type"] == "Ready" && x["status"] == "True")
+    })
+}
+
+fn tolerates(pod: &Value, taint: &Value) -> bool {
+    pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            let key_ok =
+                t["key"].is_null() && t["operator"] == "Exists" || t["key"] == taint["key"];
+            let effect_ok = t["effect"].is_null() || t["effect"] == taint["effect"];
+            key_ok && effect_ok
+        })
+    })
+}
+
+fn fits(pod: &Value, node: &Value) -> bool {
+    if !node_ready(node) || node["spec"]["unschedulable"].as_bool() == Some(true) {
+        return false;
+    }
+    let taints_ok = node["spec"]["taints"].as_array().is_none_or(|ts| {
+        ts.iter()
+            .filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute")
+            .all(|t| tolerates(pod, t))
+    });
+    let labels = &node["metadata"]["labels"];
+    let selector_ok = pod["spec"]["nodeSelector"]
+        .as_object()
+        .is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    taints_ok && selector_ok
+}
+
+fn schedule_once(api: &Api) {
+    let pending: Vec<Value> = items(
+        api,
+        &format!("/api/v1/pods?fieldSelector={}", enc("spec.nodeName=")),
+    )
+    .into_iter()
+    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+    .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let nodes = items(api, "/api/v1/nodes");
+    let mut load: HashMap<String, usize> = HashMap::new();
+    for p in items(api, "/api/v1/pods") {
+        if let Some(n) = p["spec"]["nodeName"].as_str() {
+            *load.entry(n.to_string()).or_default() += 1;
+        }
+    }
+    for pod in pending {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        let name = pod["metadata"]["name"].as_str().unwrap_or("");
+        let best = nodes
+            .iter()
+            .filter(|n| fits(&pod, n))
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .min_by_key(|n| load.get(*n).copied().unwrap_or(0));
+        let Some(node) = best else {
+            log(
+                "kube-scheduler",
+                &format!("0/{} nodes are available for pod {ns}/{name}", nodes.len()),
+            );
+            continue;
+        };
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+                             "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+        match api.post(
+            &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
+            &binding,
+        ) {
+            Ok(r) if r.ok() => {
+                log(
+                    "kube-scheduler",
+                    &format!("successfully bound pod {ns}/{name} to {node}"),
+                );
+                *load.entry(node.to_string()).or_default() += 1;
+            }
+            Ok(r) => log(
+                "kube-scheduler",
+                &format!("binding {ns}/{name}: {}", r.message()),
+            ),
+            Err(e) => log("kube-scheduler", &format!("binding {ns}/{name}: {e}")),
+        }
+    }
+}
+
+pub fn scheduler_main(args: &[String]) -> ! {
+    let (_p, api, leader) = setup("kube-scheduler", args, SCHED_ONLY, "10259");
+    loop {
+        if leader.load(Ordering::SeqCst) {
+            schedule_once(&api);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn owned_by<'a>(pods: &'a [Value], uid: &str) -> Vec<&'a Value> {
+    pods.iter()
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|r| r["uid"] == uid && r["controller"] == true))
+        })
+        .collect()
+}
+
+fn controller_uid(o: &Value) -> Option<(String, String)> {
+    o["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or("").to_string(),
+                r["uid"].as_str().unwrap_or("").to_string(),
+            )
+        })
+}
+
+fn owner_ref(o: &Value, kind: &str, api_version: &str) -> Value {
+    json!([{"apiVersion": api_version, "kind": kind, "name": o["metadata"]["name"], "uid": o["metadata"]["uid"],
+            "controller": true, "blockOwnerDeletion": true}])
+}
+
+fn fnv(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:x}", h & 0xff_ffff_ffff)
+}
+
+fn new_pod(
+    owner: &Value,
+    kind: &str,
+    api_version: &str,
+    node: Option<&str>,
+    extra_labels: &Value,
+) -> Value {
+    let tpl = &owner["spec"]["template"];
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": format!("{}-", owner["metadata"]["name"].as_str().unwrap_or("pod")),
+                     "namespace": owner["metadata"]["namespace"], "labels": tpl["metadata"]["labels"].clone(),
+                     "ownerReferences": owner_ref(owner, kind, api_version)},
+        "spec": tpl["spec"].clone()});
+    if let (Some(l), Some(x)) = (
+        pod["metadata"]["labels"].as_object_mut(),
+        extra_labels.as_object(),
+    ) {
+        for (k, v) in x {
+            l.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(n) = node {
+        pod["spec"]["nodeName"] = json!(n);
+    }
+    pod
+}
+
+fn delete(api: &Api, path: &str) {
+    if let Err(e) = api.delete(path) {
+        log("kube-controller-manager", &format!("delete {path}: {e}"));
+    }
+}
+
+fn controllers_once(api: &Api) {
+    const CM: &str = "kube-controller-manager";
+    let pods: Vec<Value> = items(api, "/api/v1/pods");
+    let deployments = items(api, "/apis/apps/v1/deployments");
+    let mut rsets = items(api, "/apis/apps/v1/replicasets");
+    // Deployments -> one ReplicaSet per template (older ones removed: recreate).
+    for d in &deployments {
+        let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
+        let dname = d["metadata"]["name"].as_str().unwrap_or("");
+        let uid = d["metadata"]["uid"].as_str().unwrap_or("");
+        let hash = fnv(&d["spec"]["template"].to_string());
+        let want = format!("{dname}-{hash}");
+        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let mine: Vec<Value> = rsets
+            .iter()
+            .filter(|r| controller_uid(r).is_some_and(|(_, u)| u == uid))
+            .cloned()
+            .collect();
+        for r in &mine {
+            let rname = r["metadata"]["name"].as_str().unwrap_or("");
+            if rname != want {
+                delete(
+                    api,
+                    &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
+                );
+            } else if r["spec"]["replicas"].as_i64() != Some(replicas) {
+                let _ = api.merge_patch(
+                    &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
+                    &json!({"spec": {"replicas": replicas}}),
+                );
+            }
+        }
+        if !mine.iter().any(|r| r["metadata"]["name"] == want.as_str()) {
+            let mut tpl = d["spec"]["template"].clone();
+            tpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut sel = d["spec"]["selector"].clone();
+            sel["matchLabels"]["pod-template-hash"] = json!(hash);
+            let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": want, "namespace": ns, "labels": tpl["metadata"]["labels"].clone(),
+                             "ownerReferences": owner_ref(d, "Deployment", "apps/v1")},
+                "spec": {"replicas": replicas, "selector": sel, "template": tpl}});
+            match api.post(&format!("/apis/apps/v1/namespaces/{ns}/replicasets"), &rs) {
+                Ok(r) if r.ok() => rsets.push(r.body),
+                Ok(r) => log(
+                    CM,
+                    &format!("creating replicaset {ns}/{want}: {}", r.message()),
+                ),
+                Err(e) => log(CM, &format!("creating replicaset {ns}/{want}: {e}")),
+            }
+        }
+        let owned: Vec<&Value> = rsets
+            .iter()
+            .filter(|r| r["metadata"]["name"] == want.as_str())
+            .flat_map(|r| owned_by(&pods, r["metadata"]["uid"].as_str().unwrap_or("")))
+            .collect();
+        let ready = owned
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        let st = json!({"status": {"observedGeneration": d["metadata"]["generation"], "replicas": owned.len(),
+            "updatedReplicas": owned.len(), "readyReplicas": ready, "availableReplicas": ready}});
+        if d["status"]["replicas"] != st["status"]["replicas"]
+            || d["status"]["readyReplicas"] != st["status"]["readyReplicas"]
+            || d["status"]["observedGeneration"] != st["status"]["observedGeneration"]
+        {
+            let _ = api.merge_patch(
+                &format!("/apis/apps/v1/namespaces/{ns}/deployments/{dname}/status"),
+                &st,
+            );
+        }
+    }
+    // ReplicaSets -> pods.
+    let dep_uids: Vec<&str> = deployments
+        .iter()
+        .filter_map(|d| d["metadata"]["uid"].as_str())
+        .collect();
+    for r in &rsets {
+        let ns = r["metadata"]["namespace"].as_str().unwrap_or("default");
+        let rname = r["metadata"]["name"].as_str().unwrap_or("");
+        if controller_uid(r)
+            .is_some_and(|(k, u)| k == "Deployment" && !dep_uids.contains(&u.as_str()))
+        {
+            delete(
+                api,
+                &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
+            );
+            continue;
+        }
+        let uid = r["metadata"]["uid"].as_str().unwrap_or("");
+        let owned = owned_by(&pods, uid);
+        let want = usize::try_from(r["spec"]["replicas"].as_i64().unwrap_or(1).max(0)).unwrap_or(0);
+        for _ in owned.len()..want {
+            let pod = new_pod(r, "ReplicaSet", "apps/v1", None, &json!({}));
+            match api.post(&format!("/api/v1/namespaces/{ns}/pods"), &pod) {
+                Ok(x) if x.ok() => log(
+                    CM,
+                    &format!(
+                        "created pod {ns}/{} for replicaset {rname}",
+                        x.body["metadata"]["name"].as_str().unwrap_or("")
+                    ),
+                ),
+                Ok(x) => log(
+                    CM,
+                    &format!("creating pod for {ns}/{rname}: {}", x.message()),
+                ),
+                Err(e) => log(CM, &format!("creating pod for {ns}/{rname}: {e}")),
+            }
+        }
+        let mut extra: Vec<&&Value> = owned.iter().collect();
+        extra.sort_by_key(|p| p["spec"]["nodeName"].as_str().is_some());
+        for p in extra.iter().take(owned.len().saturating_sub(want)) {
+            delete(
+                api,
+                &format!(
+                    "/api/v1/namespaces/{ns}/pods/{}",
+                    p["metadata"]["name"].as_str().unwrap_or("")
+                ),
+            );
+        }
+        let ready = owned
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        if r["status"]["replicas"].as_u64() != Some(owned.len() as u64)
+            || r["status"]["readyReplicas"].as_u64() != Some(ready as u64)
+        {
+            let _ = api.merge_patch(&format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}/status"), &json!({"status": {"replicas": owned.len(), "readyReplicas": ready, "availableReplicas": ready}}));
+        }
+    }
+    // DaemonSets -> one pod per node.
+    let nodes = items(api, "/api/v1/nodes");
+    let daemonsets = items(api, "/apis/apps/v1/daemonsets");
+    for ds in &daemonsets {
+        let ns = ds["metadata"]["namespace"].as_str().unwrap_or("default");
+        let name = ds["metadata"]["name"].as_str().unwrap_or("");
+        let owned = owned_by(&pods, ds["metadata"]["uid"].as_str().unwrap_or(""));
+        let sel = ds["spec"]["template"]["spec"]["nodeSelector"].clone();
+        let eligible: Vec<&str> = nodes
+            .iter()
+            .filter(|n| {
+                sel.as_object().is_none_or(|s| {
+                    s.iter()
+                        .all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))
+                })
+            })
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        for node in &eligible {
+            if !owned.iter().any(|p| p["spec"]["nodeName"] == *node) {
+                let pod = new_pod(ds, "DaemonSet", "apps/v1", Some(node), &json!({}));
+                match api.post(&format!("/api/v1/namespaces/{ns}/pods"), &pod) {
+                    Ok(x) if x.ok() => {
+                        log(CM, &format!("created daemon pod on {node} for {ns}/{name}"));
+                    }
+                    Ok(x) => log(
+                        CM,
+                        &format!("creating daemon pod for {ns}/{name}: {}", x.message()),
+                    ),
+                    Err(e) => log(CM, &format!("creating daemon pod for {ns}/{name}: {e}")),
+                }
+            }
+        }
+        for p in &owned {
+            if !p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| eligible.contains(&n))
+            {
+                delete(
+                    api,
+                    &format!(
+                        "/api/v1/namespaces/{ns}/pods/{}",
+                        p["metadata"]["name"].as_str().unwrap_or("")
+                    ),
+                );
+            }
+        }
+        let ready = owned
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        let st = json!({"status": {"desiredNumberScheduled": eligible.len(), "currentNumberScheduled": owned.len(),
+            "numberReady": ready, "numberMisscheduled": 0, "observedGeneration": ds["metadata"]["generation"]}});
+        if ds["status"]["currentNumberScheduled"] != st["status"]["currentNumberScheduled"]
+            || ds["status"]["numberReady"] != st["status"]["numberReady"]
+            || ds["status"]["desiredNumberScheduled"] != st["status"]["desiredNumberScheduled"]
+        {
+            let _ = api.merge_patch(
+                &format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}/status"),
+                &st,
+            );
+        }
+    }
+    // Garbage collection of pods whose ReplicaSet or DaemonSet is gone.
+    let live: Vec<&str> = rsets
+        .iter()
+        .chain(daemonsets.iter())
+        .filter_map(|o| o["metadata"]["uid"].as_str())
+        .collect();
+    for p in &pods {
+        if let Some((kind, uid)) = controller_uid(p)
+            && (kind == "ReplicaSet" || kind == "DaemonSet")
+            && !live.contains(&uid.as_str())
+        {
+            let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
+            delete(
+                api,
+                &format!(
+                    "/api/v1/namespaces/{ns}/pods/{}",
+                    p["metadata"]["name"].as_str().unwrap_or("")
+                ),
+            );
+        }
+    }
+}
+
+pub fn controller_manager_main(args: &[String]) -> ! {
+    let (_p, api, leader) = setup("kube-controller-manager", args, CM_ONLY, "10257");
+    loop {
+        if leader.load(Ordering::SeqCst) {
+            controllers_once(&api);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[allow(dead_code)]
+fn matches(sel: &Value, o: &Value) -> bool {
+    LabelSelector::from_object(sel).matches(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(go_duration("15s"), Some(Duration::from_secs(15)));
+        assert_eq!(go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(go_duration("15"), None);
+        assert_eq!(go_duration("x"), None);
+    }
+
+    #[test]
+    fn fit() {
+        let node = json!({"metadata": {"name": "n", "labels": {"a": "b"}}, "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert!(fits(&json!({"spec": {}}), &node));
+        let mut cordoned = node.clone();
+        cordoned["spec"]["unschedulable"] = json!(true);
+        assert!(!fits(&json!({"spec": {}}), &cordoned));
+        let mut tainted = node.clone();
+        tainted["spec"]["taints"] = json!([{"key": "k", "effect": "NoSchedule"}]);
+        assert!(!fits(&json!({"spec": {}}), &tainted));
+        assert!(fits(
+            &json!({"spec": {"tolerations": [{"key": "k", "operator": "Exists"}]}}),
+            &tainted
+        ));
+        assert!(!fits(&json!({"spec": {"nodeSelector": {"a": "c"}}}), &node));
+    }
+}
