@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, strict clippy, then every test, the lab ones
-# included (they need a running Docker engine; .ci/run installs and starts one).
+# The project's test command: formatting, strict clippy, then every test of the workspace
+# (capstan and the test-only stand-ins), the lab ones included (they need a running Docker engine; .ci/run installs and starts one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./tests/lab/build-image.sh
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked -- --test-threads "${CAPSTAN_TEST_THREADS:-2}"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --all-targets --locked -- --test-threads "${CAPSTAN_TEST_THREADS:-2}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the lab and the tests need on a Debian machine (run as root):
 # Docker (Debian's docker.io, dockerd started when not running), debootstrap, OpenSSH
-# server and client, sudo; and raises the inotify limits many systemd containers need.
+# server and client, sudo, etcd and kubectl (for the stand-in tests); and raises the
+# inotify limits many systemd containers need.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,10 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ssh >/dev/null && command -v ssh-agent >/dev/null || need+=(openssh-client)
 command -v sudo >/dev/null || need+=(sudo)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+# The stand-in tests run a real etcd, etcdctl and kubectl on 127.0.0.1.
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v kubectl >/dev/null || need+=(kubernetes-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq
