@@ -12,7 +12,7 @@ use crate::workflows::{self, certs};
 fn json<T: serde::Serialize>(value: &T) -> miette::Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-    println!("{text}");
+    crate::ui::emit(&format!("{text}\n"));
     Ok(())
 }
 
@@ -48,10 +48,10 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
             } else {
                 certs::print_pki(&report);
                 if !args.dry_run {
-                    println!(
+                    crate::ui::emit(
                         "The renewed certificates are in the local PKI only. Install them with \
                          `capstan certs distribute`; restarting the components that use them \
-                         (static pods, etcd, kubelet) is not automated yet."
+                         (static pods, etcd, kubelet) is not automated yet.\n",
                     );
                 }
             }

@@ -45,9 +45,9 @@ fn emit(
     if global.output == OutputFormat::Json {
         let doc = serde_json::to_string_pretty(json)
             .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-        println!("{doc}");
+        crate::ui::emit(&format!("{doc}\n"));
     } else if !global.quiet {
-        println!("{text}");
+        crate::ui::emit(&format!("{text}\n"));
     }
     Ok(())
 }

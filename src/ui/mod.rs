@@ -96,3 +96,16 @@ pub enum Color {
     Dim,
     Bold,
 }
+
+/// Writes `text` to stdout. A reader that went away (`capstan ... | head`) is not an error:
+/// the rest of the output is simply not wanted.
+pub fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let result = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = result {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("capstan: cannot write the output: {e}");
+        }
+    }
+}

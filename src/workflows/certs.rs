@@ -482,7 +482,7 @@ pub fn print_pki(r: &PkiReport) {
             ""
         }
     ));
-    print!("{out}");
+    crate::ui::emit(&out);
 }
 
 /// Prints a distribution report.
@@ -534,7 +534,7 @@ pub fn print_distribute(r: &DistributeReport) {
         r.failed(),
         r.seconds
     ));
-    print!("{out}");
+    crate::ui::emit(&out);
 }
 
 /// Prints kubeadm's table (or the JSON document).
@@ -584,7 +584,7 @@ pub fn print_expiration(r: &ExpirationReport, now: OffsetDateTime) {
             ui::paint("failed", Color::Red)
         ));
     }
-    print!("{out}");
+    crate::ui::emit(&out);
 }
 
 fn cells(row: &ExpiryRow, now: OffsetDateTime, with_ca: bool) -> Vec<String> {

@@ -189,7 +189,7 @@ pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()>
     if ui::ui().json {
         let text = serde_json::to_string_pretty(report)
             .map_err(|e| miette::miette!("cannot render the report as JSON: {e}"))?;
-        println!("{text}");
+        crate::ui::emit(&format!("{text}\n"));
         return Ok(());
     }
     let quiet = ui::ui().quiet;
@@ -250,7 +250,7 @@ pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()>
         "check {verdict}: {} hosts, {} unreachable, {} errors, {} warnings ({:.2}s)\n",
         s.hosts, s.unreachable, s.errors, s.warnings, s.seconds
     ));
-    print!("{out}");
+    crate::ui::emit(&out);
     Ok(())
 }
 

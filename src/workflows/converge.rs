@@ -478,7 +478,7 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
     if ui::ui().json {
         let text = serde_json::to_string_pretty(report)
             .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-        println!("{text}");
+        crate::ui::emit(&format!("{text}\n"));
         return Ok(());
     }
     let quiet = ui::ui().quiet;
@@ -562,6 +562,6 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
             report.seconds
         ));
     }
-    print!("{out}");
+    crate::ui::emit(&out);
     Ok(())
 }
