@@ -103,9 +103,9 @@ pub fn emit(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let result = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-    if let Err(e) = result {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("capstan: cannot write the output: {e}");
-        }
+    if let Err(e) = result
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("capstan: cannot write the output: {e}");
     }
 }
