@@ -91,7 +91,7 @@ type Archives = tokio::sync::Mutex<BTreeMap<Vec<String>, Arc<Vec<u8>>>>;
 
 /// Everything the per-host work shares, prepared once before the first connection.
 struct Prepared {
-    library: Library,
+    renderer: Renderer,
     roles: BTreeMap<String, Role>,
     computed: Computed,
     cache: Cache,
@@ -105,7 +105,7 @@ fn roles_for<'a>(
     prepared: &'a Prepared,
     only: &[String],
 ) -> Result<Vec<&'a Role>, String> {
-    let renderer = Renderer::new(&prepared.library);
+    let renderer = &prepared.renderer;
     let ctx = context(inventory, host, None, &prepared.computed);
     let mut out = Vec::new();
     for r in prepared.roles.values() {
@@ -167,10 +167,9 @@ fn prepare(
     for name in &available {
         roles.insert(name.clone(), role::load(&library, name)?);
     }
-    // Roles are applied in a fixed order: the base ones first.
     let computed = Computed::new(inventory).map_err(miette::Report::new)?;
     Ok(Prepared {
-        library,
+        renderer: Renderer::new(&library),
         roles,
         computed,
         cache,
@@ -294,13 +293,13 @@ async fn converge_host(
     archives: &Archives,
     outcome: &mut HostOutcome,
 ) -> Result<(), String> {
-    let renderer = Renderer::new(&prepared.library);
+    let renderer = &prepared.renderer;
     // The shape of the desired state (paths, units, keys) decides what to probe; it
     // cannot depend on facts, which the probe is about to gather.
     let shape_ctx = context(inventory, host, None, &prepared.computed);
     let shape = desired::build(
         roles,
-        &renderer,
+        renderer,
         &shape_ctx,
         &NoArtifacts,
         desired::Mode::Shape,
@@ -327,7 +326,7 @@ async fn converge_host(
     let cache = &prepared.cache;
     let desired = tokio::task::block_in_place(|| {
         let source = CacheSource::new(cache, inventory, arch);
-        desired::build(roles, &renderer, &ctx, &source, desired::Mode::Full)
+        desired::build(roles, renderer, &ctx, &source, desired::Mode::Full)
     })
     .map_err(|e| e.to_string())?;
 
