@@ -161,30 +161,52 @@ pub async fn connect_all(
     forks: usize,
     on_each: impl Fn(&str, bool) + Sync,
 ) -> Vec<Result<Connection, SshError>> {
+    let on_each = &on_each;
+    for_each_host(targets, opts, forks, |i, result| async move {
+        on_each(&targets[i].name, result.is_ok());
+        result
+    })
+    .await
+}
+
+/// Connects to every target (at most `forks` connects at once) and runs `work` on each
+/// host as soon as ITS connection is up, so that one host's work overlaps the others'
+/// handshakes. `work(index, connection)` gets the connection or why there is none; the
+/// results are in the order of `targets`.
+pub async fn for_each_host<T, F, Fut>(
+    targets: &[Target],
+    opts: &SshOptions,
+    forks: usize,
+    work: F,
+) -> Vec<T>
+where
+    F: Fn(usize, Result<Connection, SshError>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let semaphore = Arc::new(tokio::sync::Semaphore::new(forks.max(1)));
     let opts = Arc::new(opts.clone());
-    let on_each = &on_each;
-    let tasks = targets.iter().map(|target| {
+    let work = &work;
+    let tasks = targets.iter().enumerate().map(|(i, target)| {
         let target = target.clone();
         let opts = Arc::clone(&opts);
         let semaphore = Arc::clone(&semaphore);
         async move {
             let name = target.name.clone();
             let address = target.address.clone();
+            // The handshake runs on a worker thread of its own: its crypto is CPU work.
             let task = tokio::spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
                 Connection::connect(&target, &opts).await
             });
             let result = task.await.unwrap_or_else(|e| {
                 Err(SshError::Session {
-                    host: name.clone(),
+                    host: name,
                     address,
                     step: Step::Connect,
                     message: format!("internal error: the connect task failed ({e})"),
                 })
             });
-            on_each(&name, result.is_ok());
-            result
+            work(i, result).await
         }
     });
     futures::future::join_all(tasks).await

@@ -72,7 +72,6 @@ pub async fn run(
     let started = Instant::now();
     let targets: Vec<ssh::Target> = inventory.hosts.iter().map(target).collect();
     let progress = HostProgress::new("checking", targets.len());
-    let connections = ssh::connect_all(&targets, &session.ssh, session.forks, |_, _| {}).await;
 
     let request = ProbeRequest {
         paths: Vec::new(),
@@ -83,10 +82,10 @@ pub async fn run(
     };
     let script = facts::probe_script(&request)
         .map_err(|e| miette::miette!("cannot build the facts probe: {e}"))?;
-    let probes = connections
-        .into_iter()
-        .zip(&inventory.hosts)
-        .map(|(conn, host)| {
+    // Each host is probed as soon as its own connection is up.
+    let results: Vec<Result<(Facts, f64), String>> =
+        ssh::for_each_host(&targets, &session.ssh, session.forks, |i, conn| {
+            let host = &inventory.hosts[i];
             let script = &script;
             let progress = &progress;
             async move {
@@ -115,8 +114,8 @@ pub async fn run(
                 progress.host_done(&host.name);
                 result
             }
-        });
-    let results: Vec<Result<(Facts, f64), String>> = futures::future::join_all(probes).await;
+        })
+        .await;
     progress.finish();
 
     let inputs: Vec<PreflightInput> = inventory

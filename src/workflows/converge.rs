@@ -223,11 +223,12 @@ pub async fn run(
         },
         hosts.len(),
     );
-    let connections = ssh::connect_all(&targets, &session.ssh, session.forks, |_, _| {}).await;
     // Hosts that need the same files get the same archive, built once.
     let archives: Arc<Archives> = Arc::default();
 
-    let work = hosts.iter().zip(connections).map(|(host, conn)| {
+    // Each host is worked on as soon as its own connection is up.
+    let outcomes = ssh::for_each_host(&targets, &session.ssh, session.forks, |i, conn| {
+        let host = hosts[i];
         let prepared = Arc::clone(&prepared);
         let archives = Arc::clone(&archives);
         let progress = &progress;
@@ -272,8 +273,8 @@ pub async fn run(
             progress.host_done(&host.name);
             outcome
         }
-    });
-    let outcomes = futures::future::join_all(work).await;
+    })
+    .await;
     progress.finish();
     Ok(ConvergeReport {
         dry_run: opts.dry_run,
