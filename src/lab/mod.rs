@@ -1138,11 +1138,27 @@ pub fn down(name: &str, out: &Path) -> Result<DownSummary, LabError> {
         "{{.Name}}",
     ])?);
     for net in &networks {
-        docker::check(&["network", "rm", net])?;
+        remove_network(net)?;
     }
     summary.networks = networks;
     summary.files = files::remove_lab_files(out)?;
     Ok(summary)
+}
+
+/// Removes a lab network. Docker 20.10 sometimes still counts the endpoints of containers
+/// it has just removed (its cleanup is asynchronous), so a refusal is retried for a while.
+fn remove_network(net: &str) -> Result<(), LabError> {
+    let mut last = None;
+    for _ in 0..20 {
+        match docker::check(&["network", "rm", net]) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| LabError::Spec(format!("cannot remove network {net}"))))
 }
 
 #[cfg(test)]
