@@ -10,6 +10,7 @@ pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod facts;
+pub mod fsutil;
 pub mod inventory;
 pub mod lab;
 pub mod pki;

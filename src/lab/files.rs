@@ -1,8 +1,7 @@
 //! The files a lab writes into its output folder: the key pair, `known_hosts`, the inventory.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use russh::keys::PrivateKey;
@@ -26,27 +25,7 @@ pub(crate) fn ensure_dir(dir: &Path, mode: u32) -> Result<(), LabError> {
 
 /// Writes `bytes` to `path` atomically (temp file + rename) with `mode`.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), LabError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io(path))
+    crate::fsutil::write_atomic(path, bytes, mode).map_err(io(path))
 }
 
 /// Writes `bytes` unless the file already holds exactly them (then only its mode is set).
