@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 ./tests/lab/build-image.sh
 ./tests/lab/build-mirror.sh "$PWD/lab/mirror"
 cargo build --release
-capstan=./target/release/capstan
+capstan=${CARGO_TARGET_DIR:-./target}/release/capstan
 
 $capstan lab up --name try --control-planes 3 --workers 2 --mirror "$PWD/lab/mirror"
 $capstan check -i lab/try
