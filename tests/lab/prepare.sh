@@ -13,7 +13,7 @@
 # artifacts.mirror is file://OUT/mirror run a whole cluster.
 #
 # Usage: tests/lab/prepare.sh OUT
-# Env:   CAPSTAN_LAB_IMAGE (default capstan-lab:bookworm-1), CAPSTAN_STANDIN_VERSIONS,
+# Env:   CAPSTAN_LAB_IMAGE (default: build-image.sh's tag, src/lab DEFAULT_IMAGE), CAPSTAN_STANDIN_VERSIONS,
 #        CAPSTAN_SKIP_LAB_IMAGE=1 to skip step 1 (no Docker needed then)
 set -euo pipefail
 
@@ -23,7 +23,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$1
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-IMAGE=${CAPSTAN_LAB_IMAGE:-capstan-lab:bookworm-1}
+IMAGE=${CAPSTAN_LAB_IMAGE:-$(sed -n 's/^TAG=\${1:-\(.*\)}$/\1/p' "$HERE/build-image.sh")}
 REGISTRY=registry.k8s.io
 
 if [ "${CAPSTAN_SKIP_LAB_IMAGE:-0}" != 1 ]; then
