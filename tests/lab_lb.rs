@@ -7,9 +7,12 @@ use std::path::Path;
 
 use support::lab::{Lab, capstan, docker, read};
 
-fn apply(inv: &Path, roles: &str) -> String {
+/// `capstan apply --roles ROLES [ARGS]` on the lab; panics unless it succeeds.
+fn apply_with(inv: &Path, roles: &str, args: &[&str]) -> String {
     let out = capstan()
-        .args(["apply", "--roles", roles, "--hosts", "lb1", "-i"])
+        .args(["apply", "--roles", roles])
+        .args(args)
+        .arg("-i")
         .arg(inv)
         .output()
         .expect("run capstan");
@@ -20,6 +23,11 @@ fn apply(inv: &Path, roles: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Applies `roles` to the load balancer only.
+fn apply(inv: &Path, roles: &str) -> String {
+    apply_with(inv, roles, &["--hosts", "lb1"])
 }
 
 /// `server ADDR:6443` lines: haproxy's and nginx's backends alike.
@@ -148,20 +156,7 @@ fn local_proxy_on_every_node() {
     let inv = lab.inventory();
     let text = read(&inv).replace("    mode: single\n", "    mode: local-proxy\n");
     std::fs::write(&inv, text).expect("write inventory");
-    let run = || {
-        let out = capstan()
-            .args(["apply", "--roles", "local-proxy", "-i"])
-            .arg(&inv)
-            .output()
-            .expect("run capstan");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    let run = || apply_with(&inv, "local-proxy", &[]);
     let out = run();
     assert!(
         out.contains("2 hosts, 2 changed, 0 unchanged, 0 failed"),
