@@ -28,6 +28,8 @@ pub struct DesiredFile {
     pub group: String,
     pub mode: u32,
     pub secret: bool,
+    /// Written when missing, never replaced (see the role's `create_only`).
+    pub create_only: bool,
 }
 
 impl DesiredFile {
@@ -73,6 +75,8 @@ pub enum Desired {
         run: String,
         creates: Option<String>,
         unless: Option<String>,
+        /// Runs when one of these paths changes in the same apply.
+        on_change: Vec<String>,
     },
 }
 
@@ -177,6 +181,7 @@ pub fn build(
                     group,
                     mode,
                     secret,
+                    create_only,
                 } => {
                     let text = match (content, template) {
                         _ if !full => String::new(),
@@ -184,14 +189,16 @@ pub fn build(
                         (None, Some(t)) => renderer.render_template(&r(t)?, &role_ctx)?,
                         (None, None) => String::new(),
                     };
-                    out.push(Desired::File(inline_file(
+                    let mut file = inline_file(
                         path_of(path)?,
                         text.into_bytes(),
                         r(owner)?,
                         r(group)?,
                         mode_of(mode),
                         *secret,
-                    )));
+                    );
+                    file.create_only = *create_only;
+                    out.push(Desired::File(file));
                 }
                 ResourceSpec::Binary {
                     artifact,
@@ -218,6 +225,7 @@ pub fn build(
                         group: "root".into(),
                         mode: mode_of(mode),
                         secret: false,
+                        create_only: false,
                     }));
                 }
                 ResourceSpec::Unit {
@@ -324,11 +332,16 @@ pub fn build(
                     run,
                     creates,
                     unless,
+                    on_change,
                 } => out.push(Desired::Command {
                     name: r(name)?,
                     run: r(run)?,
                     creates: creates.as_deref().map(path_of).transpose()?,
                     unless: unless.as_deref().map(r).transpose()?,
+                    on_change: on_change
+                        .iter()
+                        .map(|p| path_of(p))
+                        .collect::<Result<_, _>>()?,
                 }),
             }
         }
@@ -367,9 +380,25 @@ pub fn build(
     dedupe(out)
 }
 
+/// The key of the context under which a workflow passes per-host overrides of role vars.
+pub const VAR_OVERRIDES: &str = "var_overrides";
+
 fn role_context(role: &Role, ctx: &Value) -> Value {
-    // Role defaults; the BTreeMap keeps the order stable.
-    minijinja::context! { vars => role.spec.vars.clone(), ..ctx.clone() }
+    // Role defaults, then what the workflow decided for this host (a joining etcd member's
+    // initial cluster, say); the BTreeMap keeps the order stable.
+    let mut vars = role.spec.vars.clone();
+    if let Ok(overrides) = ctx.get_attr(VAR_OVERRIDES)
+        && let Ok(keys) = overrides.try_iter()
+    {
+        for key in keys {
+            if let (Some(k), Ok(v)) = (key.as_str(), overrides.get_item(&key))
+                && !v.is_undefined()
+            {
+                vars.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    minijinja::context! { vars => vars, ..ctx.clone() }
 }
 
 /// A file held in memory, with its hash.
@@ -391,6 +420,7 @@ pub fn inline_file(
         group,
         mode,
         secret,
+        create_only: false,
     }
 }
 

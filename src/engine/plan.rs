@@ -218,12 +218,40 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
                     changes.push(change(i, "package", name, Action::Install, vec![]));
                 }
             }
-            Desired::Command { name, .. } => {
-                if !state.commands_done.contains(name) {
-                    changes.push(change(i, "command", name, Action::Run, vec![]));
-                }
-            }
-            Desired::Unit { .. } => {}
+            Desired::Command { .. } | Desired::Unit { .. } => {}
+        }
+    }
+
+    // Commands after every file, so that `on_change` sees all of them and the command runs
+    // with the new files in place. A command runs when its guard says it is not done (one
+    // without any guard or trigger runs every time), or when a path it watches changed.
+    for (i, d) in desired.iter().enumerate() {
+        let Desired::Command {
+            name,
+            creates,
+            unless,
+            on_change,
+            ..
+        } = d
+        else {
+            continue;
+        };
+        let because: Vec<&str> = on_change
+            .iter()
+            .map(String::as_str)
+            .filter(|p| changed_paths.contains(p))
+            .collect();
+        let guarded = creates.is_some() || unless.is_some();
+        if !because.is_empty() {
+            changes.push(change(
+                i,
+                "command",
+                name,
+                Action::Run,
+                vec![format!("because {} changed", because.join(", "))],
+            ));
+        } else if !state.commands_done.contains(name) && (guarded || on_change.is_empty()) {
+            changes.push(change(i, "command", name, Action::Run, vec![]));
         }
     }
 
@@ -334,7 +362,7 @@ fn file_change(
             }
             Some(c)
         }
-        PathKind::File if now.sha256.as_deref() == Some(f.sha256.as_str()) => {
+        PathKind::File if f.create_only || now.sha256.as_deref() == Some(f.sha256.as_str()) => {
             let details = meta_drift(now, &f.owner, &f.group, f.mode);
             (!details.is_empty()).then(|| base(Action::Fix, details))
         }
@@ -478,6 +506,7 @@ mod tests {
                 run: "swapoff -a".into(),
                 creates: None,
                 unless: Some("true".into()),
+                on_change: vec![],
             },
         ];
         let mut state = HostState::default();
@@ -536,6 +565,7 @@ mod tests {
                 run: "swapoff -a".into(),
                 creates: None,
                 unless: None,
+                on_change: vec![],
             },
         ];
         let p = plan(&desired, &HostState::default(), &BTreeMap::new());
@@ -727,6 +757,73 @@ mod tests {
             "net.ipv4.ip_local_port_range".into(),
             Some("1024\t65000".into()),
         );
+        assert!(plan(&desired, &state, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn create_only_files_are_written_once_and_never_replaced() {
+        let mut f = inline_file(
+            "/etc/etcd/initial-cluster.env".into(),
+            b"ETCD_INITIAL_CLUSTER=a\n".to_vec(),
+            "root".into(),
+            "root".into(),
+            0o644,
+            false,
+        );
+        f.create_only = true;
+        let desired = vec![Desired::File(f.clone())];
+        let p = plan(&desired, &HostState::default(), &BTreeMap::new());
+        assert_eq!(actions(&p), vec![(f.path.clone(), "create")]);
+
+        // Another content on the host stays; only a mode drift is fixed.
+        let mut state = HostState::default();
+        let mut now = present(&desired[0]);
+        now.sha256 = Some("0".repeat(64));
+        state.paths.insert(f.path.clone(), now.clone());
+        assert!(plan(&desired, &state, &BTreeMap::new()).is_empty());
+        now.mode = 0o600;
+        state.paths.insert(f.path.clone(), now);
+        let p = plan(&desired, &state, &BTreeMap::new());
+        assert_eq!(actions(&p), vec![(f.path.clone(), "fix")]);
+    }
+
+    #[test]
+    fn commands_run_on_change_of_a_watched_file_or_when_their_guard_fails() {
+        let manifest = file("/etc/kubernetes/addons/a.yaml", "kind: A\n", 0o644);
+        let watched = |unless: Option<&str>| Desired::Command {
+            name: "apply-addons".into(),
+            run: "kubectl apply -f /etc/kubernetes/addons/".into(),
+            creates: None,
+            unless: unless.map(str::to_string),
+            on_change: vec!["/etc/kubernetes/addons/a.yaml".into()],
+        };
+        // Declared before the file it watches: still planned after it.
+        let desired = vec![watched(None), manifest.clone()];
+        let p = plan(&desired, &HostState::default(), &BTreeMap::new());
+        assert_eq!(
+            actions(&p),
+            vec![
+                ("/etc/kubernetes/addons/a.yaml".into(), "create"),
+                ("apply-addons".into(), "run"),
+            ]
+        );
+        assert_eq!(
+            p.changes[1].details,
+            vec!["because /etc/kubernetes/addons/a.yaml changed".to_string()]
+        );
+
+        // File in place: no trigger, and with no guard the command does not run.
+        let mut state = HostState::default();
+        state
+            .paths
+            .insert("/etc/kubernetes/addons/a.yaml".into(), present(&manifest));
+        assert!(plan(&desired, &state, &BTreeMap::new()).is_empty());
+
+        // With a guard that says not done (objects deleted), it runs; done, it does not.
+        let desired = vec![manifest.clone(), watched(Some("kubectl get -f x"))];
+        let p = plan(&desired, &state, &BTreeMap::new());
+        assert_eq!(actions(&p), vec![("apply-addons".into(), "run")]);
+        state.commands_done.insert("apply-addons".into());
         assert!(plan(&desired, &state, &BTreeMap::new()).is_empty());
     }
 }

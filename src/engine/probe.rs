@@ -220,18 +220,21 @@ mod tests {
                 run: "false".into(),
                 creates: Some(marker.to_str().unwrap().into()),
                 unless: None,
+                on_change: vec![],
             },
             Desired::Command {
                 name: "done-by-unless".into(),
                 run: "false".into(),
                 creates: None,
                 unless: Some("test 1 = 1".into()),
+                on_change: vec![],
             },
             Desired::Command {
                 name: "pending".into(),
                 run: "false".into(),
                 creates: None,
                 unless: Some("test 1 = 2".into()),
+                on_change: vec![],
             },
             Desired::Unit {
                 name: "capstan-none.service".into(),

@@ -73,6 +73,10 @@ pub enum ResourceSpec {
         /// Never shown in plans, diffs or logs.
         #[serde(default)]
         secret: bool,
+        /// Written when missing, never replaced afterwards (only owner and mode are kept
+        /// right): for what must stay as it was first written, like etcd's initial cluster.
+        #[serde(default)]
+        create_only: bool,
     },
     Binary {
         /// A component of the artifact catalog (its version comes from the inventory).
@@ -118,6 +122,9 @@ pub enum ResourceSpec {
         creates: Option<String>,
         /// Skip when this command exits 0.
         unless: Option<String>,
+        /// Also run when one of these managed paths changes in the same apply.
+        #[serde(default)]
+        on_change: Vec<String>,
     },
 }
 
