@@ -49,17 +49,109 @@ pub struct Computed {
     pub images: catalog::Images,
     /// `address:port` clients use for the API.
     pub api_endpoint: String,
+    /// `https://address:port`, the API endpoint as a URL.
+    pub api_server_url: String,
+    /// The port each API server listens on: 6443 (what load balancers and local proxies
+    /// forward to), or the endpoint's port when the endpoint is the single control plane.
+    pub apiserver_port: u16,
+    /// The first control plane of the inventory: it applies the addons.
+    pub first_control_plane: String,
+    /// The `kubernetes` Service's address: the service subnet's first.
+    pub kubernetes_service_ip: String,
+    /// The cluster DNS (the `kube-dns` Service): the service subnet's 10th address, as kubeadm.
+    pub cluster_dns: String,
+    /// Every etcd member's client URL, comma-separated (`--etcd-servers`).
+    pub etcd_servers: String,
+    /// Every etcd member as `name=https://address:2380`, comma-separated (a new cluster's
+    /// `--initial-cluster`).
+    pub etcd_initial_cluster: String,
+    /// `--service-account-issuer`, as kubeadm: `https://kubernetes.default.svc.<dns_domain>`.
+    pub service_account_issuer: String,
 }
+
+/// etcd's client and peer ports.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+/// The API server's port behind a load balancer or local proxy (kubeadm's bindPort).
+pub const APISERVER_PORT: u16 = 6443;
 
 impl Computed {
     pub fn new(inventory: &Inventory) -> Result<Computed, crate::artifacts::ArtifactError> {
         let c = &inventory.cluster;
         let images = catalog::images(&c.kubernetes_version, Some(&c.image_repository))?;
+        let members: Vec<&Host> = inventory.etcd_members().collect();
+        let join = |f: &dyn Fn(&Host) -> String| {
+            members.iter().map(|h| f(h)).collect::<Vec<_>>().join(",")
+        };
         Ok(Computed {
             sandbox_image: images.pause.clone(),
             images,
-            api_endpoint: format!("{}:{}", c.api_endpoint.address, c.api_endpoint.port),
+            api_endpoint: host_port(&c.api_endpoint.address, c.api_endpoint.port),
+            api_server_url: format!(
+                "https://{}",
+                host_port(&c.api_endpoint.address, c.api_endpoint.port)
+            ),
+            apiserver_port: if c.api_endpoint.mode == crate::inventory::ApiEndpointMode::Single {
+                c.api_endpoint.port
+            } else {
+                APISERVER_PORT
+            },
+            first_control_plane: inventory
+                .hosts_with(crate::inventory::Role::ControlPlane)
+                .next()
+                .map(|h| h.name.clone())
+                .unwrap_or_default(),
+            // Validation keeps the service subnet big enough for both (/28 at least).
+            kubernetes_service_ip: nth_address(&c.service_subnet, 1)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            cluster_dns: nth_address(&c.service_subnet, 10)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            etcd_servers: join(&|h| {
+                format!(
+                    "https://{}",
+                    host_port(&h.internal_address, ETCD_CLIENT_PORT)
+                )
+            }),
+            etcd_initial_cluster: join(&|h| {
+                format!(
+                    "{}=https://{}",
+                    h.name,
+                    host_port(&h.internal_address, ETCD_PEER_PORT)
+                )
+            }),
+            service_account_issuer: format!("https://kubernetes.default.svc.{}", c.dns_domain),
         })
+    }
+}
+
+/// `address:port`, with brackets around an IPv6 address.
+pub fn host_port(address: &str, port: u16) -> String {
+    if address.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+/// The `n`th address of `net` (the network address is the 0th), when it is inside `net`
+/// and not its last (broadcast) address.
+pub fn nth_address(net: &ipnet::IpNet, n: u32) -> Option<std::net::IpAddr> {
+    use std::net::IpAddr;
+    match net {
+        ipnet::IpNet::V4(v4) => {
+            let base = u32::from(v4.network());
+            let last = u32::from(v4.broadcast());
+            let addr = base.checked_add(n).filter(|a| *a < last)?;
+            Some(IpAddr::V4(addr.into()))
+        }
+        ipnet::IpNet::V6(v6) => {
+            let base = u128::from(v6.network());
+            let last = u128::from(v6.broadcast());
+            let addr = base.checked_add(u128::from(n)).filter(|a| *a < last)?;
+            Some(IpAddr::V6(addr.into()))
+        }
     }
 }
 
@@ -97,6 +189,14 @@ pub fn context(
             sandbox_image => &computed.sandbox_image,
             images => v(&computed.images),
             api_endpoint => &computed.api_endpoint,
+            api_server_url => &computed.api_server_url,
+            apiserver_port => computed.apiserver_port,
+            first_control_plane => &computed.first_control_plane,
+            kubernetes_service_ip => &computed.kubernetes_service_ip,
+            cluster_dns => &computed.cluster_dns,
+            etcd_servers => &computed.etcd_servers,
+            etcd_initial_cluster => &computed.etcd_initial_cluster,
+            service_account_issuer => &computed.service_account_issuer,
             etcd_members => v(members),
             lb_backends => v(backends),
         },
@@ -258,5 +358,518 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(labels(&shape), labels(&first));
+    }
+
+    /// Three stacked control planes, a worker, a load balancer, custom leader election.
+    fn ha_inventory() -> Inventory {
+        let text = "\
+cluster:
+  name: ha
+  kubernetes_version: v1.32.4
+  service_subnet: 10.96.0.0/12
+  pod_subnet: 10.244.0.0/16
+  dns_domain: k8s.example
+  leader_election: {lease_duration: 30s, renew_deadline: 20s, retry_period: 4s}
+hosts:
+  - {name: lb1, address: 192.0.2.10, roles: [load-balancer]}
+  - {name: cp1, address: 192.0.2.11, internal_address: 10.0.0.11, roles: [control-plane]}
+  - {name: cp2, address: 192.0.2.12, internal_address: 10.0.0.12, roles: [control-plane]}
+  - {name: cp3, address: 192.0.2.13, internal_address: 10.0.0.13, roles: [control-plane]}
+  - {name: w1, address: 192.0.2.21, internal_address: 10.0.0.21, roles: [worker]}
+";
+        crate::inventory::load_str(
+            text,
+            std::path::Path::new("/nonexistent/cluster.yaml"),
+            None,
+        )
+        .unwrap()
+    }
+
+    const CLUSTER_ROLES: [&str; 6] = [
+        "common",
+        "containerd",
+        "etcd",
+        "kubelet",
+        "control-plane",
+        "addons",
+    ];
+
+    /// The files the cluster roles give `host` (by path), rendered with `facts` and the
+    /// workflow's per-host `overrides` of role vars.
+    fn files_of(
+        inventory: &Inventory,
+        host: &str,
+        facts: &Facts,
+        overrides: Option<Value>,
+    ) -> (BTreeMap<String, String>, Vec<Desired>) {
+        let lib = Library::builtin();
+        let roles: Vec<role::Role> = CLUSTER_ROLES
+            .iter()
+            .map(|n| role::load(&lib, n).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let renderer = Renderer::new(&lib);
+        let computed = Computed::new(inventory).unwrap();
+        let host = inventory.host(host).unwrap();
+        let mut ctx = context(inventory, host, Some(facts), &computed);
+        if let Some(o) = overrides {
+            ctx = minijinja::context! { var_overrides => o, ..ctx };
+        }
+        // Only the roles whose hosts and `when` take this host, as the engine selects them.
+        let selected: Vec<&role::Role> = roles
+            .iter()
+            .filter(|r| {
+                r.spec.hosts.iter().any(|h| host.has_role(*h))
+                    && r.spec.when.as_deref().is_none_or(|w| {
+                        renderer
+                            .condition(&r.name, w, &context(inventory, host, None, &computed))
+                            .unwrap()
+                    })
+            })
+            .collect();
+        let desired =
+            desired::build(&selected, &renderer, &ctx, &FakeArtifacts, Mode::Full).unwrap();
+        let files = desired
+            .iter()
+            .filter_map(|d| match d {
+                Desired::File(f) => match &f.content {
+                    Content::Inline(b) => {
+                        Some((f.path.clone(), String::from_utf8(b.clone()).unwrap()))
+                    }
+                    Content::Cached(_) => None,
+                },
+                _ => None,
+            })
+            .collect();
+        (files, desired)
+    }
+
+    fn lab_facts() -> Facts {
+        crate::facts::parse(include_str!(
+            "../../tests/fixtures/facts/debian12-amd64-lab-systemd.txt"
+        ))
+        .unwrap()
+    }
+
+    fn yaml(text: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    /// A static pod's command line (`command` of its only container).
+    fn command_of(manifest: &str) -> Vec<String> {
+        let pod = yaml(manifest);
+        assert_eq!(pod["kind"].as_str(), Some("Pod"), "{manifest}");
+        pod["spec"]["containers"][0]["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn flag<'a>(cmd: &'a [String], name: &str) -> Option<&'a str> {
+        let prefix = format!("--{name}=");
+        cmd.iter().find_map(|a| a.strip_prefix(&prefix))
+    }
+
+    #[test]
+    fn computed_values() {
+        let inv = ha_inventory();
+        let c = Computed::new(&inv).unwrap();
+        assert_eq!(c.cluster_dns, "10.96.0.10");
+        assert_eq!(c.kubernetes_service_ip, "10.96.0.1");
+        assert_eq!(c.first_control_plane, "cp1");
+        assert_eq!(c.apiserver_port, 6443);
+        assert_eq!(
+            c.etcd_servers,
+            "https://10.0.0.11:2379,https://10.0.0.12:2379,https://10.0.0.13:2379"
+        );
+        assert_eq!(
+            c.etcd_initial_cluster,
+            "cp1=https://10.0.0.11:2380,cp2=https://10.0.0.12:2380,cp3=https://10.0.0.13:2380"
+        );
+        assert_eq!(c.api_server_url, "https://192.0.2.10:6443");
+        assert_eq!(
+            c.service_account_issuer,
+            "https://kubernetes.default.svc.k8s.example"
+        );
+        let net: ipnet::IpNet = "fd00:10:96::/112".parse().unwrap();
+        assert_eq!(nth_address(&net, 10).unwrap().to_string(), "fd00:10:96::a");
+        let small: ipnet::IpNet = "10.0.0.0/29".parse().unwrap();
+        assert_eq!(nth_address(&small, 10), None);
+        assert_eq!(host_port("fd00::1", 2379), "[fd00::1]:2379");
+        // A single control plane serves the endpoint's own port.
+        let single = crate::inventory::load_str(
+            "cluster: {name: s, kubernetes_version: v1.32.4, api_endpoint: {mode: single, port: 8443}}\nhosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n",
+            std::path::Path::new("/nonexistent/cluster.yaml"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(Computed::new(&single).unwrap().apiserver_port, 8443);
+    }
+
+    #[test]
+    fn control_plane_manifests_carry_kubeadms_flags() {
+        let inv = ha_inventory();
+        let (files, _) = files_of(&inv, "cp2", &lab_facts(), None);
+        let api = command_of(&files["/etc/kubernetes/manifests/kube-apiserver.yaml"]);
+        assert_eq!(api[0], "kube-apiserver");
+        for (name, want) in [
+            ("advertise-address", "10.0.0.12"),
+            ("authorization-mode", "Node,RBAC"),
+            (
+                "etcd-servers",
+                "https://10.0.0.11:2379,https://10.0.0.12:2379,https://10.0.0.13:2379",
+            ),
+            ("etcd-cafile", "/etc/kubernetes/pki/etcd/ca.crt"),
+            (
+                "etcd-certfile",
+                "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+            ),
+            (
+                "etcd-keyfile",
+                "/etc/kubernetes/pki/apiserver-etcd-client.key",
+            ),
+            ("client-ca-file", "/etc/kubernetes/pki/ca.crt"),
+            ("tls-cert-file", "/etc/kubernetes/pki/apiserver.crt"),
+            ("tls-private-key-file", "/etc/kubernetes/pki/apiserver.key"),
+            ("service-account-key-file", "/etc/kubernetes/pki/sa.pub"),
+            (
+                "service-account-signing-key-file",
+                "/etc/kubernetes/pki/sa.key",
+            ),
+            (
+                "service-account-issuer",
+                "https://kubernetes.default.svc.k8s.example",
+            ),
+            ("service-cluster-ip-range", "10.96.0.0/12"),
+            ("secure-port", "6443"),
+            (
+                "requestheader-client-ca-file",
+                "/etc/kubernetes/pki/front-proxy-ca.crt",
+            ),
+            (
+                "proxy-client-cert-file",
+                "/etc/kubernetes/pki/front-proxy-client.crt",
+            ),
+            ("requestheader-allowed-names", "front-proxy-client"),
+        ] {
+            assert_eq!(flag(&api, name), Some(want), "--{name} in {api:?}");
+        }
+        // Behind an external LB the API server binds every address.
+        assert_eq!(flag(&api, "bind-address"), None);
+        let pod = yaml(&files["/etc/kubernetes/manifests/kube-apiserver.yaml"]);
+        assert_eq!(
+            pod["spec"]["containers"][0]["image"].as_str(),
+            Some("registry.k8s.io/kube-apiserver:v1.32.4")
+        );
+        assert_eq!(pod["spec"]["hostNetwork"].as_bool(), Some(true));
+        assert_eq!(
+            pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["host"].as_str(),
+            Some("10.0.0.12")
+        );
+        let mounts: Vec<&str> = pod["spec"]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v["hostPath"]["path"].as_str().unwrap())
+            .collect();
+        assert!(mounts.contains(&"/etc/kubernetes/pki"), "{mounts:?}");
+
+        let cm = command_of(&files["/etc/kubernetes/manifests/kube-controller-manager.yaml"]);
+        let sched = command_of(&files["/etc/kubernetes/manifests/kube-scheduler.yaml"]);
+        for (cmd, conf) in [
+            (&cm, "/etc/kubernetes/controller-manager.conf"),
+            (&sched, "/etc/kubernetes/scheduler.conf"),
+        ] {
+            assert_eq!(flag(cmd, "kubeconfig"), Some(conf), "{cmd:?}");
+            assert_eq!(flag(cmd, "authentication-kubeconfig"), Some(conf));
+            assert_eq!(flag(cmd, "leader-elect"), Some("true"));
+            assert_eq!(flag(cmd, "leader-elect-lease-duration"), Some("30s"));
+            assert_eq!(flag(cmd, "leader-elect-renew-deadline"), Some("20s"));
+            assert_eq!(flag(cmd, "leader-elect-retry-period"), Some("4s"));
+            assert_eq!(flag(cmd, "bind-address"), Some("127.0.0.1"));
+        }
+        assert_eq!(flag(&cm, "cluster-cidr"), Some("10.244.0.0/16"));
+        assert_eq!(
+            flag(&cm, "service-account-private-key-file"),
+            Some("/etc/kubernetes/pki/sa.key")
+        );
+        assert_eq!(flag(&cm, "cluster-name"), Some("ha"));
+    }
+
+    /// Every flag the manifests pass is one the stand-ins (which take upstream's names and
+    /// refuse unknown ones) accept: the flag lists are shared text, so compare names.
+    #[test]
+    fn manifest_flags_are_known_to_the_standins() {
+        let inv = ha_inventory();
+        let (files, _) = files_of(&inv, "cp1", &lab_facts(), None);
+        let apiserver = include_str!("../../tests/standins/src/apiserver.rs");
+        let controllers = include_str!("../../tests/standins/src/controllers.rs");
+        for (manifest, source) in [
+            ("kube-apiserver", apiserver),
+            ("kube-controller-manager", controllers),
+            ("kube-scheduler", controllers),
+        ] {
+            let cmd = command_of(&files[&format!("/etc/kubernetes/manifests/{manifest}.yaml")]);
+            for arg in &cmd[1..] {
+                let name = arg
+                    .strip_prefix("--")
+                    .and_then(|a| a.split('=').next())
+                    .unwrap();
+                assert!(
+                    source.contains(&format!("(\"{name}\", ")),
+                    "{manifest} --{name} is not in the stand-in's FLAGS"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn kubelet_config_follows_role_and_facts() {
+        let inv = ha_inventory();
+        let (cp, _) = files_of(&inv, "cp1", &lab_facts(), None);
+        let cfg = yaml(&cp["/var/lib/kubelet/config.yaml"]);
+        assert_eq!(cfg["kind"].as_str(), Some("KubeletConfiguration"));
+        assert_eq!(cfg["cgroupDriver"].as_str(), Some("systemd"));
+        assert_eq!(cfg["clusterDNS"][0].as_str(), Some("10.96.0.10"));
+        assert_eq!(cfg["clusterDomain"].as_str(), Some("k8s.example"));
+        assert_eq!(cfg["rotateCertificates"].as_bool(), Some(false));
+        assert_eq!(cfg["serverTLSBootstrap"].as_bool(), Some(false));
+        assert_eq!(
+            cfg["staticPodPath"].as_str(),
+            Some("/etc/kubernetes/manifests")
+        );
+        assert_eq!(
+            cfg["tlsCertFile"].as_str(),
+            Some("/var/lib/kubelet/pki/kubelet.crt")
+        );
+        assert_eq!(
+            cfg["authentication"]["x509"]["clientCAFile"].as_str(),
+            Some("/etc/kubernetes/pki/ca.crt")
+        );
+        // The lab host runs cgroup v1.
+        assert_eq!(cfg["failCgroupV1"].as_bool(), Some(false));
+        let unit = &cp["/etc/systemd/system/kubelet.service"];
+        for f in [
+            "--kubeconfig=/etc/kubernetes/kubelet.conf",
+            "--config=/var/lib/kubelet/config.yaml",
+            "--container-runtime-endpoint=unix:///run/containerd/containerd.sock",
+            "--node-ip=10.0.0.11",
+            "--hostname-override=cp1",
+        ] {
+            assert!(unit.contains(f), "{f} in {unit}");
+        }
+        // A worker on cgroup v2: no static pods, no cgroup v1 exception.
+        let v2 = crate::facts::parse(include_str!(
+            "../../tests/fixtures/facts/rocky9-amd64-cgroupv2-cluster.txt"
+        ))
+        .unwrap();
+        let (w, _) = files_of(&inv, "w1", &v2, None);
+        let cfg = yaml(&w["/var/lib/kubelet/config.yaml"]);
+        assert!(cfg.get("staticPodPath").is_none(), "{cfg:?}");
+        assert!(cfg.get("failCgroupV1").is_none(), "{cfg:?}");
+        assert!(!w.contains_key("/etc/etcd/etcd.env"));
+        assert!(!w.contains_key("/etc/kubernetes/manifests/kube-apiserver.yaml"));
+    }
+
+    #[test]
+    fn etcd_member_and_its_initial_cluster() {
+        let inv = ha_inventory();
+        let (files, desired) = files_of(&inv, "cp3", &lab_facts(), None);
+        let env = &files["/etc/etcd/etcd.env"];
+        for line in [
+            "ETCD_NAME=cp3",
+            "ETCD_LISTEN_CLIENT_URLS=https://127.0.0.1:2379,https://10.0.0.13:2379",
+            "ETCD_ADVERTISE_CLIENT_URLS=https://10.0.0.13:2379",
+            "ETCD_INITIAL_ADVERTISE_PEER_URLS=https://10.0.0.13:2380",
+            "ETCD_CERT_FILE=/etc/kubernetes/pki/etcd/server.crt",
+            "ETCD_PEER_CERT_FILE=/etc/kubernetes/pki/etcd/peer.crt",
+            "ETCD_CLIENT_CERT_AUTH=true",
+        ] {
+            assert!(env.lines().any(|l| l == line), "{line} in {env}");
+        }
+        assert!(!env.contains("INITIAL_CLUSTER="), "{env}");
+        let initial = &files["/etc/etcd/initial-cluster.env"];
+        assert!(initial.contains(
+            "ETCD_INITIAL_CLUSTER=cp1=https://10.0.0.11:2380,cp2=https://10.0.0.12:2380,cp3=https://10.0.0.13:2380\n"
+        ), "{initial}");
+        assert!(initial.contains("ETCD_INITIAL_CLUSTER_STATE=new\n"));
+        let create_only: Vec<&str> = desired
+            .iter()
+            .filter_map(|d| match d {
+                Desired::File(f) if f.create_only => Some(f.path.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(create_only, ["/etc/etcd/initial-cluster.env"]);
+        let unit = &files["/etc/systemd/system/etcd.service"];
+        assert!(unit.contains("EnvironmentFile=-/etc/etcd/initial-cluster.env"));
+        let data_dir = desired.iter().find_map(|d| match d {
+            Desired::Directory { path, mode, .. } if path == "/var/lib/etcd" => Some(*mode),
+            _ => None,
+        });
+        assert_eq!(data_dir, Some(0o700));
+        let restart_on = desired
+            .iter()
+            .find_map(|d| match d {
+                Desired::Unit {
+                    name, restart_on, ..
+                } if name == "etcd.service" => Some(restart_on.clone()),
+                _ => None,
+            })
+            .unwrap();
+        for p in [
+            "/etc/etcd/etcd.env",
+            "/usr/local/bin/etcd",
+            "/etc/kubernetes/pki/etcd/server.crt",
+            "/etc/kubernetes/pki/etcd/peer.key",
+        ] {
+            assert!(restart_on.iter().any(|r| r == p), "{p} in {restart_on:?}");
+        }
+        // A joining member: the workflow's overrides.
+        let overrides = minijinja::context! {
+            initial_cluster_state => "existing",
+            initial_cluster => "cp1=https://10.0.0.11:2380,cp3=https://10.0.0.13:2380",
+        };
+        let (files, _) = files_of(&inv, "cp3", &lab_facts(), Some(overrides));
+        let initial = &files["/etc/etcd/initial-cluster.env"];
+        assert!(
+            initial.contains(
+                "ETCD_INITIAL_CLUSTER=cp1=https://10.0.0.11:2380,cp3=https://10.0.0.13:2380\n"
+            ),
+            "{initial}"
+        );
+        assert!(initial.contains("ETCD_INITIAL_CLUSTER_STATE=existing\n"));
+    }
+
+    #[test]
+    fn external_etcd_members_are_the_etcd_hosts() {
+        let text = "cluster: {name: x, kubernetes_version: v1.32.4, etcd: {topology: external}}\nhosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: e1, address: 10.0.0.5, roles: [etcd]}\n";
+        let inv = crate::inventory::load_str(
+            text,
+            std::path::Path::new("/nonexistent/cluster.yaml"),
+            None,
+        )
+        .unwrap();
+        let (cp, _) = files_of(&inv, "cp1", &lab_facts(), None);
+        assert!(!cp.contains_key("/etc/etcd/etcd.env"));
+        let api = command_of(&cp["/etc/kubernetes/manifests/kube-apiserver.yaml"]);
+        assert_eq!(flag(&api, "etcd-servers"), Some("https://10.0.0.5:2379"));
+        let (e, _) = files_of(&inv, "e1", &lab_facts(), None);
+        assert!(e["/etc/etcd/etcd.env"].contains("ETCD_NAME=e1\n"));
+        assert!(!e.contains_key("/var/lib/kubelet/config.yaml"));
+    }
+
+    #[test]
+    fn addons_on_the_first_control_plane_only() {
+        let inv = ha_inventory();
+        let (cp2, _) = files_of(&inv, "cp2", &lab_facts(), None);
+        assert!(!cp2.keys().any(|p| p.starts_with("/etc/kubernetes/addons/")));
+        let (files, desired) = files_of(&inv, "cp1", &lab_facts(), None);
+        let docs = |path: &str| -> Vec<serde_yaml::Value> {
+            let text = &files[path];
+            serde_yaml::Deserializer::from_str(text)
+                .map(|d| {
+                    serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}"))
+                })
+                .collect()
+        };
+        let find = |docs: &[serde_yaml::Value], kind: &str, name: &str| {
+            docs.iter()
+                .find(|d| {
+                    d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name)
+                })
+                .unwrap_or_else(|| panic!("no {kind} {name}"))
+                .clone()
+        };
+        let rbac = docs("/etc/kubernetes/addons/00-node-rbac.yaml");
+        let node = find(&rbac, "ClusterRoleBinding", "capstan:system:node");
+        assert_eq!(node["roleRef"]["name"].as_str(), Some("system:node"));
+        assert_eq!(node["subjects"][0]["name"].as_str(), Some("system:nodes"));
+
+        let proxy = docs("/etc/kubernetes/addons/10-kube-proxy.yaml");
+        let cfg = find(&proxy, "ConfigMap", "kube-proxy");
+        let conf = yaml(cfg["data"]["config.conf"].as_str().unwrap());
+        assert_eq!(conf["kind"].as_str(), Some("KubeProxyConfiguration"));
+        assert_eq!(conf["clusterCIDR"].as_str(), Some("10.244.0.0/16"));
+        let kc = yaml(cfg["data"]["kubeconfig.conf"].as_str().unwrap());
+        assert_eq!(
+            kc["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://192.0.2.10:6443")
+        );
+        let ds = find(&proxy, "DaemonSet", "kube-proxy");
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
+            Some("registry.k8s.io/kube-proxy:v1.32.4")
+        );
+        find(&proxy, "ServiceAccount", "kube-proxy");
+
+        let dns = docs("/etc/kubernetes/addons/20-coredns.yaml");
+        let svc = find(&dns, "Service", "kube-dns");
+        assert_eq!(svc["spec"]["clusterIP"].as_str(), Some("10.96.0.10"));
+        let corefile = find(&dns, "ConfigMap", "coredns")["data"]["Corefile"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            corefile.contains("kubernetes k8s.example in-addr.arpa ip6.arpa"),
+            "{corefile}"
+        );
+        find(&dns, "Deployment", "coredns");
+        find(&dns, "ClusterRoleBinding", "system:coredns");
+
+        let flannel = docs("/etc/kubernetes/addons/30-flannel.yaml");
+        find(&flannel, "Namespace", "kube-flannel");
+        let net: serde_json::Value = serde_json::from_str(
+            find(&flannel, "ConfigMap", "kube-flannel-cfg")["data"]["net-conf.json"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(net["Network"], "10.244.0.0/16");
+        find(&flannel, "DaemonSet", "kube-flannel-ds");
+
+        let (run, unless, on_change) = desired
+            .iter()
+            .find_map(|d| match d {
+                Desired::Command {
+                    name,
+                    run,
+                    unless,
+                    on_change,
+                    ..
+                } if name == "apply-addons" => Some((run, unless, on_change)),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            run,
+            "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /etc/kubernetes/addons/"
+        );
+        assert!(
+            unless
+                .as_deref()
+                .unwrap()
+                .contains(" get -f /etc/kubernetes/addons/ -o name")
+        );
+        let addon_files: Vec<&String> = files
+            .keys()
+            .filter(|p| p.starts_with("/etc/kubernetes/addons/"))
+            .collect();
+        assert_eq!(on_change.iter().collect::<Vec<_>>(), addon_files);
+    }
+
+    #[test]
+    fn local_proxy_mode_frees_loopback_for_the_proxy() {
+        let text = "cluster: {name: x, kubernetes_version: v1.32.4, api_endpoint: {mode: local-proxy}}\nhosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n";
+        let inv = crate::inventory::load_str(
+            text,
+            std::path::Path::new("/nonexistent/cluster.yaml"),
+            None,
+        )
+        .unwrap();
+        let (files, _) = files_of(&inv, "cp1", &lab_facts(), None);
+        let api = command_of(&files["/etc/kubernetes/manifests/kube-apiserver.yaml"]);
+        assert_eq!(flag(&api, "bind-address"), Some("10.0.0.1"));
     }
 }

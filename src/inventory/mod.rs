@@ -86,6 +86,20 @@ pub struct Cluster {
     /// `crictl`, `cni-plugins`; `kubelet` and `kubectl` follow `kubernetes_version`).
     pub versions: std::collections::BTreeMap<String, String>,
     pub pki: Pki,
+    pub leader_election: LeaderElection,
+}
+
+/// Leader election of kube-controller-manager and kube-scheduler (`cluster.leader_election`),
+/// as the Go durations the components take (`15s`, `1m30s`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaderElection {
+    /// How long a non-leader waits after the last renewal before it takes the lease
+    /// (default 15s).
+    pub lease_duration: String,
+    /// How long the leader keeps retrying to renew before it gives up leading (default 10s).
+    pub renew_deadline: String,
+    /// How often candidates try to acquire or renew (default 2s).
+    pub retry_period: String,
 }
 
 /// Certificate settings (`cluster.pki`).

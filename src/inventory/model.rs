@@ -37,6 +37,19 @@ pub struct ClusterSpec {
     /// Certificates: key algorithm and renewal threshold.
     #[serde(default)]
     pub pki: PkiSpec,
+    /// Leader election of kube-controller-manager and kube-scheduler.
+    #[serde(default)]
+    pub leader_election: LeaderElectionSpec,
+}
+
+/// `--leader-elect-lease-duration`, `-renew-deadline` and `-retry-period` of
+/// kube-controller-manager and kube-scheduler, as Go durations (`15s`, `1m30s`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionSpec {
+    pub lease_duration: Option<String>,
+    pub renew_deadline: Option<String>,
+    pub retry_period: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

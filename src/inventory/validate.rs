@@ -94,6 +94,16 @@ pub fn resolve(
             );
     }
 
+    if let Some(services) = service_subnet
+        && services.prefix_len() + 4 > services.max_prefix_len()
+    {
+        c.at(
+            &["cluster", "service_subnet"],
+            format!("service_subnet {services} is too small: cluster DNS takes its 10th address"),
+            "give a /28 or larger (IPv6: /124 or larger), e.g. 10.96.0.0/12",
+        );
+    }
+
     let dns_domain = spec
         .dns_domain
         .clone()
@@ -257,6 +267,8 @@ pub fn resolve(
     let api_endpoint = resolve_api_endpoint(&mut c, file, &control_planes, &lb_hosts);
     let artifacts = resolve_artifacts(&mut c, file);
     let versions = resolve_versions(&mut c, file, version);
+    let pki = resolve_pki(&mut c, file);
+    let leader_election = resolve_leader_election(&mut c, file);
     let image_repository = spec
         .image_repository
         .clone()
@@ -293,7 +305,8 @@ pub fn resolve(
                 artifacts,
                 image_repository,
                 versions,
-                pki: resolve_pki(&mut c, file),
+                pki,
+                leader_election,
             },
             hosts,
         })
@@ -489,6 +502,115 @@ fn resolve_pki(c: &mut Collector<'_>, file: &InventoryFile) -> super::Pki {
         key_algorithm: spec.key_algorithm.unwrap_or(super::KeyAlgorithm::EcdsaP256),
         renew_before_days,
     }
+}
+
+pub const DEFAULT_LEASE_DURATION: &str = "15s";
+pub const DEFAULT_RENEW_DEADLINE: &str = "10s";
+pub const DEFAULT_RETRY_PERIOD: &str = "2s";
+
+/// client-go refuses a renew deadline within `JitterFactor` (1.2) retry periods.
+const LEADER_ELECTION_JITTER: f64 = 1.2;
+
+fn resolve_leader_election(c: &mut Collector<'_>, file: &InventoryFile) -> super::LeaderElection {
+    let spec = &file.cluster.leader_election;
+    let mut parse = |key: &str, given: Option<&String>, default: &str| {
+        let text = given.map_or(default, String::as_str).to_string();
+        let parsed = parse_go_duration(&text);
+        match parsed {
+            None => c.at(
+                &["cluster", "leader_election", key],
+                format!("`{text}` is not a duration"),
+                "write a Go duration: a number and a unit (ms, s, m, h), e.g. 15s or 1m30s",
+            ),
+            Some(d) if d.is_zero() => c.at(
+                &["cluster", "leader_election", key],
+                format!("{key} must be longer than 0"),
+                format!("the default is {default}"),
+            ),
+            Some(_) => {}
+        }
+        (text, parsed.filter(|d| !d.is_zero()))
+    };
+    let (lease_duration, lease) = parse(
+        "lease_duration",
+        spec.lease_duration.as_ref(),
+        DEFAULT_LEASE_DURATION,
+    );
+    let (renew_deadline, renew) = parse(
+        "renew_deadline",
+        spec.renew_deadline.as_ref(),
+        DEFAULT_RENEW_DEADLINE,
+    );
+    let (retry_period, retry) = parse(
+        "retry_period",
+        spec.retry_period.as_ref(),
+        DEFAULT_RETRY_PERIOD,
+    );
+    if let (Some(lease), Some(renew)) = (lease, renew)
+        && renew >= lease
+    {
+        c.at(
+            &["cluster", "leader_election", "renew_deadline"],
+            format!(
+                "renew_deadline {renew_deadline} is not shorter than lease_duration {lease_duration}"
+            ),
+            "the leader must give up before others may take the lease: keep renew_deadline < lease_duration (defaults 10s and 15s)",
+        );
+    }
+    if let (Some(renew), Some(retry)) = (renew, retry)
+        && renew.as_secs_f64() <= retry.as_secs_f64() * LEADER_ELECTION_JITTER
+    {
+        c.at(
+            &["cluster", "leader_election", "retry_period"],
+            format!(
+                "retry_period {retry_period} leaves no room to retry within renew_deadline {renew_deadline}"
+            ),
+            "keep renew_deadline longer than 1.2 x retry_period, as client-go requires (defaults 10s and 2s)",
+        );
+    }
+    super::LeaderElection {
+        lease_duration,
+        renew_deadline,
+        retry_period,
+    }
+}
+
+/// Parses a Go duration (`time.ParseDuration`): `300ms`, `1.5h`, `2h45m`; no sign.
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    if text == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return None;
+        }
+        let value: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|ch: char| ch.is_ascii_digit() || ch == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 fn resolve_artifacts(c: &mut Collector<'_>, file: &InventoryFile) -> Artifacts {
@@ -729,6 +851,122 @@ mod tests {
         assert!(!is_address("1.2.3.4; reboot"));
         assert!(is_user_name("ubuntu"));
         assert!(!is_user_name("a b"));
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        for (text, want) in [
+            ("15s", Duration::from_secs(15)),
+            ("1m30s", Duration::from_secs(90)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("2h45m", Duration::from_secs(9900)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_go_duration(text), Some(want), "{text}");
+        }
+        for bad in ["", "15", "s", "-1s", "1x", "1..5s", "15 s", "1s2"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match crate::inventory::load_str(text, Path::new("/x/cluster.yaml"), None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}:{}: {} | {}",
+                        p.line,
+                        p.col,
+                        p.message,
+                        p.help.as_deref().unwrap_or("")
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    const HOSTS: &str = "hosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n";
+
+    #[test]
+    fn leader_election_defaults_and_checks() {
+        let inv = crate::inventory::load_str(
+            &format!("cluster: {{name: a, kubernetes_version: v1.32.4}}\n{HOSTS}"),
+            Path::new("/x/cluster.yaml"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            inv.cluster.leader_election,
+            crate::inventory::LeaderElection {
+                lease_duration: "15s".into(),
+                renew_deadline: "10s".into(),
+                retry_period: "2s".into(),
+            }
+        );
+        let bad = |le: &str| {
+            problems(&format!(
+                "cluster:\n  name: a\n  kubernetes_version: v1.32.4\n  leader_election: {le}\n{HOSTS}"
+            ))
+        };
+        let p = bad("{lease_duration: 15, renew_deadline: 1m, retry_period: 0s}");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("4:37: `15` is not a duration | write a Go duration"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("4:75: retry_period must be longer than 0"),
+            "{p:?}"
+        );
+        let p = bad("{lease_duration: 10s, renew_deadline: 10s}");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("renew_deadline 10s is not shorter than lease_duration 10s | the leader must give up"),
+            "{p:?}"
+        );
+        let p = bad("{retry_period: 9s}");
+        assert!(
+            p[0].contains("retry_period 9s leaves no room to retry within renew_deadline 10s"),
+            "{p:?}"
+        );
+        let p = bad("{lease_duration: 15s, renw_deadline: 10s}");
+        assert!(p[0].contains("unknown key `renw_deadline`"), "{p:?}");
+        assert!(bad("{lease_duration: 1m, renew_deadline: 40s, retry_period: 5s}").is_empty());
+    }
+
+    #[test]
+    fn service_subnet_must_hold_the_dns_address() {
+        let p = problems(&format!(
+            "cluster:\n  name: a\n  kubernetes_version: v1.32.4\n  service_subnet: 10.96.0.0/29\n{HOSTS}"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "4:19: service_subnet 10.96.0.0/29 is too small: cluster DNS takes its 10th address"
+            ),
+            "{p:?}"
+        );
+        assert!(problems(&format!(
+            "cluster:\n  name: a\n  kubernetes_version: v1.32.4\n  service_subnet: 10.96.0.0/28\n{HOSTS}"
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn pki_problems_are_reported() {
+        let p = problems(&format!(
+            "cluster:\n  name: a\n  kubernetes_version: v1.32.4\n  pki: {{renew_before_days: 0}}\n{HOSTS}"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("renew_before_days 0 is out of range"),
+            "{p:?}"
+        );
     }
 
     #[test]
