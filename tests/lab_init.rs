@@ -141,7 +141,9 @@ fn assert_haproxy_backends_up(lab: &Lab, lb: &str, backends: usize) {
     let servers: Vec<&str> = stat
         .lines()
         .filter(|l| {
-            l.starts_with("kube-apiserver,") && !l.contains(",BACKEND,") && !l.contains(",FRONTEND,")
+            l.starts_with("kube-apiserver,")
+                && !l.contains(",BACKEND,")
+                && !l.contains(",FRONTEND,")
         })
         .collect();
     assert_eq!(servers.len(), backends, "{stat}");
@@ -169,8 +171,22 @@ fn stacked_etcd_three_control_planes_two_workers_haproxy() {
     assert_leases(&inv, &["cp1", "cp2", "cp3"]);
     assert_haproxy_backends_up(&lab, "lb1", 3);
     // The addons are in the API.
-    let ds = kubectl(&inv, &["-n", "kube-system", "get", "daemonset", "-o", "name"]);
+    let ds = kubectl(
+        &inv,
+        &["-n", "kube-system", "get", "daemonset", "-o", "name"],
+    );
     assert!(ds.contains("kube-proxy"), "{ds}");
-    let svc = kubectl(&inv, &["-n", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]);
+    let svc = kubectl(
+        &inv,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "service",
+            "kube-dns",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
     assert_eq!(svc, "10.96.0.10");
 }
