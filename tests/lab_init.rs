@@ -37,7 +37,7 @@ fn init_twice(inv: &Path) -> Run {
 
 /// Real kubectl on this machine with the operator's admin.conf.
 fn kubectl(inv: &Path, args: &[&str]) -> String {
-    let conf = inv.parent().unwrap().join(".capstan/admin.conf");
+    let conf = inv.parent().expect("well-formed").join(".capstan/admin.conf");
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&conf)
@@ -54,10 +54,10 @@ fn kubectl(inv: &Path, args: &[&str]) -> String {
 }
 
 fn version(inv: &Path) -> String {
-    let text = std::fs::read_to_string(inv).unwrap();
+    let text = std::fs::read_to_string(inv).expect("well-formed");
     text.lines()
         .find_map(|l| l.trim().strip_prefix("kubernetes_version: "))
-        .unwrap()
+        .expect("well-formed")
         .trim()
         .to_string()
 }
@@ -65,12 +65,12 @@ fn version(inv: &Path) -> String {
 /// Every node listed, Ready, with the cluster's kubelet version.
 fn assert_nodes_ready(inv: &Path, names: &[&str]) {
     let v: serde_json::Value =
-        serde_json::from_str(&kubectl(inv, &["get", "nodes", "-o", "json"])).unwrap();
+        serde_json::from_str(&kubectl(inv, &["get", "nodes", "-o", "json"])).expect("well-formed");
     let want = version(inv);
-    let items = v["items"].as_array().unwrap();
+    let items = v["items"].as_array().expect("well-formed");
     let mut seen: Vec<&str> = items
         .iter()
-        .map(|n| n["metadata"]["name"].as_str().unwrap())
+        .map(|n| n["metadata"]["name"].as_str().expect("well-formed"))
         .collect();
     seen.sort_unstable();
     let mut expected = names.to_vec();
@@ -79,7 +79,7 @@ fn assert_nodes_ready(inv: &Path, names: &[&str]) {
     for n in items {
         let ready = n["status"]["conditions"]
             .as_array()
-            .unwrap()
+            .expect("well-formed")
             .iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
         assert!(ready, "{} is not Ready", n["metadata"]["name"]);
@@ -103,8 +103,8 @@ fn assert_etcd_healthy(lab: &Lab, host: &str, members: usize) {
         "-w",
         "json",
     ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let list = v.as_array().unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("well-formed");
+    let list = v.as_array().expect("well-formed");
     assert_eq!(list.len(), members, "{out}");
     assert!(list.iter().all(|e| e["health"] == true), "{out}");
 }
