@@ -87,6 +87,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Build the cluster: every host of the inventory, phase by phase with health gates
     Init(InitArgs),
+    /// Add the hosts of the inventory that are not in the cluster yet (etcd members first)
+    Join(JoinArgs),
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
@@ -128,6 +130,15 @@ pub struct InitArgs {
     /// Preflight checks to report as warnings instead of errors (names as printed, or `all`)
     #[arg(long, value_delimiter = ',')]
     pub ignore_preflight_errors: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Only these new hosts (default: every host not in the cluster yet)
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    #[command(flatten)]
+    pub init: InitArgs,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod apply;
 mod certs;
 mod check;
 mod init;
+mod join;
 mod lab;
 mod plan;
 
@@ -17,6 +18,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Apply(args) => apply::run(&cli.global, &args),
         Command::Plan(args) => plan::run(&cli.global, &args),
         Command::Init(args) => init::run(&cli.global, &args),
+        Command::Join(args) => join::run(&cli.global, &args),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
     }
