@@ -3,6 +3,7 @@
 mod apply;
 mod certs;
 mod check;
+mod kubeconfig;
 mod lab;
 mod plan;
 
@@ -17,6 +18,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Plan(args) => plan::run(&cli.global, &args),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
+        Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod check;
 pub mod converge;
+pub mod kubeconfig;
 
 use std::time::Duration;
 
