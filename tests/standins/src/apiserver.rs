@@ -16,7 +16,7 @@ use crate::resources::{self, Res};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::{Request, Response};
 use crate::tls::{self, User};
-use crate::{patch, timefmt};
+use crate::{patch, rbac, timefmt};
 
 const NAME: &str = "kube-apiserver";
 
@@ -254,6 +254,58 @@ impl ApiServer {
         }
     }
 
+    /// The RBAC authorizer: the Roles, ClusterRoles and bindings stored in etcd.
+    fn rbac_allows(&self, user: &User, verb: &str, t: &Target, obj: Option<&Value>) -> bool {
+        const RBAC: &str = "rbac.authorization.k8s.io";
+        let objects = |resource: &str, ns: Option<&str>| -> Vec<Value> {
+            let Some(res) = resources::find(RBAC, "v1", resource) else {
+                return Vec::new();
+            };
+            match self.etcd.list(&prefix(res, ns)) {
+                Ok((kvs, _)) => kvs
+                    .iter()
+                    .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+                    .collect(),
+                Err(e) => {
+                    log(NAME, &format!("RBAC: cannot read {resource}: {e}"));
+                    Vec::new()
+                }
+            }
+        };
+        let ns = t.ns.as_deref();
+        let policy = rbac::Policy {
+            cluster_roles: objects("clusterroles", None),
+            cluster_role_bindings: objects("clusterrolebindings", None),
+            roles: ns.map(|n| objects("roles", Some(n))).unwrap_or_default(),
+            role_bindings: ns
+                .map(|n| objects("rolebindings", Some(n)))
+                .unwrap_or_default(),
+        };
+        let resource = match &t.sub {
+            Some(sub) => format!("{}/{sub}", t.res.name),
+            None => t.res.name.to_string(),
+        };
+        // A create names no object in its URL; RBAC's resourceNames never cover it.
+        let name = if verb == "create" && t.sub.is_none() {
+            ""
+        } else {
+            t.name
+                .as_deref()
+                .or_else(|| obj.and_then(|o| o["metadata"]["name"].as_str()))
+                .unwrap_or("")
+        };
+        policy.allows(
+            user,
+            &rbac::Attrs {
+                verb,
+                group: t.res.group,
+                resource,
+                name,
+                namespace: ns,
+            },
+        )
+    }
+
     fn forbidden(user: &User, verb: &str, t: &Target) -> Response {
         let scope = match &t.ns {
             Some(ns) => format!("in the namespace \"{ns}\""),
@@ -482,7 +534,7 @@ impl ApiServer {
                 || Self::authorize(user, verb, t, body.as_ref())
                 || user.in_group("system:masters")
                 || !user.in_group("system:nodes"));
-        if !allowed {
+        if !allowed && !self.rbac_allows(user, verb, t, authz_obj) {
             return Self::forbidden(user, verb, t);
         }
         match (verb, t.sub.as_deref()) {
@@ -731,7 +783,9 @@ impl ApiServer {
             let bump = i64::from(t.sub.is_none() && old.get("spec") != new.get("spec"));
             new["metadata"]["generation"] = json!(g + bump);
         }
-        if dry_run {
+        // An update that changes nothing is not written: the object keeps its
+        // resourceVersion (the real server's GuaranteedUpdate does the same).
+        if dry_run || new == *old {
             return Response::json(200, &with_rv(new, rev, t.res));
         }
         let data = serde_json::to_vec(&new).unwrap_or_default();
@@ -1174,9 +1228,48 @@ fn bootstrap(api: &ApiServer) {
             }
         }
         if ok {
+            bootstrap_policy(api);
             return;
         }
         std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// The bootstrap RBAC policy every cluster has: the `cluster-admin` ClusterRole, bound to
+/// `system:masters`. Created once; later edits are kept (as the real server's reconciler
+/// does for roles marked not to auto-update).
+fn bootstrap_policy(api: &ApiServer) {
+    let meta = |name: &str| {
+        json!({"name": name, "uid": common::uid(), "creationTimestamp": timefmt::now(),
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}})
+    };
+    let objects = [
+        (
+            "/registry/clusterroles/cluster-admin",
+            json!({"kind": "ClusterRole", "apiVersion": "rbac.authorization.k8s.io/v1",
+                "metadata": meta("cluster-admin"),
+                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                          {"nonResourceURLs": ["*"], "verbs": ["*"]}]}),
+        ),
+        (
+            "/registry/clusterrolebindings/cluster-admin",
+            json!({"kind": "ClusterRoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1",
+                "metadata": meta("cluster-admin"),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}),
+        ),
+    ];
+    for (k, obj) in objects {
+        if let Err(e) = api
+            .etcd
+            .put_if(k, &serde_json::to_vec(&obj).unwrap_or_default(), 0)
+        {
+            log(
+                NAME,
+                &format!("cannot create the bootstrap policy {k}: {e}"),
+            );
+        }
     }
 }
 
