@@ -311,6 +311,7 @@ fn user_kubeconfig_has_a_fresh_cert_signed_by_the_ca() {
         err.contains("jane@example.com") && err.contains("groups dev, ops"),
         "{err}"
     );
+    assert!(!err.contains("shortened"), "{err}");
     let p = parts(&out, work.path());
     assert_eq!(p.user, "jane@example.com");
     assert_eq!(p.server, "https://10.0.0.11:6443");

@@ -314,7 +314,7 @@ pub fn for_identity(
         user: who.user.clone(),
         groups: who.groups.clone(),
         server,
-        clipped_by_ca: info.not_after < now + validity,
+        clipped_by_ca: now + validity > ca_info.not_after,
         not_after: info.not_after,
     })
 }
