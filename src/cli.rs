@@ -95,6 +95,22 @@ pub enum Command {
     /// Certificates: the local PKI, its distribution to the hosts, expiry, renewal
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Print a kubeconfig for the API endpoint: the admin's, or one for `--user` with a fresh
+    /// client certificate signed by the cluster CA (never stored)
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Issue a client certificate for this user name (its CN) instead of printing the admin's
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A group of that user (its O); repeat or separate with commas
+    #[arg(long = "group", value_delimiter = ',', requires = "user")]
+    pub groups: Vec<String>,
+    /// How long that certificate is valid: 30m, 24h, 7d, 1d12h … (5m to 365d, never past the CA)
+    #[arg(long, default_value = "24h", requires = "user")]
+    pub validity: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -3,8 +3,12 @@
 mod apply;
 mod certs;
 mod check;
+<<<<<<< HEAD
 mod init;
 mod join;
+=======
+mod kubeconfig;
+>>>>>>> s2-support
 mod lab;
 mod plan;
 
@@ -21,6 +25,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Join(args) => join::run(&cli.global, &args),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
+        Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),
     }
 }
 
