@@ -3,12 +3,9 @@
 mod apply;
 mod certs;
 mod check;
-<<<<<<< HEAD
 mod init;
 mod join;
-=======
 mod kubeconfig;
->>>>>>> s2-support
 mod lab;
 mod plan;
 
