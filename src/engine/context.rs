@@ -783,6 +783,12 @@ hosts:
                 .clone()
         };
         let rbac = docs("/etc/kubernetes/addons/00-node-rbac.yaml");
+        let admins = find(&rbac, "ClusterRoleBinding", "kubeadm:cluster-admins");
+        assert_eq!(admins["roleRef"]["name"].as_str(), Some("cluster-admin"));
+        assert_eq!(
+            admins["subjects"][0]["name"].as_str(),
+            Some(crate::pki::spec::CLUSTER_ADMINS_GROUP)
+        );
         let node = find(&rbac, "ClusterRoleBinding", "capstan:system:node");
         assert_eq!(node["roleRef"]["name"].as_str(), Some("system:node"));
         assert_eq!(node["subjects"][0]["name"].as_str(), Some("system:nodes"));
@@ -844,7 +850,7 @@ hosts:
             .unwrap();
         assert_eq!(
             run,
-            "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /etc/kubernetes/addons/"
+            "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/super-admin.conf apply -f /etc/kubernetes/addons/"
         );
         assert!(
             unless
