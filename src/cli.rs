@@ -85,6 +85,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what apply would change, per host, with diffs; changes nothing
     Plan(PlanArgs),
+    /// Build the cluster: every host of the inventory, phase by phase with health gates
+    Init(InitArgs),
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
@@ -113,6 +115,19 @@ pub struct ApplyArgs {
     /// Show the plan and change nothing (the same as `capstan plan`)
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Show every phase's changes, with diffs, and the gates it would wait for; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Hash every managed file instead of trusting the record of what capstan installed
+    #[arg(long)]
+    pub verify: bool,
+    /// Preflight checks to report as warnings instead of errors (names as printed, or `all`)
+    #[arg(long, value_delimiter = ',')]
+    pub ignore_preflight_errors: Vec<String>,
 }
 
 #[derive(Debug, Args)]

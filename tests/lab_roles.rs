@@ -96,8 +96,8 @@ fn wait_for(lab: &Lab, host: &str, script: &str, ok: impl Fn(&str) -> bool, what
     }
 }
 
-/// Cluster-wide reads use super-admin.conf (system:masters): admin.conf's group
-/// kubeadm:cluster-admins gets cluster-admin only through the RBAC the addons apply.
+/// Reads before the addons use super-admin.conf (system:masters): admin.conf's group
+/// kubeadm:cluster-admins gets cluster-admin only through the binding the addons role makes.
 const KUBECTL: &str = "kubectl --kubeconfig /etc/kubernetes/super-admin.conf";
 const ETCDCTL: &str = "set -a; . /etc/etcd/etcdctl.env; set +a; etcdctl";
 const CLUSTER_ROLES: &str = "common,containerd,etcd,kubelet,control-plane";
@@ -249,7 +249,7 @@ fn cluster_roles_on_a_control_plane_and_a_worker() {
     );
     assert_eq!(code, 0, "{objects}");
     for o in [
-        "clusterrolebinding.rbac.authorization.k8s.io/kubeadm:cluster-admins",
+        "clusterrolebinding.rbac.authorization.k8s.io/capstan:system:node",
         "daemonset.apps/kube-proxy",
         "configmap/kube-proxy",
         "deployment.apps/coredns",
@@ -260,6 +260,14 @@ fn cluster_roles_on_a_control_plane_and_a_worker() {
     ] {
         assert!(objects.lines().any(|l| l == o), "{o} in {objects}");
     }
+    // admin.conf now works through RBAC (kubeadm:cluster-admins -> cluster-admin).
+    let (code, out) = sh(
+        &lab,
+        "cp1",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o name",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("node/w1"), "{out}");
     let (_, ip) = sh(
         &lab,
         "cp1",

@@ -3,6 +3,7 @@
 mod apply;
 mod certs;
 mod check;
+mod init;
 mod lab;
 mod plan;
 
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Check(args) => check::run(&cli.global, &args),
         Command::Apply(args) => apply::run(&cli.global, &args),
         Command::Plan(args) => plan::run(&cli.global, &args),
+        Command::Init(args) => init::run(&cli.global, &args),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
     }
@@ -65,4 +67,23 @@ pub(crate) fn converge(
     let report = runtime()?.block_on(converge::run(&inventory, &session, cache(global), &opts))?;
     converge::print(&report)?;
     Ok(report)
+}
+
+/// `--ignore-preflight-errors` names, checked before connecting: a misspelt name would
+/// silently ignore nothing.
+pub(crate) fn check_ignores(names: &[String]) -> Result<(), crate::error::BadInput> {
+    let unknown = crate::preflight::unknown_ignores(names);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(crate::error::BadInput::new(
+        format!(
+            "--ignore-preflight-errors names unknown checks: {}",
+            unknown.join(", ")
+        ),
+        format!(
+            "known checks: all, {}",
+            crate::preflight::known_check_names().join(", ")
+        ),
+    ))
 }

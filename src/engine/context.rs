@@ -783,7 +783,7 @@ hosts:
                 .clone()
         };
         let rbac = docs("/etc/kubernetes/addons/00-node-rbac.yaml");
-        let admins = find(&rbac, "ClusterRoleBinding", "kubeadm:cluster-admins");
+        let admins = yaml(&files["/etc/kubernetes/cluster-admins.yaml"]);
         assert_eq!(admins["roleRef"]["name"].as_str(), Some("cluster-admin"));
         assert_eq!(
             admins["subjects"][0]["name"].as_str(),
@@ -850,7 +850,7 @@ hosts:
             .unwrap();
         assert_eq!(
             run,
-            "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/super-admin.conf apply -f /etc/kubernetes/addons/"
+            "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /etc/kubernetes/addons/"
         );
         assert!(
             unless

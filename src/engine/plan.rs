@@ -47,6 +47,82 @@ pub struct HostState {
     pub packages: BTreeMap<String, bool>,
     /// Commands whose guard says they are already done.
     pub commands_done: BTreeSet<String>,
+    /// Paths changed earlier in this run (by an earlier phase): units that restart or
+    /// commands that run on them react as if they had changed in this plan.
+    pub changed_earlier: BTreeSet<String>,
+}
+
+impl HostState {
+    /// Updates this view as if `plan` had been carried out, so that a later phase of the
+    /// same run plans against what the host now has (and a dry run stays honest across
+    /// phases).
+    pub fn assume_applied(&mut self, desired: &[Desired], plan: &HostPlan) {
+        for c in &plan.changes {
+            match (&desired[c.index], c.action) {
+                (
+                    Desired::Directory {
+                        owner, group, mode, ..
+                    },
+                    _,
+                ) => {
+                    self.paths.insert(
+                        c.target.clone(),
+                        PathState {
+                            kind: PathKind::Directory,
+                            sha256: None,
+                            mode: *mode,
+                            owner: owner.clone(),
+                            group: group.clone(),
+                        },
+                    );
+                }
+                (Desired::File(f), action) => {
+                    if matches!(action, Action::Create | Action::Update) {
+                        self.changed_earlier.insert(f.path.clone());
+                    }
+                    let sha256 = self
+                        .paths
+                        .get(&f.path)
+                        .filter(|_| f.create_only && action == Action::Fix)
+                        .and_then(|p| p.sha256.clone())
+                        .unwrap_or_else(|| f.sha256.clone());
+                    self.paths.insert(
+                        f.path.clone(),
+                        PathState {
+                            kind: PathKind::File,
+                            sha256: Some(sha256),
+                            mode: f.mode,
+                            owner: f.owner.clone(),
+                            group: f.group.clone(),
+                        },
+                    );
+                }
+                (Desired::Sysctl { key, value }, _) => {
+                    self.sysctls.insert(key.clone(), Some(value.clone()));
+                }
+                (Desired::Module { name }, _) => {
+                    self.modules.insert(name.clone());
+                }
+                (Desired::Package { name }, _) => {
+                    self.packages.insert(name.clone(), true);
+                }
+                (Desired::Command { name, .. }, _) => {
+                    self.commands_done.insert(name.clone());
+                }
+                (Desired::Unit { name, .. }, action) => {
+                    let unit = self.units.entry(name.clone()).or_default();
+                    match action {
+                        Action::Enable => unit.unit_file_state = "enabled".into(),
+                        Action::Start | Action::Restart | Action::Reload => {
+                            unit.active_state = "active".into();
+                        }
+                        Action::Stop => unit.active_state = "inactive".into(),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -222,6 +298,15 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
         }
     }
 
+    // A unit file written by an earlier phase has been daemon-reloaded there already.
+    let daemon_reload = changed_paths
+        .iter()
+        .any(|p| p.starts_with("/etc/systemd/system/"));
+    let changed_paths: BTreeSet<&str> = changed_paths
+        .into_iter()
+        .chain(state.changed_earlier.iter().map(String::as_str))
+        .collect();
+
     // Commands after every file, so that `on_change` sees all of them and the command runs
     // with the new files in place. A command runs when its guard says it is not done (one
     // without any guard or trigger runs every time), or when a path it watches changed.
@@ -256,10 +341,8 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
     }
 
     // Units last: they react to the files above. Any changed unit file or drop-in needs
-    // systemd to re-read its configuration, once.
-    let daemon_reload = changed_paths
-        .iter()
-        .any(|p| p.starts_with("/etc/systemd/system/"));
+    // systemd to re-read its configuration, once (`daemon_reload` above).
+
     for (i, d) in desired.iter().enumerate() {
         let Desired::Unit {
             name,

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::inventory::Role;
 
-use super::{KEY_FILE, KUBERNETES_VERSION, LabHost, LabSpec};
+use super::{KEY_FILE, LabHost, LabSpec};
 
 /// Renders the inventory for `hosts`. Deterministic: the same lab gives the same bytes.
 pub(crate) fn render(spec: &LabSpec, hosts: &[LabHost]) -> String {
@@ -27,7 +27,11 @@ pub(crate) fn render(spec: &LabSpec, hosts: &[LabHost]) -> String {
     );
     let _ = writeln!(s, "cluster:");
     let _ = writeln!(s, "  name: {}", spec.name);
-    let _ = writeln!(s, "  kubernetes_version: {KUBERNETES_VERSION}");
+    let _ = writeln!(
+        s,
+        "  kubernetes_version: {}",
+        super::kubernetes_version(spec.mirror.as_deref())
+    );
     let _ = writeln!(s, "  etcd:");
     let _ = writeln!(s, "    topology: {topology}");
     let _ = writeln!(s, "  api_endpoint:");

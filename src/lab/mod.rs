@@ -138,6 +138,31 @@ pub fn mirror_versions(mirror: &Path) -> std::collections::BTreeMap<&'static str
     out
 }
 
+/// The Kubernetes version for a lab's inventory: with a local mirror, the newest release
+/// it holds both the kubelet and kubectl of (so that `init` finds them), else
+/// [`KUBERNETES_VERSION`].
+pub fn kubernetes_version(mirror: Option<&Path>) -> String {
+    let Some(mirror) = mirror else {
+        return KUBERNETES_VERSION.to_string();
+    };
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    std::fs::read_dir(mirror.join("release"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|v| {
+            let bin = mirror.join("release").join(v).join("bin/linux").join(arch);
+            bin.join("kubelet").is_file() && bin.join("kubectl").is_file()
+        })
+        .filter_map(|v| crate::inventory::Version::parse(&v).map(|p| (p, v)))
+        .max()
+        .map_or_else(|| KUBERNETES_VERSION.to_string(), |(_, v)| v)
+}
+
 /// Where a lab's files go unless told otherwise: `lab/<name>/` under the current folder.
 pub fn default_out(name: &str) -> PathBuf {
     Path::new("lab").join(name)

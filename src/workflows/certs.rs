@@ -100,7 +100,7 @@ pub fn renew(
 }
 
 /// Prints, per adoptable file that exists, `REL BASE64` (one line each).
-fn fetch_script() -> String {
+pub fn fetch_script() -> String {
     let mut s = String::from("set -u\ncd /etc/kubernetes/pki 2>/dev/null || exit 0\n");
     for rel in adopt::ADOPTABLE {
         s.push_str(&format!(

@@ -24,6 +24,7 @@ use crate::engine::render::Renderer;
 use crate::engine::role::{self, Role};
 use crate::facts::{self, Facts};
 use crate::inventory::{Host, Inventory};
+use crate::pki::{HostFile, PkiState};
 use crate::ssh::{self, Connection};
 use crate::ui::HostProgress;
 
@@ -87,19 +88,31 @@ impl ConvergeReport {
 }
 
 /// Archives already packed, by the sorted sha256s of their files.
-type Archives = tokio::sync::Mutex<BTreeMap<Vec<String>, Arc<Vec<u8>>>>;
+pub type Archives = tokio::sync::Mutex<BTreeMap<Vec<String>, Arc<Vec<u8>>>>;
+
+/// The virtual role that stands for each host's PKI files (src/pki/hosts.rs).
+pub const PKI_ROLE: &str = "pki";
 
 /// Everything the per-host work shares, prepared once before the first connection.
-struct Prepared {
-    renderer: Renderer,
-    roles: BTreeMap<String, Role>,
-    computed: Computed,
-    cache: Cache,
+pub struct Prepared {
+    pub renderer: Renderer,
+    pub roles: BTreeMap<String, Role>,
+    pub computed: Computed,
+    pub cache: Cache,
+    /// The operator's PKI, when it exists: its files are the `pki` role.
+    pub pki: Option<PkiState>,
+}
+
+impl Prepared {
+    /// True when `pki` is selected by `only` (empty: everything) and there is a PKI.
+    pub fn wants_pki(&self, only: &[String]) -> bool {
+        self.pki.is_some() && (only.is_empty() || only.iter().any(|r| r == PKI_ROLE))
+    }
 }
 
 /// The roles `host` carries: those whose `hosts` name one of its inventory roles and
 /// whose `when` holds, narrowed to `only` when given.
-fn roles_for<'a>(
+pub fn roles_for<'a>(
     inventory: &Inventory,
     host: &Host,
     prepared: &'a Prepared,
@@ -130,7 +143,7 @@ fn roles_for<'a>(
 
 /// Validates the options against the inventory and loads every role: all before any
 /// connection, so a typo costs nothing.
-fn prepare(
+pub fn prepare(
     inventory: &Inventory,
     opts: &ConvergeOptions,
     cache: Cache,
@@ -138,13 +151,30 @@ fn prepare(
     let library = Library::for_inventory(inventory.dir());
     let available = library.role_names();
     for name in &opts.roles {
-        if !available.contains(name) {
+        if !available.contains(name) && name != PKI_ROLE {
             return Err(crate::error::BadInput::new(
                 format!("there is no role `{name}`"),
-                format!("roles: {}", available.join(", ")),
+                format!("roles: {PKI_ROLE}, {}", available.join(", ")),
             )
             .into());
         }
+    }
+    let store = crate::pki::Store::for_inventory(inventory);
+    let pki = if store.exists() {
+        let state = store.load()?;
+        (!state.cas.is_empty()).then_some(state)
+    } else {
+        None
+    };
+    if pki.is_none() && opts.roles.iter().any(|r| r == PKI_ROLE) {
+        return Err(crate::error::BadInput::new(
+            format!(
+                "the role `{PKI_ROLE}` installs the cluster's certificates, but there is no PKI in {}",
+                store.root().display()
+            ),
+            "run `capstan certs generate` (or `capstan init`, which makes it) first",
+        )
+        .into());
     }
     for name in &opts.hosts {
         if inventory.host(name).is_none() {
@@ -173,6 +203,7 @@ fn prepare(
         roles,
         computed,
         cache,
+        pki,
     })
 }
 
@@ -186,6 +217,9 @@ fn ordered(roles: Vec<&Role>) -> Vec<&Role> {
         "lb-haproxy",
         "lb-nginx",
         "local-proxy",
+        "kubelet",
+        "control-plane",
+        "addons",
     ];
     let mut roles = roles;
     roles.sort_by_key(|r| {
@@ -294,19 +328,151 @@ async fn converge_host(
     archives: &Archives,
     outcome: &mut HostOutcome,
 ) -> Result<(), String> {
-    let renderer = &prepared.renderer;
+    let with_pki = prepared.wants_pki(&opts.roles);
+    if with_pki {
+        outcome.roles.insert(0, PKI_ROLE.to_string());
+    }
+    let what = Selection {
+        roles,
+        with_pki,
+        overrides: None,
+    };
     // The shape of the desired state (paths, units, keys) decides what to probe; it
     // cannot depend on facts, which the probe is about to gather.
-    let shape_ctx = context(inventory, host, None, &prepared.computed);
-    let shape = desired::build(
-        roles,
-        renderer,
-        &shape_ctx,
-        &NoArtifacts,
-        desired::Mode::Shape,
-    )
-    .map_err(|e| e.to_string())?;
-    let request = probe::request(&shape, opts.verify);
+    let shape = desired_for(inventory, host, &what, prepared, None, desired::Mode::Shape)?;
+    let probed = probe_host(conn, &shape, opts.verify, ProbeKind::Light).await?;
+    let desired = desired_for(
+        inventory,
+        host,
+        &what,
+        prepared,
+        Some(&probed.facts),
+        desired::Mode::Full,
+    )?;
+    let (host_plan, applied) = plan_apply(conn, &desired, &probed, opts.dry_run, archives).await?;
+    outcome.plan = Some(host_plan);
+    outcome.applied = applied;
+    Ok(())
+}
+
+/// What to build the desired state of a host from.
+pub struct Selection<'a> {
+    pub roles: &'a [&'a Role],
+    /// The host's PKI files first (the virtual role `pki`).
+    pub with_pki: bool,
+    /// Per-host values that replace the roles' `vars` (a joining etcd member's state).
+    pub overrides: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The desired state of `host`: its PKI files (when selected), then each role's resources.
+/// Without facts only the shape is built ([`desired::Mode::Shape`]).
+pub fn desired_for(
+    inventory: &Inventory,
+    host: &Host,
+    what: &Selection<'_>,
+    prepared: &Prepared,
+    facts: Option<&Facts>,
+    mode: desired::Mode,
+) -> Result<Vec<Desired>, String> {
+    let mut out = Vec::new();
+    if what.with_pki {
+        out.extend(pki_desired(inventory, host, prepared.pki.as_ref(), mode)?);
+    }
+    let mut ctx = context(inventory, host, facts, &prepared.computed);
+    if let Some(o) = what.overrides {
+        ctx = minijinja::context! { var_overrides => o.clone(), ..ctx };
+    }
+    let built = match (mode, facts) {
+        (desired::Mode::Full, Some(f)) => {
+            let arch = Arch::parse(f.arch.as_str())
+                .ok_or_else(|| format!("no artifacts for architecture {}", f.machine))?;
+            tokio::task::block_in_place(|| {
+                let source = CacheSource::new(&prepared.cache, inventory, arch);
+                desired::build(what.roles, &prepared.renderer, &ctx, &source, mode)
+            })
+        }
+        _ => desired::build(
+            what.roles,
+            &prepared.renderer,
+            &ctx,
+            &NoArtifacts,
+            desired::Mode::Shape,
+        ),
+    };
+    out.extend(built.map_err(|e| e.to_string())?);
+    Ok(out)
+}
+
+/// The host's PKI files and their folders as desired state (kubeadm's paths and modes).
+fn pki_desired(
+    inventory: &Inventory,
+    host: &Host,
+    state: Option<&PkiState>,
+    mode: desired::Mode,
+) -> Result<Vec<Desired>, String> {
+    // The shape needs only the paths, which the inventory decides (so a run can probe
+    // before its PKI exists).
+    let files: Vec<HostFile> = if mode == desired::Mode::Full {
+        let state = state.ok_or("there is no PKI to install (run `capstan certs generate`)")?;
+        crate::pki::host_files(inventory, host, state).map_err(|e| e.to_string())?
+    } else {
+        crate::pki::hosts::layout(inventory, host)
+            .into_iter()
+            .map(|e| HostFile {
+                path: e.path,
+                bytes: Vec::new(),
+                mode: e.mode,
+                owner: "root".into(),
+                group: "root".into(),
+                secret: e.secret,
+            })
+            .collect()
+    };
+    let mut out: Vec<Desired> = crate::pki::hosts::host_dirs(&files)
+        .into_iter()
+        .map(|(path, mode)| Desired::Directory {
+            path,
+            owner: "root".into(),
+            group: "root".into(),
+            mode,
+        })
+        .collect();
+    out.extend(files.iter().map(|f| Desired::File(f.to_desired())));
+    Ok(out)
+}
+
+/// How much the probe gathers besides what the plan needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// Only what the plan needs (apply, plan).
+    Light,
+    /// Also what preflight needs: addresses, listening sockets, versions (init, join).
+    Full,
+}
+
+/// A host's facts and the plan's view of them, from one probe.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    pub facts: Facts,
+    pub state: plan::HostState,
+}
+
+/// Probes `conn` once for everything `shape` needs (one exec).
+pub async fn probe_host(
+    conn: &Connection,
+    shape: &[Desired],
+    verify: bool,
+    kind: ProbeKind,
+) -> Result<Probed, String> {
+    let mut request = probe::request(shape, verify);
+    if kind == ProbeKind::Full {
+        request.light = false;
+        for unit in ["containerd.service", "kubelet.service", "etcd.service"] {
+            if !request.units.iter().any(|u| u == unit) {
+                request.units.push(unit.to_string());
+            }
+        }
+    }
     let script =
         facts::probe_script(&request).map_err(|e| format!("cannot build the probe: {e}"))?;
     let out = conn.exec(&script).await.map_err(|e| e.to_string())?;
@@ -320,33 +486,33 @@ async fn converge_host(
     let facts: Facts = facts::parse(&String::from_utf8_lossy(&out.stdout))
         .map_err(|e| format!("probe output: {e}"))?;
     let state = probe::host_state(&facts);
+    Ok(Probed { facts, state })
+}
 
-    let arch = Arch::parse(facts.arch.as_str())
-        .ok_or_else(|| format!("no artifacts for architecture {}", facts.machine))?;
-    let ctx = context(inventory, host, Some(&facts), &prepared.computed);
-    let cache = &prepared.cache;
-    let desired = tokio::task::block_in_place(|| {
-        let source = CacheSource::new(cache, inventory, arch);
-        desired::build(roles, renderer, &ctx, &source, desired::Mode::Full)
-    })
-    .map_err(|e| e.to_string())?;
-
+/// Plans `desired` against what the probe found and, unless `dry_run`, carries the plan
+/// out (one exec with the archive of changed files on stdin; one more to read the current
+/// text of changed files, for diffs). Returns the plan and whether it was applied.
+pub async fn plan_apply(
+    conn: &Connection,
+    desired: &[Desired],
+    probed: &Probed,
+    dry_run: bool,
+    archives: &Archives,
+) -> Result<(HostPlan, bool), String> {
+    let state = &probed.state;
     // Current text of files that differ, for the diff (hosts with such changes only).
-    let wanted = plan::wanted_contents(&desired, &state);
+    let wanted = plan::wanted_contents(desired, state);
     let old = if wanted.is_empty() {
         BTreeMap::new()
     } else {
         read_files(conn, &wanted).await?
     };
-    let host_plan = plan::plan(&desired, &state, &old);
-    let has_changes = !host_plan.is_empty();
-    outcome.plan = Some(host_plan);
-    if opts.dry_run || !has_changes {
-        return Ok(());
+    let host_plan = plan::plan(desired, state, &old);
+    if dry_run || host_plan.is_empty() {
+        return Ok((host_plan, false));
     }
-    let host_plan = outcome.plan.as_ref().ok_or("no plan")?;
 
-    let files = apply::uploads(&desired, host_plan);
+    let files = apply::uploads(desired, &host_plan);
     let key: Vec<String> = files.keys().map(|k| (*k).to_string()).collect();
     let archive = if files.is_empty() {
         Arc::new(Vec::new())
@@ -363,13 +529,13 @@ async fn converge_host(
             a
         }
     };
-    let already_right = already_right(&desired, &facts, host_plan);
+    let already_right = already_right(desired, &probed.facts, &host_plan);
     let inputs = ScriptInputs {
         run_id: &run_id(),
-        package_manager: PackageManager::detect(&facts.os.id, &facts.os.id_like),
+        package_manager: PackageManager::detect(&probed.facts.os.id, &probed.facts.os.id_like),
         already_right,
     };
-    let script = apply::script(&desired, host_plan, &inputs)?;
+    let script = apply::script(desired, &host_plan, &inputs)?;
     let out = conn
         .exec_with_stdin(&script, &archive)
         .await
@@ -383,8 +549,7 @@ async fn converge_host(
             tail(&out.stderr)
         ));
     }
-    outcome.applied = true;
-    Ok(())
+    Ok((host_plan, true))
 }
 
 /// Managed files whose content is already right, with their stat, to record them.
@@ -439,7 +604,7 @@ async fn read_files(
     Ok(files)
 }
 
-fn tail(stderr: &[u8]) -> String {
+pub fn tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let start = lines.len().saturating_sub(5);
@@ -514,37 +679,7 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
         if quiet {
             continue;
         }
-        for c in &p.changes {
-            let action = ui::paint(
-                c.action.as_str(),
-                match c.action {
-                    plan::Action::Create
-                    | plan::Action::Install
-                    | plan::Action::Load
-                    | plan::Action::Start
-                    | plan::Action::Enable => Color::Green,
-                    plan::Action::Restart | plan::Action::Stop => Color::Red,
-                    _ => Color::Yellow,
-                },
-            );
-            out.push_str(&format!("  {action} {} {}", c.kind, c.target));
-            if !c.details.is_empty() {
-                out.push_str(&format!(" ({})", c.details.join("; ")));
-            }
-            out.push('\n');
-            // Diffs are what a plan is for; after a real run they are detail (-v).
-            let show_diff = !h.applied || ui::ui().verbose > 0;
-            if let Some(diff) = c.diff.as_ref().filter(|_| show_diff) {
-                for line in diff.lines() {
-                    let painted = match line.chars().next() {
-                        Some('+') if !line.starts_with("+++") => ui::paint(line, Color::Green),
-                        Some('-') if !line.starts_with("---") => ui::paint(line, Color::Red),
-                        _ => line.to_string(),
-                    };
-                    out.push_str(&format!("    {painted}\n"));
-                }
-            }
-        }
+        out.push_str(&render_changes(p, !h.applied || ui::ui().verbose > 0, "  "));
     }
     let n = report.hosts.len();
     let failed = report.failed();
@@ -564,4 +699,41 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
     }
     crate::ui::emit(&out);
     Ok(())
+}
+
+/// The lines of a plan: one per change, with its diff when `diffs` (never for secrets),
+/// each line starting with `indent`.
+pub fn render_changes(p: &HostPlan, diffs: bool, indent: &str) -> String {
+    use crate::ui::{self, Color};
+    let mut out = String::new();
+    for c in &p.changes {
+        let action = ui::paint(
+            c.action.as_str(),
+            match c.action {
+                plan::Action::Create
+                | plan::Action::Install
+                | plan::Action::Load
+                | plan::Action::Start
+                | plan::Action::Enable => Color::Green,
+                plan::Action::Restart | plan::Action::Stop => Color::Red,
+                _ => Color::Yellow,
+            },
+        );
+        out.push_str(&format!("{indent}{action} {} {}", c.kind, c.target));
+        if !c.details.is_empty() {
+            out.push_str(&format!(" ({})", c.details.join("; ")));
+        }
+        out.push('\n');
+        if let Some(diff) = c.diff.as_ref().filter(|_| diffs) {
+            for line in diff.lines() {
+                let painted = match line.chars().next() {
+                    Some('+') if !line.starts_with("+++") => ui::paint(line, Color::Green),
+                    Some('-') if !line.starts_with("---") => ui::paint(line, Color::Red),
+                    _ => line.to_string(),
+                };
+                out.push_str(&format!("{indent}  {painted}\n"));
+            }
+        }
+    }
+    out
 }

@@ -2,7 +2,10 @@
 
 pub mod certs;
 pub mod check;
+pub mod cluster;
 pub mod converge;
+pub mod gates;
+pub mod init;
 
 use std::time::Duration;
 

@@ -85,3 +85,72 @@ pub fn capstan() -> Command {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// The test bed (tests/lab/prepare.sh): stand-ins at every version, the artifact mirror
+/// and the image store, under the target dir; skipped when up to date. Once per test binary.
+#[allow(dead_code)]
+pub fn bed() -> &'static Path {
+    static BED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BED.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-bed");
+        let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/prepare.sh"))
+            .arg(&dir)
+            // The lab image is built by the test command before any test runs.
+            .env("CAPSTAN_SKIP_LAB_IMAGE", "1")
+            .output()
+            .expect("run prepare.sh");
+        assert!(
+            out.status.success(),
+            "prepare.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// `lab up` flags that give the hosts the bed's mirror and image store.
+#[allow(dead_code)]
+pub fn bed_flags() -> Vec<String> {
+    let bed = bed();
+    vec![
+        "--mirror".into(),
+        bed.join("mirror").display().to_string(),
+        "--mount".into(),
+        format!("{}:/var/lib/standin-images", bed.join("images").display()),
+    ]
+}
+
+/// The output of a capstan run.
+#[allow(dead_code)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[allow(dead_code)]
+impl Run {
+    /// Both streams, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs capstan with `args` and `-i inv`, with the artifact cache under the lab's dir.
+#[allow(dead_code)]
+pub fn run_capstan(args: &[&str], inv: &Path) -> Run {
+    let cache = inv.parent().unwrap_or(inv).join("cache");
+    let out = capstan()
+        .args(args)
+        .arg("-i")
+        .arg(inv)
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .expect("run capstan");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

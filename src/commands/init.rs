@@ -1,0 +1,25 @@
+//! `capstan init`: build the cluster, phase by phase with health gates.
+
+use std::process::ExitCode;
+
+use crate::cli::{GlobalArgs, InitArgs};
+use crate::workflows::{SessionOptions, cluster, init};
+
+pub fn run(global: &GlobalArgs, args: &InitArgs) -> miette::Result<ExitCode> {
+    let inventory = super::load_inventory(global)?;
+    super::check_ignores(&args.ignore_preflight_errors)?;
+    let session = SessionOptions::from_flags(global, &inventory)?;
+    let opts = init::InitOptions {
+        dry_run: args.dry_run,
+        verify: args.verify,
+        ignore_preflight: args.ignore_preflight_errors.clone(),
+    };
+    let report =
+        super::runtime()?.block_on(init::run(&inventory, &session, super::cache(global), &opts))?;
+    cluster::print_report(&report)?;
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::error::EXIT_FAILED)
+    })
+}

@@ -1,0 +1,517 @@
+//! A cluster run: one SSH connection and one probe per host, then phases that each
+//! converge some roles on some hosts (plan against the probe's view, apply the difference,
+//! update the view), with health gates between them. `init`, `join` and `reset` are lists
+//! of phases over this.
+//!
+//! Dry runs go through one gate: [`ClusterRun::converge`] plans and stops there, and
+//! [`ClusterRun::gate`] reports what it would wait for instead of waiting.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::converge::{
+    self, Archives, HostOutcome, PKI_ROLE, Prepared, ProbeKind, Probed, Selection,
+};
+use super::{SessionOptions, target};
+use crate::engine::desired;
+use crate::engine::plan::HostPlan;
+use crate::inventory::{Host, Inventory};
+use crate::ssh::{self, Connection, ExecOutput};
+use crate::ui::{self, Color};
+
+/// One host of the run.
+pub struct HostSlot {
+    pub conn: Option<Connection>,
+    pub probed: Option<Probed>,
+    /// Why the host is out of the run (unreachable, failed probe, failed phase).
+    pub error: Option<String>,
+}
+
+/// What one phase did on one host.
+#[derive(Debug, Serialize)]
+pub struct PhaseHost {
+    pub host: String,
+    pub roles: Vec<String>,
+    pub plan: HostPlan,
+    pub applied: bool,
+}
+
+/// One phase's outcome.
+#[derive(Debug, Serialize)]
+pub struct PhaseReport {
+    pub phase: String,
+    pub hosts: Vec<PhaseHost>,
+    /// Health gates passed (or, on a dry run, that would be waited for).
+    pub gates: Vec<String>,
+    pub failed: BTreeMap<String, String>,
+    pub seconds: f64,
+}
+
+/// The whole run's outcome.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub command: String,
+    pub dry_run: bool,
+    pub phases: Vec<PhaseReport>,
+    /// Hosts that failed, with why (the first failure of each).
+    pub failed: BTreeMap<String, String>,
+    /// Set when the run stopped before its last phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// SSH round trips per host (execs after the handshake).
+    pub round_trips: BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+impl RunReport {
+    pub fn changes(&self) -> usize {
+        self.phases
+            .iter()
+            .flat_map(|p| &p.hosts)
+            .map(|h| h.plan.changes.len())
+            .sum()
+    }
+
+    /// Hosts with at least one change.
+    pub fn changed_hosts(&self) -> usize {
+        let mut hosts: Vec<&str> = self
+            .phases
+            .iter()
+            .flat_map(|p| &p.hosts)
+            .filter(|h| !h.plan.is_empty())
+            .map(|h| h.host.as_str())
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts.len()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.stopped.is_none()
+    }
+}
+
+/// A problem that stops the run (a gate that does not pass, a critical host failing).
+#[derive(Debug)]
+pub struct Stop(pub String);
+
+pub struct ClusterRun<'a> {
+    pub inventory: &'a Inventory,
+    pub prepared: Arc<Prepared>,
+    pub hosts: Vec<HostSlot>,
+    pub dry_run: bool,
+    pub verify: bool,
+    archives: Archives,
+    pub phases: Vec<PhaseReport>,
+    started: Instant,
+    command: String,
+}
+
+impl<'a> ClusterRun<'a> {
+    /// Connects to every host of the inventory (at most `forks` handshakes at once).
+    pub async fn connect(
+        command: &str,
+        inventory: &'a Inventory,
+        session: &SessionOptions,
+        prepared: Prepared,
+        dry_run: bool,
+        verify: bool,
+    ) -> ClusterRun<'a> {
+        let started = Instant::now();
+        let targets: Vec<ssh::Target> = inventory.hosts.iter().map(target).collect();
+        let progress = ui::HostProgress::new("connecting", targets.len());
+        let results = ssh::connect_all(&targets, &session.ssh, session.forks, |name, _| {
+            progress.host_done(name);
+        })
+        .await;
+        progress.finish();
+        let hosts = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(c) => HostSlot {
+                    conn: Some(c),
+                    probed: None,
+                    error: None,
+                },
+                Err(e) => HostSlot {
+                    conn: None,
+                    probed: None,
+                    error: Some(e.to_string()),
+                },
+            })
+            .collect();
+        ClusterRun {
+            inventory,
+            prepared: Arc::new(prepared),
+            hosts,
+            dry_run,
+            verify,
+            archives: Archives::default(),
+            phases: Vec::new(),
+            started,
+            command: command.to_string(),
+        }
+    }
+
+    pub fn host(&self, i: usize) -> &'a Host {
+        &self.inventory.hosts[i]
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.inventory.hosts.iter().position(|h| h.name == name)
+    }
+
+    /// Hosts still in the run.
+    pub fn alive(&self, i: usize) -> bool {
+        self.hosts[i].error.is_none() && self.hosts[i].conn.is_some()
+    }
+
+    /// Replaces the PKI the `pki` role installs (after `init` ensured it).
+    pub fn set_pki(&mut self, state: crate::pki::PkiState) -> Result<(), Stop> {
+        let prepared = Arc::get_mut(&mut self.prepared)
+            .ok_or_else(|| Stop("internal error: the prepared roles are shared".into()))?;
+        prepared.pki = Some(state);
+        Ok(())
+    }
+
+    /// One probe per reachable host for everything any phase will plan (every role the
+    /// host carries, its PKI files) plus what preflight needs.
+    pub async fn probe(&mut self) {
+        let inventory = self.inventory;
+        let prepared = Arc::clone(&self.prepared);
+        let verify = self.verify;
+        let progress = ui::HostProgress::new("probing", self.hosts.len());
+        let work = self.hosts.iter().enumerate().map(|(i, slot)| {
+            let prepared = Arc::clone(&prepared);
+            let progress = &progress;
+            async move {
+                let host = &inventory.hosts[i];
+                let result = match (&slot.conn, &slot.error) {
+                    (Some(conn), None) => {
+                        let shape = converge::roles_for(inventory, host, &prepared, &[]).and_then(
+                            |roles| {
+                                converge::desired_for(
+                                    inventory,
+                                    host,
+                                    &Selection {
+                                        roles: &roles,
+                                        with_pki: true,
+                                        overrides: None,
+                                    },
+                                    &prepared,
+                                    None,
+                                    desired::Mode::Shape,
+                                )
+                            },
+                        );
+                        match shape {
+                            Ok(shape) => Some(
+                                converge::probe_host(conn, &shape, verify, ProbeKind::Full).await,
+                            ),
+                            Err(e) => Some(Err(e)),
+                        }
+                    }
+                    _ => None,
+                };
+                progress.host_done(&host.name);
+                result
+            }
+        });
+        let results = futures::future::join_all(work).await;
+        progress.finish();
+        for (slot, r) in self.hosts.iter_mut().zip(results) {
+            match r {
+                Some(Ok(p)) => slot.probed = Some(p),
+                Some(Err(e)) => slot.error = Some(format!("probe: {e}")),
+                None => {}
+            }
+        }
+    }
+
+    /// Converges `roles` (`pki` included by name) on `hosts`, in parallel, as phase `name`.
+    /// Hosts already out of the run are skipped; a host that fails is taken out and named
+    /// in the report. Returns the hosts that failed in this phase.
+    pub async fn converge(
+        &mut self,
+        name: &str,
+        hosts: &[usize],
+        roles: &[&str],
+        overrides: &BTreeMap<usize, BTreeMap<String, String>>,
+    ) -> Vec<usize> {
+        let t0 = Instant::now();
+        let inventory = self.inventory;
+        let prepared = Arc::clone(&self.prepared);
+        let only: Vec<String> = roles.iter().map(|r| (*r).to_string()).collect();
+        let dry_run = self.dry_run;
+        let archives = &self.archives;
+        let selected: Vec<usize> = hosts.iter().copied().filter(|&i| self.alive(i)).collect();
+        let slots = &self.hosts;
+        let work = selected.iter().map(|&i| {
+            let prepared = Arc::clone(&prepared);
+            let only = &only;
+            async move {
+                let host = &inventory.hosts[i];
+                let slot = &slots[i];
+                let (Some(conn), Some(probed)) = (&slot.conn, &slot.probed) else {
+                    return (i, Err("not probed".to_string()));
+                };
+                let result = async {
+                    let role_list = converge::roles_for(inventory, host, &prepared, only)?;
+                    let with_pki = prepared.wants_pki(only) && only.iter().any(|r| r == PKI_ROLE);
+                    let mut names: Vec<String> = role_list.iter().map(|r| r.name.clone()).collect();
+                    if with_pki {
+                        names.insert(0, PKI_ROLE.to_string());
+                    }
+                    if names.is_empty() {
+                        return Ok(None);
+                    }
+                    let what = Selection {
+                        roles: &role_list,
+                        with_pki,
+                        overrides: overrides.get(&i),
+                    };
+                    let desired = converge::desired_for(
+                        inventory,
+                        host,
+                        &what,
+                        &prepared,
+                        Some(&probed.facts),
+                        desired::Mode::Full,
+                    )?;
+                    let (plan, applied) =
+                        converge::plan_apply(conn, &desired, probed, dry_run, archives).await?;
+                    Ok(Some((names, desired, plan, applied)))
+                }
+                .await;
+                (i, result)
+            }
+        });
+        let results = futures::future::join_all(work).await;
+        let mut report = PhaseReport {
+            phase: name.to_string(),
+            hosts: Vec::new(),
+            gates: Vec::new(),
+            failed: BTreeMap::new(),
+            seconds: 0.0,
+        };
+        let mut failed = Vec::new();
+        for (i, r) in results {
+            let host = &inventory.hosts[i];
+            match r {
+                Ok(None) => {}
+                Ok(Some((names, desired, plan, applied))) => {
+                    if let Some(p) = self.hosts[i].probed.as_mut() {
+                        p.state.assume_applied(&desired, &plan);
+                    }
+                    report.hosts.push(PhaseHost {
+                        host: host.name.clone(),
+                        roles: names,
+                        plan,
+                        applied,
+                    });
+                }
+                Err(e) => {
+                    report.failed.insert(host.name.clone(), e.clone());
+                    self.hosts[i].error = Some(format!("{name}: {e}"));
+                    failed.push(i);
+                }
+            }
+        }
+        report.seconds = t0.elapsed().as_secs_f64();
+        print_phase(&report, dry_run);
+        self.phases.push(report);
+        failed
+    }
+
+    /// Runs `script` on host `i` (a gate, a query): one exec.
+    pub async fn exec(&self, i: usize, script: &str) -> Result<ExecOutput, String> {
+        let conn = self.hosts[i]
+            .conn
+            .as_ref()
+            .ok_or_else(|| format!("{} is not connected", self.host(i).name))?;
+        conn.exec(script).await.map_err(|e| e.to_string())
+    }
+
+    /// Records a gate's outcome on the last phase (see [`wait_for`]): a gate that did not
+    /// pass stops the run.
+    pub fn record_gate(
+        &mut self,
+        what: &str,
+        result: Result<Option<f64>, String>,
+    ) -> Result<(), Stop> {
+        let text = match result {
+            Ok(None) => format!("would wait for {what}"),
+            Ok(Some(secs)) => format!("{what} ({secs:.1}s)"),
+            Err(e) => return Err(Stop(format!("gate `{what}`: {e}"))),
+        };
+        if !ui::ui().quiet && !ui::ui().json {
+            ui::emit(&format!("  {} {text}\n", ui::paint("gate", Color::Dim)));
+        }
+        if let Some(p) = self.phases.last_mut() {
+            p.gates.push(text);
+        }
+        Ok(())
+    }
+
+    /// Closes every connection and builds the report.
+    pub async fn finish(self, stopped: Option<Stop>) -> RunReport {
+        let mut failed = BTreeMap::new();
+        let mut round_trips = BTreeMap::new();
+        for (i, slot) in self.hosts.into_iter().enumerate() {
+            let name = self.inventory.hosts[i].name.clone();
+            if let Some(e) = slot.error {
+                failed.insert(name.clone(), e);
+            }
+            if let Some(c) = slot.conn {
+                round_trips.insert(name, c.round_trips());
+                c.close().await;
+            }
+        }
+        RunReport {
+            command: self.command,
+            dry_run: self.dry_run,
+            phases: self.phases,
+            failed,
+            stopped: stopped.map(|s| s.0),
+            round_trips,
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// One phase as it finishes: its title, then per host what changed (or would).
+fn print_phase(report: &PhaseReport, dry_run: bool) {
+    let u = ui::ui();
+    if u.json || u.quiet {
+        return;
+    }
+    let mut out = format!("{} {}\n", ui::paint("==>", Color::Bold), report.phase);
+    for h in &report.hosts {
+        if h.plan.is_empty() {
+            if u.verbose > 0 {
+                out.push_str(&format!(
+                    "  {} {}\n",
+                    h.host,
+                    ui::paint("no changes", Color::Dim)
+                ));
+            }
+            continue;
+        }
+        let outcome = HostOutcome {
+            host: h.host.clone(),
+            roles: h.roles.clone(),
+            plan: Some(h.plan.clone()),
+            applied: h.applied,
+            error: None,
+            round_trips: 0,
+            seconds: 0.0,
+        };
+        let verb = if dry_run { "would change" } else { "changed" };
+        out.push_str(&format!(
+            "  {} {verb} ({}): {} changes\n",
+            ui::paint(&h.host, Color::Bold),
+            h.roles.join(", "),
+            outcome.changes()
+        ));
+        // Dry runs show every change with its diff; real runs only with -v.
+        if dry_run || u.verbose > 0 {
+            out.push_str(&converge::render_changes(
+                &h.plan,
+                !h.applied || u.verbose > 0,
+                "    ",
+            ));
+        }
+    }
+    for (host, e) in &report.failed {
+        out.push_str(&format!(
+            "  {} {}: {e}\n",
+            ui::paint(host, Color::Bold),
+            ui::paint("failed", Color::Red)
+        ));
+    }
+    ui::emit(&out);
+}
+
+/// Prints the run's last lines (or the JSON report).
+pub fn print_report(report: &RunReport) -> miette::Result<()> {
+    if ui::ui().json {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
+        ui::emit(&format!("{text}\n"));
+        return Ok(());
+    }
+    let mut out = String::new();
+    for (host, e) in &report.failed {
+        out.push_str(&format!(
+            "{} {}: {e}\n",
+            ui::paint(host, Color::Bold),
+            ui::paint("failed", Color::Red)
+        ));
+    }
+    if let Some(why) = &report.stopped {
+        out.push_str(&format!("{} {why}\n", ui::paint("stopped:", Color::Red)));
+    }
+    let n = report.round_trips.len()
+        + report
+            .failed
+            .keys()
+            .filter(|h| !report.round_trips.contains_key(*h))
+            .count();
+    let changed = report.changed_hosts();
+    let failed = report.failed.len();
+    if report.dry_run {
+        out.push_str(&format!(
+            "{}: {n} hosts, {} changes would be made on {changed} hosts, {failed} failed\n",
+            report.command,
+            report.changes()
+        ));
+    } else {
+        out.push_str(&format!(
+            "{}: {n} hosts, {changed} changed, {} unchanged, {failed} failed, {} changes ({:.2}s)\n",
+            report.command,
+            n.saturating_sub(changed + failed),
+            report.changes(),
+            report.seconds
+        ));
+    }
+    ui::emit(&out);
+    Ok(())
+}
+
+/// A health gate: calls `check` until it returns `Ok(true)` or `timeout` passes, and says
+/// how long it took. On a dry run nothing is waited for (`Ok(None)`): the gate is only
+/// reported.
+pub async fn wait_for<F, Fut>(
+    dry_run: bool,
+    timeout: Duration,
+    check: F,
+) -> Result<Option<f64>, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    if dry_run {
+        return Ok(None);
+    }
+    let t0 = Instant::now();
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(Some(t0.elapsed().as_secs_f64())),
+            Ok(false) => {}
+            Err(e) => last = e,
+        }
+        if t0.elapsed() >= timeout {
+            let why = if last.is_empty() {
+                String::new()
+            } else {
+                format!(" (last answer: {last})")
+            };
+            return Err(format!("not reached after {}s{why}", timeout.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

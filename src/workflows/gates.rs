@@ -1,0 +1,204 @@
+//! Health gates: the commands a workflow runs on a host to see that what it just started
+//! works, and pure parsers of their output (tested with fixtures).
+//!
+//! Every gate runs through the tools capstan installed on the host (etcdctl, kubectl) with
+//! the certificates it distributed, so a gate that passes proves the wiring: TLS, the
+//! endpoint, the load balancer.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::ssh;
+
+/// Where the roles install the client tools.
+const PATH: &str = "PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin";
+/// The host's admin kubeconfig (control planes): it points at the API endpoint.
+pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+
+/// etcdctl against the local member, with the healthcheck client cert.
+pub fn etcdctl(args: &str) -> String {
+    format!(
+        "{PATH} ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 \
+         --cacert=/etc/kubernetes/pki/etcd/ca.crt \
+         --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt \
+         --key=/etc/kubernetes/pki/etcd/healthcheck-client.key \
+         --command-timeout=5s {args}"
+    )
+}
+
+/// Every member's health as the cluster sees it (`endpoint health --cluster`).
+pub fn etcd_health_script() -> String {
+    etcdctl("endpoint health --cluster -w json")
+}
+
+#[derive(Debug, Deserialize)]
+struct EndpointHealth {
+    endpoint: String,
+    health: bool,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `endpoint -> healthy` from `endpoint health --cluster -w json`.
+pub fn parse_etcd_health(stdout: &str) -> Result<BTreeMap<String, Result<(), String>>, String> {
+    let list: Vec<EndpointHealth> = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("unexpected etcdctl output ({e}): {}", first_line(stdout)))?;
+    Ok(list
+        .into_iter()
+        .map(|e| {
+            let state = if e.health {
+                Ok(())
+            } else {
+                Err(e.error.unwrap_or_else(|| "unhealthy".into()))
+            };
+            (e.endpoint, state)
+        })
+        .collect())
+}
+
+/// The member list (`member list -w json`).
+pub fn etcd_members_script() -> String {
+    etcdctl("member list -w json")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EtcdMember {
+    #[serde(rename = "ID", default)]
+    pub id: u64,
+    /// Empty for a member added but not started yet.
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "peerURLs", default)]
+    pub peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    pub client_urls: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<EtcdMember>,
+}
+
+pub fn parse_etcd_members(stdout: &str) -> Result<Vec<EtcdMember>, String> {
+    let list: MemberList = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("unexpected etcdctl output ({e}): {}", first_line(stdout)))?;
+    Ok(list.members)
+}
+
+/// kubectl with the host's admin kubeconfig; `server` overrides the endpoint (to ask one
+/// API server directly).
+pub fn kubectl(server: Option<&str>, args: &str) -> String {
+    let server = server
+        .map(|s| format!(" --server={}", ssh::quote(s)))
+        .unwrap_or_default();
+    format!("{PATH} kubectl --kubeconfig={ADMIN_CONF} --request-timeout=5s{server} {args}")
+}
+
+/// `/readyz` of the API (through the endpoint, or of one server).
+pub fn readyz_script(server: Option<&str>) -> String {
+    kubectl(server, "get --raw=/readyz")
+}
+
+pub fn readyz_ok(stdout: &str) -> bool {
+    stdout.trim() == "ok"
+}
+
+/// The nodes as the API lists them.
+pub fn nodes_script() -> String {
+    kubectl(None, "get nodes -o json")
+}
+
+/// One node's readiness and kubelet version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub ready: bool,
+    pub kubelet_version: String,
+}
+
+pub fn parse_nodes(stdout: &str) -> Result<BTreeMap<String, NodeStatus>, String> {
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("unexpected kubectl output ({e}): {}", first_line(stdout)))?;
+    let items = v["items"]
+        .as_array()
+        .ok_or("kubectl get nodes: no items in the answer")?;
+    Ok(items
+        .iter()
+        .filter_map(|n| {
+            let name = n["metadata"]["name"].as_str()?.to_string();
+            let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            let kubelet_version = n["status"]["nodeInfo"]["kubeletVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Some((
+                name,
+                NodeStatus {
+                    ready,
+                    kubelet_version,
+                },
+            ))
+        })
+        .collect())
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(empty)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_health_is_read_per_endpoint() {
+        let out = r#"[{"endpoint":"https://10.0.0.1:2379","health":true,"took":"1.5ms"},
+            {"endpoint":"https://10.0.0.2:2379","health":false,"took":"5s","error":"context deadline exceeded"}]"#;
+        let h = parse_etcd_health(out).unwrap();
+        assert_eq!(h["https://10.0.0.1:2379"], Ok(()));
+        assert_eq!(
+            h["https://10.0.0.2:2379"],
+            Err("context deadline exceeded".to_string())
+        );
+        assert!(parse_etcd_health("Error: context deadline exceeded").is_err());
+    }
+
+    #[test]
+    fn etcd_members_include_unstarted_ones() {
+        let out = r#"{"header":{"cluster_id":1},"members":[
+            {"ID":3319814642761637952,"name":"cp1","peerURLs":["https://10.0.0.1:2380"],"clientURLs":["https://10.0.0.1:2379"]},
+            {"ID":42,"peerURLs":["https://10.0.0.2:2380"]}]}"#;
+        let m = parse_etcd_members(out).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].name, "cp1");
+        assert_eq!(m[1].name, "");
+        assert!(m[1].client_urls.is_empty());
+    }
+
+    #[test]
+    fn nodes_ready_and_versions() {
+        let out = r#"{"items":[
+          {"metadata":{"name":"cp1"},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.32.4"}}},
+          {"metadata":{"name":"w1"},"status":{"conditions":[{"type":"Ready","status":"Unknown"}],"nodeInfo":{"kubeletVersion":"v1.32.4"}}}]}"#;
+        let n = parse_nodes(out).unwrap();
+        assert!(n["cp1"].ready);
+        assert!(!n["w1"].ready);
+        assert_eq!(n["cp1"].kubelet_version, "v1.32.4");
+    }
+
+    #[test]
+    fn scripts_use_the_installed_tools_and_certs() {
+        assert!(etcd_health_script().contains("healthcheck-client.crt"));
+        assert!(
+            readyz_script(Some("https://10.0.0.1:6443")).contains("--server=https://10.0.0.1:6443")
+        );
+        assert!(readyz_ok("ok\n"));
+        assert!(!readyz_ok("[-]etcd failed"));
+    }
+}

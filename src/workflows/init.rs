@@ -1,0 +1,432 @@
+//! `capstan init`: the whole inventory into a cluster, phase by phase with health gates.
+//!
+//! preflight → PKI ensured (adopted from the cluster when the local copy is missing) →
+//! `pki` + `common` + `containerd` everywhere → etcd members, all at once → gate: every
+//! member healthy → load balancers / local proxies → first control plane → gate: `/readyz`
+//! through the API endpoint → other control planes one at a time, each gated → kubelets on
+//! workers → addons → gate: every node Ready → the operator's admin.conf.
+//!
+//! Every phase plans against the one probe taken at the start, updated as phases apply; a
+//! converged cluster costs one handshake and one probe per host, plus the gates.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::cluster::{ClusterRun, RunReport, Stop, wait_for};
+use super::converge::{self, ConvergeOptions};
+use super::{SessionOptions, certs, gates};
+use crate::artifacts::cache::Cache;
+use crate::inventory::{EtcdTopology, Inventory, Role};
+use crate::pki::{self, Store, adopt};
+use crate::preflight::{self, Level, PreflightInput};
+use crate::ui::{self, Color};
+
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    pub dry_run: bool,
+    pub verify: bool,
+    /// `--ignore-preflight-errors` names.
+    pub ignore_preflight: Vec<String>,
+}
+
+/// How long gates wait.
+const ETCD_TIMEOUT: Duration = Duration::from_secs(90);
+const API_TIMEOUT: Duration = Duration::from_secs(120);
+const NODES_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn run(
+    inventory: &Inventory,
+    session: &SessionOptions,
+    cache: Cache,
+    opts: &InitOptions,
+) -> miette::Result<RunReport> {
+    let prepared = converge::prepare(inventory, &ConvergeOptions::default(), cache)?;
+    let mut run = ClusterRun::connect(
+        "init",
+        inventory,
+        session,
+        prepared,
+        opts.dry_run,
+        opts.verify,
+    )
+    .await;
+    let stopped = phases(&mut run, opts).await.err();
+    Ok(run.finish(stopped).await)
+}
+
+async fn phases(run: &mut ClusterRun<'_>, opts: &InitOptions) -> Result<(), Stop> {
+    let inv = run.inventory;
+    let all: Vec<usize> = (0..inv.hosts.len()).collect();
+    let cps: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| run.host(i).has_role(Role::ControlPlane))
+        .collect();
+    let members: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| inv.etcd_members().any(|m| m.name == run.host(i).name))
+        .collect();
+    let workers: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| {
+            run.host(i).has_role(Role::Worker) && !run.host(i).has_role(Role::ControlPlane)
+        })
+        .collect();
+
+    // Control planes and etcd members are the cluster: without one of them there is none.
+    critical(run, &cps, "connect")?;
+    critical(run, &members, "connect")?;
+
+    ensure_pki(run).await?;
+    run.probe().await;
+    critical(run, &cps, "probe")?;
+    critical(run, &members, "probe")?;
+    same_ca(run)?;
+    preflight_gate(run, &opts.ignore_preflight)?;
+
+    let none = BTreeMap::new();
+    let failed = run
+        .converge(
+            "hosts: certificates, base system, containerd",
+            &all,
+            &["pki", "common", "containerd"],
+            &none,
+        )
+        .await;
+    stop_if_critical(run, &failed, "hosts")?;
+
+    let failed = run.converge("etcd", &members, &["etcd"], &none).await;
+    stop_if_critical(run, &failed, "etcd")?;
+    etcd_gate(run, members[0], members.len()).await?;
+
+    let failed = run
+        .converge(
+            "API endpoint: load balancers and local proxies",
+            &all,
+            &["lb-haproxy", "lb-nginx", "local-proxy"],
+            &none,
+        )
+        .await;
+    stop_if_critical(run, &failed, "API endpoint")?;
+
+    let first = cps[0];
+    for (n, &cp) in cps.iter().enumerate() {
+        let name = &run.host(cp).name;
+        let failed = run
+            .converge(
+                &format!("control plane {name}"),
+                &[cp],
+                &["kubelet", "control-plane"],
+                &none,
+            )
+            .await;
+        stop_if_critical(run, &failed, "control plane")?;
+        if n == 0 {
+            // The first one proves the endpoint: LB or local proxy, certs, etcd.
+            api_gate(run, first, None, "the API through the endpoint").await?;
+        } else {
+            let server = pki::spec::local_api_url(inv, run.host(cp));
+            api_gate(run, cp, Some(server), &format!("the API server of {name}")).await?;
+        }
+    }
+
+    // A worker that fails is reported; the cluster goes on without it.
+    run.converge("workers", &workers, &["kubelet"], &none).await;
+
+    let failed = run.converge("addons", &[first], &["addons"], &none).await;
+    stop_if_critical(run, &failed, "addons")?;
+
+    nodes_gate(run, first).await?;
+    write_admin_conf(run)?;
+    Ok(())
+}
+
+/// Stops when one of `hosts` is out of the run.
+fn critical(run: &ClusterRun<'_>, hosts: &[usize], step: &str) -> Result<(), Stop> {
+    let down: Vec<String> = hosts
+        .iter()
+        .filter(|&&i| !run.alive(i))
+        .map(|&i| {
+            format!(
+                "{} ({})",
+                run.host(i).name,
+                run.hosts[i].error.as_deref().unwrap_or("not connected")
+            )
+        })
+        .collect();
+    if down.is_empty() {
+        Ok(())
+    } else {
+        Err(Stop(format!(
+            "{step}: control planes and etcd members must all be reachable: {}",
+            down.join("; ")
+        )))
+    }
+}
+
+fn stop_if_critical(run: &ClusterRun<'_>, failed: &[usize], phase: &str) -> Result<(), Stop> {
+    let critical: Vec<&str> = failed
+        .iter()
+        .map(|&i| run.host(i))
+        .filter(|h| {
+            h.has_role(Role::ControlPlane)
+                || h.has_role(Role::Etcd)
+                || h.has_role(Role::LoadBalancer)
+        })
+        .map(|h| h.name.as_str())
+        .collect();
+    if critical.is_empty() {
+        Ok(())
+    } else {
+        Err(Stop(format!(
+            "{phase} failed on {}: the cluster cannot be built without it; fix it and run init again",
+            critical.join(", ")
+        )))
+    }
+}
+
+/// The local PKI, completed: adopted from the cluster when missing locally, then every
+/// missing or expiring certificate issued. Saved unless this is a dry run.
+async fn ensure_pki(run: &mut ClusterRun<'_>) -> Result<(), Stop> {
+    let inv = run.inventory;
+    let store = Store::for_inventory(inv);
+    let mut state = store.load().map_err(|e| Stop(e.to_string()))?;
+    if state.cas.is_empty() {
+        for role in [Role::ControlPlane, Role::Etcd] {
+            if role == Role::Etcd && inv.cluster.etcd_topology != EtcdTopology::External {
+                continue;
+            }
+            let Some(i) =
+                (0..inv.hosts.len()).find(|&i| run.host(i).has_role(role) && run.alive(i))
+            else {
+                continue;
+            };
+            let out = run
+                .exec(i, &certs::fetch_script())
+                .await
+                .map_err(|e| Stop(format!("cannot read the cluster's CAs: {e}")))?;
+            let mut files = certs::parse_fetch(&out.stdout_text());
+            if role == Role::Etcd {
+                files.retain(|k, _| k.starts_with("etcd/"));
+            }
+            let adopted = adopt::adopt(&mut state, &run.host(i).name, &files, store.root())
+                .map_err(|e| Stop(e.to_string()))?;
+            for a in adopted {
+                ui::emit(&format!(
+                    "adopted {} from {} ({})\n",
+                    a.what, a.host, a.fingerprint
+                ));
+            }
+        }
+    }
+    let now = OffsetDateTime::now_utc();
+    let plan = pki::ensure(inv, &mut state, now).map_err(|e| Stop(e.to_string()))?;
+    if plan.has_changes() && !run.dry_run {
+        store.save(&state).map_err(|e| Stop(e.to_string()))?;
+    }
+    run.set_pki(state)
+}
+
+/// Refuses to touch a cluster whose CA is not the local one (before any change).
+fn same_ca(run: &ClusterRun<'_>) -> Result<(), Stop> {
+    let Some(state) = run.prepared.pki.as_ref() else {
+        return Ok(());
+    };
+    for kind in pki::CaKind::ALL {
+        let Some(ca) = state.cas.get(&kind) else {
+            continue;
+        };
+        let path = format!("{}/{}.crt", pki::hosts::PKI_DIR, kind.id());
+        let local = hex::encode(Sha256::digest(&ca.cert_pem));
+        for (i, slot) in run.hosts.iter().enumerate() {
+            let Some(remote) = slot
+                .probed
+                .as_ref()
+                .and_then(|p| p.state.paths.get(&path))
+                .and_then(|p| p.sha256.as_deref())
+            else {
+                continue;
+            };
+            if remote != local {
+                return Err(Stop(format!(
+                    "{host} has another {label} in {path} than the local PKI in {dir}: this inventory \
+                     does not belong to that cluster, or its PKI was replaced. Nothing was changed. \
+                     Point -i at the inventory of that cluster, or move {dir} away to adopt the \
+                     cluster's CA",
+                    host = run.host(i).name,
+                    label = kind.label(),
+                    dir = Store::for_inventory(run.inventory).root().display(),
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// kubeadm's preflight on the probe's facts; errors stop the run before any change.
+fn preflight_gate(run: &ClusterRun<'_>, ignore: &[String]) -> Result<(), Stop> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let inputs: Vec<PreflightInput> = run
+        .hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, slot)| {
+            let host = run.host(i);
+            slot.probed.as_ref().map(|p| PreflightInput {
+                name: host.name.clone(),
+                roles: host.roles.clone(),
+                facts: p.facts.clone(),
+                received_at: None,
+            })
+        })
+        .collect();
+    let stacked = run.inventory.cluster.etcd_topology == EtcdTopology::Stacked;
+    let reports = preflight::evaluate(&inputs, now, ignore, stacked);
+    let mut errors = Vec::new();
+    let mut out = String::new();
+    for r in &reports {
+        for c in &r.checks {
+            match c.level {
+                Level::Error => errors.push(format!("{}: [{}] {}", r.host, c.name, c.message)),
+                Level::Warning if !ui::ui().quiet => {
+                    out.push_str(&format!(
+                        "{} {}: [{}] {}\n",
+                        ui::paint("warning", Color::Yellow),
+                        r.host,
+                        c.name,
+                        c.message
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    if !ui::ui().json {
+        ui::emit(&out);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Stop(format!(
+            "preflight found errors (nothing was changed):\n  {}\n  fix them, or skip named checks with --ignore-preflight-errors NAME",
+            errors.join("\n  ")
+        )))
+    }
+}
+
+async fn etcd_gate(run: &mut ClusterRun<'_>, on: usize, expected: usize) -> Result<(), Stop> {
+    let what = format!("etcd: {expected} members healthy");
+    let run_ref = &*run;
+    let check = || async move {
+        let out = run_ref.exec(on, &gates::etcd_health_script()).await?;
+        let health = gates::parse_etcd_health(&out.stdout_text())
+            .map_err(|e| format!("{e} {}", out.stderr_text().trim()))?;
+        let bad: Vec<String> = health
+            .iter()
+            .filter_map(|(ep, h)| h.as_ref().err().map(|e| format!("{ep}: {e}")))
+            .collect();
+        if !bad.is_empty() {
+            return Err(bad.join("; "));
+        }
+        Ok(health.len() == expected)
+    };
+    let result = wait_for(run.dry_run, ETCD_TIMEOUT, check).await;
+    run.record_gate(&what, result)
+}
+
+async fn api_gate(
+    run: &mut ClusterRun<'_>,
+    on: usize,
+    server: Option<String>,
+    what: &str,
+) -> Result<(), Stop> {
+    let what = format!("{what} ready (/readyz)");
+    let run_ref = &*run;
+    let script = gates::readyz_script(server.as_deref());
+    let check = || {
+        let script = script.clone();
+        async move {
+            let out = run_ref.exec(on, &script).await?;
+            if gates::readyz_ok(&out.stdout_text()) {
+                Ok(true)
+            } else {
+                Err(format!(
+                    "{}{}",
+                    out.stdout_text().trim(),
+                    out.stderr_text().trim()
+                ))
+            }
+        }
+    };
+    let result = wait_for(run.dry_run, API_TIMEOUT, check).await;
+    run.record_gate(&what, result)
+}
+
+/// Every node that is still in the run is Ready with the cluster's kubelet version.
+async fn nodes_gate(run: &mut ClusterRun<'_>, on: usize) -> Result<(), Stop> {
+    let version = run.inventory.cluster.kubernetes_version.to_string();
+    let expected: Vec<String> = (0..run.inventory.hosts.len())
+        .filter(|&i| run.alive(i) && pki::spec::runs_kubelet(run.host(i)))
+        .map(|i| run.host(i).name.clone())
+        .collect();
+    let what = format!("{} nodes Ready with kubelet {version}", expected.len());
+    let run_ref = &*run;
+    let expected = &expected;
+    let version = &version;
+    let check = || async move {
+        let out = run_ref.exec(on, &gates::nodes_script()).await?;
+        let nodes = gates::parse_nodes(&out.stdout_text())
+            .map_err(|e| format!("{e} {}", out.stderr_text().trim()))?;
+        let waiting: Vec<String> = expected
+            .iter()
+            .filter(|n| {
+                !nodes
+                    .get(*n)
+                    .is_some_and(|s| s.ready && &s.kubelet_version == version)
+            })
+            .map(|n| match nodes.get(n) {
+                None => format!("{n} not registered"),
+                Some(s) if !s.ready => format!("{n} not Ready"),
+                Some(s) => format!("{n} runs kubelet {}", s.kubelet_version),
+            })
+            .collect();
+        if waiting.is_empty() {
+            Ok(true)
+        } else {
+            Err(waiting.join(", "))
+        }
+    };
+    let result = wait_for(run.dry_run, NODES_TIMEOUT, check).await;
+    run.record_gate(&what, result)
+}
+
+/// The operator's kubeconfig beside the inventory, and how to use it.
+fn write_admin_conf(run: &ClusterRun<'_>) -> Result<(), Stop> {
+    let Some(state) = run.prepared.pki.as_ref() else {
+        return Ok(());
+    };
+    let Some(conf) = state.kubeconfigs.get("admin.conf") else {
+        return Err(Stop("the local PKI has no admin.conf".into()));
+    };
+    let path = run.inventory.state_dir().join("admin.conf");
+    if run.dry_run {
+        return Ok(());
+    }
+    crate::fsutil::write_atomic(&path, conf, 0o600)
+        .map_err(|e| Stop(format!("cannot write {}: {e}", path.display())))?;
+    if !ui::ui().quiet && !ui::ui().json {
+        ui::emit(&format!(
+            "The cluster is up. Talk to it with:\n  export KUBECONFIG={}\n  kubectl get nodes\n",
+            path.display()
+        ));
+    }
+    Ok(())
+}
