@@ -87,12 +87,30 @@ pub enum Command {
     Plan(PlanArgs),
     /// Build the cluster: every host of the inventory, phase by phase with health gates
     Init(InitArgs),
+    /// Add the hosts of the inventory that are not in the cluster yet (etcd members first)
+    Join(JoinArgs),
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
     /// Certificates: the local PKI, its distribution to the hosts, expiry, renewal
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Print a kubeconfig for the API endpoint: the admin's, or one for `--user` with a fresh
+    /// client certificate signed by the cluster CA (never stored)
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Issue a client certificate for this user name (its CN) instead of printing the admin's
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A group of that user (its O); repeat or separate with commas
+    #[arg(long = "group", value_delimiter = ',', requires = "user")]
+    pub groups: Vec<String>,
+    /// How long that certificate is valid: 30m, 24h, 7d, 1d12h … (5m to 365d, never past the CA)
+    #[arg(long, default_value = "24h", requires = "user")]
+    pub validity: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -128,6 +146,15 @@ pub struct InitArgs {
     /// Preflight checks to report as warnings instead of errors (names as printed, or `all`)
     #[arg(long, value_delimiter = ',')]
     pub ignore_preflight_errors: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Only these new hosts (default: every host not in the cluster yet)
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    #[command(flatten)]
+    pub init: InitArgs,
 }
 
 #[derive(Debug, Args)]

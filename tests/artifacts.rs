@@ -487,10 +487,10 @@ fn run(bin: &Path, args: &[&str]) -> String {
 }
 
 /// Builds the lab's test mirror and installs from it through the cache. Slow the first
-/// time on a machine (apt-get download of four Debian packages, kept in
+/// time on a machine (apt-get download of five Debian packages, kept in
 /// ~/.cache/capstan-lab/debs afterwards).
 #[test]
-fn the_test_mirror_serves_etcd_containerd_runc_and_kubectl() {
+fn the_test_mirror_serves_etcd_containerd_runc_cni_plugins_and_kubectl() {
     let arch = run(Path::new("dpkg"), &["--print-architecture"]);
     assert_eq!(
         arch.trim(),
@@ -511,6 +511,7 @@ fn the_test_mirror_serves_etcd_containerd_runc_and_kubectl() {
         "etcd        v3.4.23",
         "containerd  v1.6.20",
         "runc        v1.1.5",
+        "cni-plugins v1.1.1",
         "kubectl     v1.32.4",
     ] {
         assert!(stdout.contains(placed), "{placed} not in:\n{stdout}");
@@ -559,6 +560,42 @@ fn the_test_mirror_serves_etcd_containerd_runc_and_kubectl() {
 
     let runc = fetch(Component::Runc, "v1.1.5");
     assert!(run(&runc.binary("runc").unwrap().path, &["--version"]).contains("1.1.5"));
+
+    // The CNI plugins in upstream's tarball layout: every plugin the catalog names, each a
+    // real plugin answering the CNI VERSION command.
+    let cni = fetch(Component::CniPlugins, "v1.1.1");
+    for name in capstan::artifacts::catalog::CNI_PLUGINS {
+        let bin = cni
+            .binary(name)
+            .unwrap_or_else(|| panic!("no {name} in the cni-plugins tarball"));
+        let out = Command::new(&bin.path)
+            .env("CNI_COMMAND", "VERSION")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("supportedVersions"),
+            "{name}: {out:?}"
+        );
+    }
+    let listing = run(
+        Path::new("tar"),
+        &[
+            "-tzf",
+            mirror
+                .path()
+                .join(
+                    "github.com/containernetworking/plugins/releases/download/v1.1.1/\
+                     cni-plugins-linux-amd64-v1.1.1.tgz",
+                )
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(
+        listing.lines().any(|l| l == "./bridge") && listing.lines().all(|l| l.starts_with("./")),
+        "members at the tarball root as ./NAME, as upstream's:\n{listing}"
+    );
 
     let kubectl = fetch(Component::Kubectl, "v1.32.4");
     assert!(

@@ -37,7 +37,10 @@ fn init_twice(inv: &Path) -> Run {
 
 /// Real kubectl on this machine with the operator's admin.conf.
 fn kubectl(inv: &Path, args: &[&str]) -> String {
-    let conf = inv.parent().expect("well-formed").join(".capstan/admin.conf");
+    let conf = inv
+        .parent()
+        .expect("well-formed")
+        .join(".capstan/admin.conf");
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&conf)

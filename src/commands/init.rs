@@ -6,10 +6,20 @@ use crate::cli::{GlobalArgs, InitArgs};
 use crate::workflows::{SessionOptions, cluster, init};
 
 pub fn run(global: &GlobalArgs, args: &InitArgs) -> miette::Result<ExitCode> {
+    build(global, args, init::Mode::Init)
+}
+
+/// `init` and `join` share the workflow; `mode` says which.
+pub(super) fn build(
+    global: &GlobalArgs,
+    args: &InitArgs,
+    mode: init::Mode,
+) -> miette::Result<ExitCode> {
     let inventory = super::load_inventory(global)?;
     super::check_ignores(&args.ignore_preflight_errors)?;
     let session = SessionOptions::from_flags(global, &inventory)?;
     let opts = init::InitOptions {
+        mode,
         dry_run: args.dry_run,
         verify: args.verify,
         ignore_preflight: args.ignore_preflight_errors.clone(),

@@ -4,6 +4,8 @@ mod apply;
 mod certs;
 mod check;
 mod init;
+mod join;
+mod kubeconfig;
 mod lab;
 mod plan;
 
@@ -17,8 +19,10 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Apply(args) => apply::run(&cli.global, &args),
         Command::Plan(args) => plan::run(&cli.global, &args),
         Command::Init(args) => init::run(&cli.global, &args),
+        Command::Join(args) => join::run(&cli.global, &args),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
+        Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),
     }
 }
 

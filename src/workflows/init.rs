@@ -17,15 +17,27 @@ use time::OffsetDateTime;
 
 use super::cluster::{ClusterRun, RunReport, Stop, wait_for};
 use super::converge::{self, ConvergeOptions};
-use super::{SessionOptions, certs, gates};
+use super::{SessionOptions, certs, gates, membership};
 use crate::artifacts::cache::Cache;
 use crate::inventory::{EtcdTopology, Inventory, Role};
 use crate::pki::{self, Store, adopt};
 use crate::preflight::{self, Level, PreflightInput};
 use crate::ui::{self, Color};
 
+/// What the run is for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Build the cluster, or converge it again; refuses hosts that must be joined.
+    #[default]
+    Init,
+    /// Add the hosts of the inventory that are not in the cluster yet (only these, when
+    /// named).
+    Join { hosts: Vec<String> },
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct InitOptions {
+    pub mode: Mode,
     pub dry_run: bool,
     pub verify: bool,
     /// `--ignore-preflight-errors` names.
@@ -44,8 +56,12 @@ pub async fn run(
     opts: &InitOptions,
 ) -> miette::Result<RunReport> {
     let prepared = converge::prepare(inventory, &ConvergeOptions::default(), cache)?;
+    let command = match opts.mode {
+        Mode::Init => "init",
+        Mode::Join { .. } => "join",
+    };
     let mut run = ClusterRun::connect(
-        "init",
+        command,
         inventory,
         session,
         prepared,
@@ -89,6 +105,45 @@ async fn phases(run: &mut ClusterRun<'_>, opts: &InitOptions) -> Result<(), Stop
     same_ca(run)?;
     preflight_gate(run, &opts.ignore_preflight)?;
 
+    // Who is in the cluster already: etcd's member list, the API's nodes. Decided before
+    // any change, so that a refusal touches nothing.
+    let etcd = membership::etcd(run, &members).await?;
+    let joining: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| {
+            etcd.as_ref()
+                .is_some_and(|e| !e.has(run.inventory, run.host(i)))
+        })
+        .collect();
+    let skipped = match &opts.mode {
+        Mode::Init => {
+            if !joining.is_empty() {
+                return Err(Stop(format!(
+                    "{} {} in the inventory but not a member of the running etcd cluster:                      `capstan join` adds {}. Nothing was changed",
+                    names(run, &joining),
+                    if joining.len() == 1 { "is" } else { "are" },
+                    if joining.len() == 1 { "it" } else { "them" },
+                )));
+            }
+            Vec::new()
+        }
+        Mode::Join { hosts } => {
+            membership::check_join(run, etcd.as_ref(), &joining, &cps, hosts).await?
+        }
+    };
+    let keep = |list: &[usize]| -> Vec<usize> {
+        list.iter()
+            .copied()
+            .filter(|i| !skipped.contains(i))
+            .collect()
+    };
+    let all = keep(&all);
+    let cps = keep(&cps);
+    let members = keep(&members);
+    let workers = keep(&workers);
+    let joining = keep(&joining);
+
     let none = BTreeMap::new();
     let failed = run
         .converge(
@@ -100,9 +155,39 @@ async fn phases(run: &mut ClusterRun<'_>, opts: &InitOptions) -> Result<(), Stop
         .await;
     stop_if_critical(run, &failed, "hosts")?;
 
-    let failed = run.converge("etcd", &members, &["etcd"], &none).await;
-    stop_if_critical(run, &failed, "etcd")?;
-    etcd_gate(run, members[0], members.len()).await?;
+    match etcd {
+        None => {
+            // A new cluster: every member at once, state `new`.
+            let failed = run.converge("etcd", &members, &["etcd"], &none).await;
+            stop_if_critical(run, &failed, "etcd")?;
+            etcd_gate(run, members[0], members.len()).await?;
+        }
+        Some(mut current) => {
+            let settled: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|i| !joining.contains(i))
+                .collect();
+            let failed = run.converge("etcd", &settled, &["etcd"], &none).await;
+            stop_if_critical(run, &failed, "etcd")?;
+            // New members one at a time: `member add` on a healthy member, then the new one
+            // starts with state `existing` and the members of that moment.
+            for &new in &joining {
+                let overrides = membership::add_member(run, &mut current, new).await?;
+                let name = run.host(new).name.clone();
+                let failed = run
+                    .converge(
+                        &format!("etcd member {name} joins"),
+                        &[new],
+                        &["etcd"],
+                        &overrides,
+                    )
+                    .await;
+                stop_if_critical(run, &failed, "etcd")?;
+                etcd_gate(run, current.asked, current.count()).await?;
+            }
+        }
+    }
 
     let failed = run
         .converge(
@@ -144,6 +229,14 @@ async fn phases(run: &mut ClusterRun<'_>, opts: &InitOptions) -> Result<(), Stop
     nodes_gate(run, first).await?;
     write_admin_conf(run)?;
     Ok(())
+}
+
+fn names(run: &ClusterRun<'_>, hosts: &[usize]) -> String {
+    hosts
+        .iter()
+        .map(|&i| run.host(i).name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Stops when one of `hosts` is out of the run.
@@ -322,7 +415,11 @@ fn preflight_gate(run: &ClusterRun<'_>, ignore: &[String]) -> Result<(), Stop> {
     }
 }
 
-async fn etcd_gate(run: &mut ClusterRun<'_>, on: usize, expected: usize) -> Result<(), Stop> {
+pub(crate) async fn etcd_gate(
+    run: &mut ClusterRun<'_>,
+    on: usize,
+    expected: usize,
+) -> Result<(), Stop> {
     let what = format!("etcd: {expected} members healthy");
     let run_ref = &*run;
     let check = || async move {

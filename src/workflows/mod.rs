@@ -6,6 +6,8 @@ pub mod cluster;
 pub mod converge;
 pub mod gates;
 pub mod init;
+pub mod kubeconfig;
+pub mod membership;
 
 use std::time::Duration;
 

@@ -8,6 +8,9 @@
 #                    github.com/containerd/containerd/releases/download/v{V}/containerd-{V}-linux-{arch}.tar.gz
 #                    (members bin/{containerd,containerd-shim*,ctr})
 #   runc             Debian's runc, as github.com/opencontainers/runc/releases/download/v{V}/runc.{arch}
+#   cni-plugins      Debian's containernetworking-plugins, repacked as upstream's
+#                    github.com/containernetworking/plugins/releases/download/v{V}/cni-plugins-linux-{arch}-v{V}.tgz
+#                    (members ./bridge ./host-local ./loopback ./portmap ... at the tarball root)
 #   kubectl          the machine's real kubectl builds (/usr/bin/kubectl, and the versioned builds
 #                    beside the Cloud SDK's), else Debian's kubernetes-client, at
 #                    release/v{V}/bin/linux/{arch}/kubectl
@@ -191,6 +194,31 @@ place_runc() {
     placed runc "v$v" "$rel"
 }
 
+# --- CNI plugins --------------------------------------------------------------------------
+# Upstream's tarball holds every plugin at its root as ./NAME; Debian installs the same
+# plugins into /usr/lib/cni. The names capstan needs (src/artifacts/catalog.rs CNI_PLUGINS)
+# must all be there.
+place_cni_plugins() {
+    local dver v rel dir f
+    dver=$(deb_version containernetworking-plugins)
+    v=$(upstream_version "$dver")
+    rel="github.com/containernetworking/plugins/releases/download/v$v/cni-plugins-linux-$ARCH-v$v.tgz"
+    if ! up_to_date "$rel" "containernetworking-plugins=$dver"; then
+        dir=$(unpack_deb containernetworking-plugins "$dver")
+        rm -rf "$WORK/cni"; mkdir -p "$WORK/cni"
+        for f in "$dir"/usr/lib/cni/*; do
+            [ -f "$f" ] && install -m 0755 "$f" "$WORK/cni/$(basename "$f")"
+        done
+        for f in bandwidth bridge firewall host-device host-local loopback portmap ptp tuning; do
+            [ -x "$WORK/cni/$f" ] || die "Debian's containernetworking-plugins $dver has no $f"
+        done
+        chmod 0755 "$WORK/cni"
+        pack "$WORK/cni" "$WORK/cni.tgz" .
+        publish "$WORK/cni.tgz" "$rel" "containernetworking-plugins=$dver"
+    fi
+    placed cni-plugins "v$v" "$rel"
+}
+
 # --- kubectl ------------------------------------------------------------------------------
 # The version a kubectl binary reports (v1.32.4-dispatcher -> v1.32.4), or nothing.
 kubectl_version() {
@@ -269,6 +297,7 @@ place_kubelet() {
 place_etcd
 place_containerd
 place_runc
+place_cni_plugins
 place_kubectl
 place_kubelet
 

@@ -16,7 +16,7 @@ use crate::resources::{self, Res};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::{Request, Response};
 use crate::tls::{self, User};
-use crate::{patch, timefmt};
+use crate::{patch, rbac, timefmt};
 
 const NAME: &str = "kube-apiserver";
 
@@ -254,26 +254,56 @@ impl ApiServer {
         }
     }
 
-    /// True when a ClusterRoleBinding to the `cluster-admin` ClusterRole names the user or
-    /// one of its groups (the stored bindings are read from etcd on each check).
-    fn bound_cluster_admin(&self, user: &User) -> bool {
-        let Ok((bindings, _)) = self.etcd.list("/registry/clusterrolebindings/") else {
-            return false;
-        };
-        bindings.iter().any(|kv| {
-            let Ok(b) = serde_json::from_slice::<Value>(&kv.value) else {
-                return false;
+    /// The RBAC authorizer: the Roles, ClusterRoles and bindings stored in etcd.
+    fn rbac_allows(&self, user: &User, verb: &str, t: &Target, obj: Option<&Value>) -> bool {
+        const RBAC: &str = "rbac.authorization.k8s.io";
+        let objects = |resource: &str, ns: Option<&str>| -> Vec<Value> {
+            let Some(res) = resources::find(RBAC, "v1", resource) else {
+                return Vec::new();
             };
-            b["roleRef"]["kind"] == "ClusterRole"
-                && b["roleRef"]["name"] == "cluster-admin"
-                && b["subjects"].as_array().is_some_and(|subjects| {
-                    subjects.iter().any(|s| match s["kind"].as_str() {
-                        Some("User") => s["name"] == user.name.as_str(),
-                        Some("Group") => s["name"].as_str().is_some_and(|g| user.in_group(g)),
-                        _ => false,
-                    })
-                })
-        })
+            match self.etcd.list(&prefix(res, ns)) {
+                Ok((kvs, _)) => kvs
+                    .iter()
+                    .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+                    .collect(),
+                Err(e) => {
+                    log(NAME, &format!("RBAC: cannot read {resource}: {e}"));
+                    Vec::new()
+                }
+            }
+        };
+        let ns = t.ns.as_deref();
+        let policy = rbac::Policy {
+            cluster_roles: objects("clusterroles", None),
+            cluster_role_bindings: objects("clusterrolebindings", None),
+            roles: ns.map(|n| objects("roles", Some(n))).unwrap_or_default(),
+            role_bindings: ns
+                .map(|n| objects("rolebindings", Some(n)))
+                .unwrap_or_default(),
+        };
+        let resource = match &t.sub {
+            Some(sub) => format!("{}/{sub}", t.res.name),
+            None => t.res.name.to_string(),
+        };
+        // A create names no object in its URL; RBAC's resourceNames never cover it.
+        let name = if verb == "create" && t.sub.is_none() {
+            ""
+        } else {
+            t.name
+                .as_deref()
+                .or_else(|| obj.and_then(|o| o["metadata"]["name"].as_str()))
+                .unwrap_or("")
+        };
+        policy.allows(
+            user,
+            &rbac::Attrs {
+                verb,
+                group: t.res.group,
+                resource,
+                name,
+                namespace: ns,
+            },
+        )
     }
 
     fn forbidden(user: &User, verb: &str, t: &Target) -> Response {
@@ -498,15 +528,13 @@ impl ApiServer {
             _ => existing.as_ref().map(|(v, _)| v),
         };
         // A node may create a pod only for itself, and update one only if it stays its own.
-        // Beyond the built-in rules, RBAC as far as `cluster-admin` goes: a user bound to it
-        // by a ClusterRoleBinding (kubeadm's kubeadm:cluster-admins) may do anything.
-        let allowed = (Self::authorize(user, verb, t, authz_obj) || self.bound_cluster_admin(user))
+        let allowed = Self::authorize(user, verb, t, authz_obj)
             && (verb != "update"
                 || t.res.name != "pods"
                 || Self::authorize(user, verb, t, body.as_ref())
                 || user.in_group("system:masters")
                 || !user.in_group("system:nodes"));
-        if !allowed {
+        if !allowed && !self.rbac_allows(user, verb, t, authz_obj) {
             return Self::forbidden(user, verb, t);
         }
         match (verb, t.sub.as_deref()) {
@@ -755,7 +783,9 @@ impl ApiServer {
             let bump = i64::from(t.sub.is_none() && old.get("spec") != new.get("spec"));
             new["metadata"]["generation"] = json!(g + bump);
         }
-        if dry_run {
+        // An update that changes nothing is not written: the object keeps its
+        // resourceVersion (the real server's GuaranteedUpdate does the same).
+        if dry_run || new == *old {
             return Response::json(200, &with_rv(new, rev, t.res));
         }
         let data = serde_json::to_vec(&new).unwrap_or_default();
@@ -1198,9 +1228,48 @@ fn bootstrap(api: &ApiServer) {
             }
         }
         if ok {
+            bootstrap_policy(api);
             return;
         }
         std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// The bootstrap RBAC policy every cluster has: the `cluster-admin` ClusterRole, bound to
+/// `system:masters`. Created once; later edits are kept (as the real server's reconciler
+/// does for roles marked not to auto-update).
+fn bootstrap_policy(api: &ApiServer) {
+    let meta = |name: &str| {
+        json!({"name": name, "uid": common::uid(), "creationTimestamp": timefmt::now(),
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}})
+    };
+    let objects = [
+        (
+            "/registry/clusterroles/cluster-admin",
+            json!({"kind": "ClusterRole", "apiVersion": "rbac.authorization.k8s.io/v1",
+                "metadata": meta("cluster-admin"),
+                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                          {"nonResourceURLs": ["*"], "verbs": ["*"]}]}),
+        ),
+        (
+            "/registry/clusterrolebindings/cluster-admin",
+            json!({"kind": "ClusterRoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1",
+                "metadata": meta("cluster-admin"),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}),
+        ),
+    ];
+    for (k, obj) in objects {
+        if let Err(e) = api
+            .etcd
+            .put_if(k, &serde_json::to_vec(&obj).unwrap_or_default(), 0)
+        {
+            log(
+                NAME,
+                &format!("cannot create the bootstrap policy {k}: {e}"),
+            );
+        }
     }
 }
 

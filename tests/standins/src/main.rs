@@ -20,6 +20,7 @@ mod flags;
 mod kubeconfig;
 mod kubelet;
 mod patch;
+mod rbac;
 mod resources;
 mod selectors;
 mod server;

@@ -364,3 +364,49 @@ pub fn ok(out: &Output, what: &str) -> String {
     );
     stdout
 }
+
+/// A kubelet stand-in at `version` registering node `name` through `bed`'s API server, with
+/// an empty static pod folder. Killed on drop.
+pub fn start_kubelet(bed: &Bed, name: &str, version: &str) -> Proc {
+    let d = bed.dir.path().join(format!("kubelet-{name}"));
+    std::fs::create_dir_all(d.join("manifests")).unwrap();
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    let node = bed.ca.issue(
+        &format!("system:node:{name}"),
+        &["system:nodes"],
+        &[],
+        false,
+        true,
+    );
+    let kc = kubeconfig(&d, "kubelet.conf", &bed.api_url, &bed.ca.pem, &node);
+    let serving = bed.ca.issue(name, &[], &["127.0.0.1"], true, false);
+    let cert = write(&d, "kubelet.crt", &serving.cert);
+    let key = write(&d, "kubelet.key", &serving.key);
+    let (port, hz) = (free_port(), free_port());
+    let cfg = write(
+        &d,
+        "config.yaml",
+        &format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\n\
+             cgroupDriver: systemd\nclusterDNS: [10.96.0.10]\nclusterDomain: cluster.local\n\
+             tlsCertFile: {cert}\ntlsPrivateKeyFile: {key}\nauthentication:\n  x509:\n    clientCAFile: {}\n\
+             port: {port}\nhealthzPort: {hz}\n",
+            d.join("manifests").display(),
+            bed.path("ca.crt")
+        ),
+    );
+    let bin = stamped(&d, "kubelet", version);
+    Proc::spawn(
+        Command::new(bin)
+            .env("CAPSTAN_STANDIN_IMAGE_STORE", d.join("images"))
+            .args([
+                format!("--config={cfg}"),
+                format!("--kubeconfig={kc}"),
+                format!("--hostname-override={name}"),
+                "--node-ip=127.0.0.1".into(),
+                "--container-runtime-endpoint=unix:///run/containerd/containerd.sock".into(),
+                format!("--root-dir={}", d.join("root").display()),
+            ]),
+        d.join("kubelet.log"),
+    )
+}
