@@ -193,3 +193,226 @@ fn stacked_etcd_three_control_planes_two_workers_haproxy() {
     );
     assert_eq!(svc, "10.96.0.10");
 }
+
+/// nginx's view: every control plane is a backend of its stream proxy, and nginx answers
+/// through it (a readyz through the LB proves at least one works; kubectl proves the rest
+/// of the wiring).
+fn assert_nginx_backends(lab: &Lab, lb: &str, backends: usize) {
+    let conf = docker(&["exec", &lab.container(lb), "cat", "/etc/nginx/nginx.conf"]);
+    let servers = conf
+        .lines()
+        .filter(|l| l.trim_start().starts_with("server ") && l.contains(":6443"))
+        .count();
+    assert_eq!(servers, backends, "{conf}");
+}
+
+fn edit_inventory(inv: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(inv).expect("read the inventory");
+    assert!(text.contains(from), "{text}");
+    std::fs::write(inv, text.replace(from, to)).expect("write the inventory");
+}
+
+#[test]
+fn external_etcd_two_control_planes_one_worker_nginx() {
+    let lab = lab(
+        "init2",
+        &[
+            "--control-planes",
+            "2",
+            "--workers",
+            "1",
+            "--etcd",
+            "3",
+            "--load-balancers",
+            "1",
+        ],
+    );
+    let inv = lab.inventory();
+    edit_inventory(
+        &inv,
+        "    mode: external-lb\n",
+        "    mode: external-lb\n    software: nginx\n",
+    );
+    init_twice(&inv);
+    assert_etcd_healthy(&lab, "etcd1", 3);
+    assert_nodes_ready(&inv, &["cp1", "cp2", "w1"]);
+    assert_leases(&inv, &["cp1", "cp2"]);
+    assert_nginx_backends(&lab, "lb1", 2);
+    // No etcd on the control planes under the external topology.
+    let units = docker(&[
+        "exec",
+        &lab.container("cp1"),
+        "systemctl",
+        "list-unit-files",
+        "etcd.service",
+    ]);
+    assert!(!units.contains("etcd.service"), "{units}");
+}
+
+#[test]
+fn local_proxy_on_every_node_three_control_planes_one_worker() {
+    let lab = lab("init3", &["--control-planes", "3", "--workers", "1"]);
+    let inv = lab.inventory();
+    assert!(
+        std::fs::read_to_string(&inv)
+            .expect("inventory")
+            .contains("mode: local-proxy")
+    );
+    init_twice(&inv);
+    assert_etcd_healthy(&lab, "cp2", 3);
+    assert_nodes_ready(&inv, &["cp1", "cp2", "cp3", "w1"]);
+    assert_leases(&inv, &["cp1", "cp2", "cp3"]);
+    // The worker's kubelet reaches the API through its own proxy on 127.0.0.1:6443.
+    let conf = docker(&[
+        "exec",
+        &lab.container("w1"),
+        "cat",
+        "/etc/kubernetes/kubelet.conf",
+    ]);
+    assert!(conf.contains("server: https://127.0.0.1:6443"), "{conf}");
+    let readyz = docker(&[
+        "exec",
+        &lab.container("w1"),
+        "curl",
+        "-sk",
+        "https://127.0.0.1:6443/readyz",
+    ]);
+    assert!(!readyz.is_empty());
+}
+
+#[test]
+fn single_control_plane_one_worker_and_a_foreign_ca_is_refused() {
+    let lab = lab("init4", &["--control-planes", "1", "--workers", "1"]);
+    let inv = lab.inventory();
+    init_twice(&inv);
+    assert_nodes_ready(&inv, &["cp1", "w1"]);
+    assert_leases(&inv, &["cp1"]);
+
+    // Another PKI (another cluster's inventory): init refuses before changing anything.
+    let state = inv.parent().expect("dir").join(".capstan");
+    std::fs::rename(state.join("pki"), state.join("pki.mine")).expect("move the PKI");
+    let generated = run_capstan(&["certs", "generate"], &inv);
+    assert_eq!(generated.code, 0, "{}", generated.all());
+    let before = docker(&[
+        "exec",
+        &lab.container("cp1"),
+        "sha256sum",
+        "/etc/kubernetes/pki/ca.crt",
+    ]);
+    let refused = init(&inv);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.all().contains("another cluster CA") || refused.all().contains("another"),
+        "{}",
+        refused.all()
+    );
+    assert!(
+        refused.all().contains("Nothing was changed"),
+        "{}",
+        refused.all()
+    );
+    let after = docker(&[
+        "exec",
+        &lab.container("cp1"),
+        "sha256sum",
+        "/etc/kubernetes/pki/ca.crt",
+    ]);
+    assert_eq!(before, after);
+    std::fs::remove_dir_all(state.join("pki")).expect("drop the foreign PKI");
+    std::fs::rename(state.join("pki.mine"), state.join("pki")).expect("restore the PKI");
+    let again = init(&inv);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(again.stdout.contains(" 0 changes"), "{}", again.all());
+}
+
+#[test]
+fn join_two_control_planes_and_a_worker_then_refuse_a_join_with_a_member_down() {
+    let small = [
+        "--control-planes",
+        "1",
+        "--workers",
+        "1",
+        "--load-balancers",
+        "1",
+    ];
+    let lab = lab("join", &small);
+    let inv = lab.inventory();
+    init_twice(&inv);
+    let haproxy_pid = |lab: &Lab| {
+        docker(&[
+            "exec",
+            &lab.container("lb1"),
+            "systemctl",
+            "show",
+            "-p",
+            "MainPID",
+            "--value",
+            "haproxy.service",
+        ])
+        .trim()
+        .to_string()
+    };
+    let pid = haproxy_pid(&lab);
+
+    // The same lab with two more control planes and one more worker; the inventory grows.
+    let mut flags: Vec<String> = [
+        "--control-planes",
+        "3",
+        "--workers",
+        "2",
+        "--load-balancers",
+        "1",
+    ]
+    .iter()
+    .map(|f| (*f).to_string())
+    .collect();
+    flags.extend(bed_flags());
+    let out = support::lab::capstan()
+        .args(["lab", "up", "--name", &lab.name, "--out"])
+        .arg(lab.dir.path())
+        .args(&flags)
+        .output()
+        .expect("lab up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // init refuses: the new members must be joined.
+    let refused = init(&inv);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(refused.all().contains("capstan join"), "{}", refused.all());
+
+    let dry = run_capstan(&["join", "--dry-run"], &inv);
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    assert!(dry.stdout.contains("etcd member add cp2"), "{}", dry.all());
+
+    let joined = run_capstan(&["join"], &inv);
+    assert_eq!(joined.code, 0, "{}", joined.all());
+    let again = run_capstan(&["join"], &inv);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(again.stdout.contains(" 0 changes"), "{}", again.all());
+
+    assert_etcd_healthy(&lab, "cp1", 3);
+    assert_nodes_ready(&inv, &["cp1", "cp2", "cp3", "w1", "w2"]);
+    assert_haproxy_backends_up(&lab, "lb1", 3);
+    assert_eq!(
+        haproxy_pid(&lab),
+        pid,
+        "haproxy was restarted, not reloaded"
+    );
+
+    // A member down: join refuses before any change.
+    docker(&["exec", &lab.container("cp3"), "systemctl", "stop", "etcd"]);
+    let refused = run_capstan(&["join"], &inv);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.all().contains("etcd is not healthy"),
+        "{}",
+        refused.all()
+    );
+    assert!(refused.all().contains("cp3"), "{}", refused.all());
+    assert!(!refused.stdout.contains(" changed ("), "{}", refused.all());
+    docker(&["exec", &lab.container("cp3"), "systemctl", "start", "etcd"]);
+}

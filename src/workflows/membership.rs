@@ -187,7 +187,7 @@ pub async fn check_join(
     };
     let added = joining.iter().filter(|i| !skipped.contains(i)).count();
     let end = started.len() + added;
-    if end % 2 == 0 {
+    if end.is_multiple_of(2) {
         return Err(Stop(format!(
             "after this join etcd would have {end} members: an even count tolerates no more \
              failures than one member fewer. Join members so that the count stays odd"
@@ -282,7 +282,7 @@ mod tests {
         let inv = crate::inventory::load_str(
             "cluster: {name: t, kubernetes_version: v1.32.4}\nhosts:\n- {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n- {name: cp2, address: 10.0.0.2, roles: [control-plane]}\n- {name: cp3, address: 10.0.0.3, roles: [control-plane]}\n",
             std::path::Path::new("/tmp/x/cluster.yaml"),
-            std::path::Path::new("/root"),
+            Some(std::path::Path::new("/root")),
         )
         .expect("valid inventory");
         let c = EtcdCluster {
