@@ -182,6 +182,15 @@ fn cluster_roles_on_a_control_plane_and_a_worker() {
     assert!(members.contains(", started, cp1, https://"), "{members}");
     let (_, mode) = sh(&lab, "cp1", "stat -c %a /var/lib/etcd");
     assert_eq!(mode.trim(), "700");
+    let (code, out) = sh(
+        &lab,
+        "w1",
+        "/opt/cni/bin/bridge 2>&1; /opt/cni/bin/portmap 2>&1; true",
+    );
+    assert!(
+        code == 0 && out.contains("CNI bridge plugin") && out.contains("CNI portmap plugin"),
+        "{out}"
+    );
     let (code, _) = sh(&lab, "w1", "test -e /etc/etcd");
     assert_ne!(code, 0, "a worker got etcd");
 

@@ -669,6 +669,16 @@ hosts:
         assert!(cfg.get("staticPodPath").is_none(), "{cfg:?}");
         assert!(cfg.get("failCgroupV1").is_none(), "{cfg:?}");
         assert!(!w.contains_key("/etc/etcd/etcd.env"));
+        // Every standard CNI plugin from the artifact, on every node.
+        let (_, desired) = files_of(&inv, "w1", &v2, None);
+        for plugin in crate::artifacts::catalog::CNI_PLUGINS {
+            let path = format!("/opt/cni/bin/{plugin}");
+            assert!(
+                desired.iter().any(|d| matches!(d, Desired::File(f)
+                    if f.path == path && f.content == Content::Cached(PathBuf::from(format!("/cache/cni-plugins/{plugin}"))))),
+                "{path}"
+            );
+        }
         assert!(!w.contains_key("/etc/kubernetes/manifests/kube-apiserver.yaml"));
     }
 
