@@ -89,6 +89,8 @@ pub enum Command {
     Init(InitArgs),
     /// Add the hosts of the inventory that are not in the cluster yet (etcd members first)
     Join(JoinArgs),
+    /// Take nodes out of the cluster (drain, etcd member remove) and clean their hosts
+    Reset(ResetArgs),
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
@@ -155,6 +157,19 @@ pub struct JoinArgs {
     pub hosts: Vec<String>,
     #[command(flatten)]
     pub init: InitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The hosts to take out (required: reset never guesses)
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub hosts: Vec<String>,
+    /// Say what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Go on even when etcd would lose quorum or no control plane would remain
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod join;
 mod kubeconfig;
 mod lab;
 mod plan;
+mod reset;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Plan(args) => plan::run(&cli.global, &args),
         Command::Init(args) => init::run(&cli.global, &args),
         Command::Join(args) => join::run(&cli.global, &args),
+        Command::Reset(args) => reset::run(&cli.global, &args),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),

@@ -102,6 +102,9 @@ struct PortRule {
     scope: Scope,
     /// The process names that may hold it (a running cluster's own).
     ours: &'static [&'static str],
+    /// The component listens on the host's own address only, never on loopback: a
+    /// loopback listener (the local API proxy on 127.0.0.1:6443) does not conflict.
+    loopback_free: bool,
 }
 
 /// The ports kubeadm checks, by who needs them.
@@ -111,36 +114,42 @@ const PORTS: &[PortRule] = &[
         check: "Port-6443",
         scope: Scope::ControlPlanes,
         ours: &["kube-apiserver"],
+        loopback_free: true,
     },
     PortRule {
         port: 10257,
         check: "Port-10257",
         scope: Scope::ControlPlanes,
         ours: &["kube-controller-manager"],
+        loopback_free: false,
     },
     PortRule {
         port: 10259,
         check: "Port-10259",
         scope: Scope::ControlPlanes,
         ours: &["kube-scheduler"],
+        loopback_free: false,
     },
     PortRule {
         port: 2379,
         check: "Port-2379",
         scope: Scope::EtcdMembers,
         ours: &["etcd"],
+        loopback_free: false,
     },
     PortRule {
         port: 2380,
         check: "Port-2380",
         scope: Scope::EtcdMembers,
         ours: &["etcd"],
+        loopback_free: false,
     },
     PortRule {
         port: 10250,
         check: "Port-10250",
         scope: Scope::Nodes,
         ours: &["kubelet"],
+        loopback_free: false,
     },
 ];
 
@@ -766,6 +775,13 @@ fn overlay(f: &Facts, out: &mut Vec<Check>) {
     }
 }
 
+fn is_loopback(address: &str) -> bool {
+    address
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether a process name (`comm`, cut at 15 characters) is one of `ours`.
 fn is_ours(name: &str, ours: &[&str]) -> bool {
     ours.iter()
@@ -786,7 +802,11 @@ fn port(f: &Facts, rule: &PortRule, out: &mut Vec<Check>) {
         );
         return;
     };
-    let listeners = f.listeners_on(rule.port);
+    let listeners: Vec<_> = f
+        .listeners_on(rule.port)
+        .into_iter()
+        .filter(|l| !(rule.loopback_free && is_loopback(&l.address)))
+        .collect();
     if listeners.is_empty() {
         push(
             out,

@@ -378,3 +378,30 @@ fn a_fresh_lab_host_passes_as_a_control_plane_with_cgroup_v1_warned() {
     let warned: Vec<&str> = r.warnings().map(|c| c.name).collect();
     assert_eq!(warned, ["Cgroups"]);
 }
+
+#[test]
+fn the_local_api_proxy_on_loopback_does_not_hold_the_api_servers_port() {
+    // Under local-proxy every node runs haproxy on 127.0.0.1:6443, and the API server binds
+    // the host's own address: both listen on 6443 without conflict.
+    let mut f = rocky();
+    f.listening.as_mut().unwrap().push(ListeningPort {
+        address: "127.0.0.1".into(),
+        port: 6443,
+        processes: vec![Process {
+            name: "haproxy".into(),
+            pid: Some(7),
+        }],
+    });
+    let r = one("cp1", &[Role::ControlPlane], f.clone());
+    assert_eq!(
+        level(&r, "Port-6443"),
+        Level::Ok,
+        "{}",
+        msg(&r, "Port-6443")
+    );
+    // On the wildcard address it would take the API server's port.
+    f.listening.as_mut().unwrap().last_mut().unwrap().address = "0.0.0.0".into();
+    let r = one("cp1", &[Role::ControlPlane], f);
+    assert_eq!(level(&r, "Port-6443"), Level::Error);
+    assert!(msg(&r, "Port-6443").contains("haproxy"));
+}

@@ -356,6 +356,18 @@ impl<'a> ClusterRun<'a> {
         Ok(())
     }
 
+    /// Records a step that is not a converge (a reset's drain, member removal, cleaning)
+    /// as a phase of its own, with what it did in `notes`.
+    pub fn record_note(&mut self, phase: &str, notes: Vec<String>) {
+        self.phases.push(PhaseReport {
+            phase: phase.to_string(),
+            hosts: Vec::new(),
+            gates: notes,
+            failed: BTreeMap::new(),
+            seconds: 0.0,
+        });
+    }
+
     /// Closes every connection and builds the report.
     pub async fn finish(self, stopped: Option<Stop>) -> RunReport {
         let mut failed = BTreeMap::new();
