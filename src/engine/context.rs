@@ -669,6 +669,16 @@ hosts:
         assert!(cfg.get("staticPodPath").is_none(), "{cfg:?}");
         assert!(cfg.get("failCgroupV1").is_none(), "{cfg:?}");
         assert!(!w.contains_key("/etc/etcd/etcd.env"));
+        // Every standard CNI plugin from the artifact, on every node.
+        let (_, desired) = files_of(&inv, "w1", &v2, None);
+        for plugin in crate::artifacts::catalog::CNI_PLUGINS {
+            let path = format!("/opt/cni/bin/{plugin}");
+            assert!(
+                desired.iter().any(|d| matches!(d, Desired::File(f)
+                    if f.path == path && f.content == Content::Cached(PathBuf::from(format!("/cache/cni-plugins/{plugin}"))))),
+                "{path}"
+            );
+        }
         assert!(!w.contains_key("/etc/kubernetes/manifests/kube-apiserver.yaml"));
     }
 
@@ -783,6 +793,12 @@ hosts:
                 .clone()
         };
         let rbac = docs("/etc/kubernetes/addons/00-node-rbac.yaml");
+        let admins = yaml(&files["/etc/kubernetes/cluster-admins.yaml"]);
+        assert_eq!(admins["roleRef"]["name"].as_str(), Some("cluster-admin"));
+        assert_eq!(
+            admins["subjects"][0]["name"].as_str(),
+            Some(crate::pki::spec::CLUSTER_ADMINS_GROUP)
+        );
         let node = find(&rbac, "ClusterRoleBinding", "capstan:system:node");
         assert_eq!(node["roleRef"]["name"].as_str(), Some("system:node"));
         assert_eq!(node["subjects"][0]["name"].as_str(), Some("system:nodes"));

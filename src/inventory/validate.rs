@@ -184,6 +184,26 @@ pub fn resolve(
                 );
             }
         }
+        // The kubelet's --node-ip, the API server's --advertise-address and etcd's URLs take
+        // an IP address; only a load balancer may be known by name alone.
+        if roles.iter().any(|r| *r != Role::LoadBalancer)
+            && is_address(&internal)
+            && !super::is_ip(&internal)
+        {
+            let (field, given) = if h.internal_address.is_some() {
+                ("internal_address", "internal address")
+            } else {
+                ("address", "address (also its internal address)")
+            };
+            c.at(
+                &strs(&at(field)),
+                format!(
+                    "host `{}`: {given} `{internal}` is not an IP address",
+                    h.name
+                ),
+                "the internal address becomes the kubelet's --node-ip, the API server's --advertise-address and etcd's URLs, which take IPs: add `internal_address: <IP>` (cluster traffic), keep the name in `address` for SSH",
+            );
+        }
         let ssh = merge_ssh(&mut c, &file.ssh, h.ssh.as_ref(), &idx, base_dir);
         if let Some(first) = ssh_addresses.insert((h.address.clone(), ssh.port), i) {
             c.at(
@@ -954,6 +974,26 @@ mod tests {
         assert!(problems(&format!(
             "cluster:\n  name: a\n  kubernetes_version: v1.32.4\n  service_subnet: 10.96.0.0/28\n{HOSTS}"
         ))
+        .is_empty());
+    }
+
+    #[test]
+    fn cluster_hosts_need_an_internal_ip() {
+        let p = problems(
+            "cluster: {name: a, kubernetes_version: v1.32.4}\nhosts:\n  - {name: cp1, address: cp1.example.com, roles: [control-plane]}\n  - {name: w1, address: w1.example.com, internal_address: w1.lan, roles: [worker]}\n  - {name: lb1, address: lb.example.com, roles: [load-balancer]}\n",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("3:26: host `cp1`: address (also its internal address) `cp1.example.com` is not an IP address | the internal address becomes"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("4:59: host `w1`: internal address `w1.lan` is not an IP address"),
+            "{p:?}"
+        );
+        assert!(problems(
+            "cluster: {name: a, kubernetes_version: v1.32.4}\nhosts:\n  - {name: cp1, address: cp1.example.com, internal_address: 10.0.0.1, roles: [control-plane]}\n",
+        )
         .is_empty());
     }
 
