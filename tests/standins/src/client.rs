@@ -31,6 +31,9 @@ pub fn agent(
         .tls_config(tls.build())
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
+        // A peer that went away (no RST, packets dropped) must not hold a call for the
+        // whole timeout: the next endpoint gets its turn quickly, as etcd's client does.
+        .timeout_connect(Some(timeout.min(Duration::from_secs(1))))
         .build()
         .new_agent()
 }

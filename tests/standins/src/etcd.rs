@@ -13,6 +13,9 @@ use ureq::tls::PrivateKey;
 pub struct Etcd {
     agent: ureq::Agent,
     endpoints: Vec<String>,
+    /// The endpoint that answered last: calls start there (etcd's client balances
+    /// away from a member that is down instead of trying it first every time).
+    preferred: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -76,13 +79,18 @@ impl Etcd {
                 .into_iter()
                 .map(|e| e.trim_end_matches('/').to_string())
                 .collect(),
+            preferred: std::sync::Arc::default(),
         }
     }
 
     fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let data = serde_json::to_vec(body).map_err(|e| EtcdError::Failed(e.to_string()))?;
         let mut errors = Vec::new();
-        for ep in &self.endpoints {
+        let n = self.endpoints.len();
+        let first = self.preferred.load(std::sync::atomic::Ordering::Relaxed) % n.max(1);
+        for k in 0..n {
+            let at = (first + k) % n;
+            let ep = &self.endpoints[at];
             let url = format!("{ep}{path}");
             match self
                 .agent
@@ -100,6 +108,8 @@ impl Etcd {
                         }
                         return Err(EtcdError::Failed(format!("{url}: HTTP {status}: {text}")));
                     }
+                    self.preferred
+                        .store(at, std::sync::atomic::Ordering::Relaxed);
                     return serde_json::from_str(&text)
                         .map_err(|e| EtcdError::Failed(format!("{url}: bad JSON: {e}")));
                 }
