@@ -36,11 +36,13 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
                 units.insert(name.clone());
             }
             Desired::Sysctl { key, .. } => {
-                // `read` is a builtin: no fork per key.
+                // `read` is a builtin: no fork per key. /proc/sys answers a read at an offset
+                // past 0 with end of file, so dash (which reads byte by byte) never sees
+                // the newline and `read` fails although it got the value: keep what it got.
                 let file = format!("/proc/sys/{}", key.replace('.', "/"));
                 let _ = writeln!(
                     sysctls,
-                    "if [ -r {f} ] && IFS= read -r v < {f}; then printf '%s\\t%s\\n' {k} \"$v\"; fi",
+                    "v=; if [ -r {f} ] && {{ IFS= read -r v < {f} || [ -n \"$v\" ]; }}; then printf '%s\\t%s\\n' {k} \"$v\"; fi",
                     f = sh_quote(&file),
                     k = sh_quote(key)
                 );
@@ -57,7 +59,7 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
                 };
                 let _ = writeln!(
                     modules,
-                    "if [ ! -e /proc/modules ] || [ -d /sys/module/{m} ] || grep -q {b} /proc/modules 2>/dev/null || grep -q {bi} \"/lib/modules/$(uname -r)/modules.builtin\" 2>/dev/null{provides}; then echo {m}; fi",
+                    "if [ ! -e /proc/modules ] || [ -d /sys/module/{m} ] || grep -q {b} /proc/modules 2>/dev/null || grep -q {bi} \"/lib/modules/${{kv:-$(uname -r)}}/modules.builtin\" 2>/dev/null{provides}; then echo {m}; fi",
                     m = sh_quote(name),
                     b = sh_quote(&format!("^{name} ")),
                     bi = sh_quote(&format!("/{name}.ko")),
