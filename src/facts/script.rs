@@ -131,7 +131,17 @@ case $kv in *[Mm]icrosoft*|*WSL*) dv=1;; esac
 [ -e /proc/vz ] && dv=1
 if [ $dv = 1 ] && have systemd-detect-virt; then printf 'detect_virt=%s\n' "$(systemd-detect-virt --container 2>/dev/null)"; fi
 e basics
-b os
+b sysctl
+rd ip_forward /proc/sys/net/ipv4/ip_forward
+rd ipv6_forwarding /proc/sys/net/ipv6/conf/all/forwarding
+if [ -d /proc/sys/net/bridge ]; then echo bridge_dir=1; else echo bridge_dir=0; fi
+rd bridge_nf_call_iptables /proc/sys/net/bridge/bridge-nf-call-iptables
+rd bridge_nf_call_ip6tables /proc/sys/net/bridge/bridge-nf-call-ip6tables
+e sysctl
+"#;
+
+/// [`file_facts`] by the shell, without the modules.
+const FILES_SH: &str = r#"b os
 if [ -r /etc/os-release ]; then cf /etc/os-release; else cf /usr/lib/os-release; fi
 e os
 b meminfo
@@ -144,13 +154,6 @@ b cgroup
 while read -r _d mp fs opts _r; do case $fs in cgroup|cgroup2) printf 'mount %s %s %s\n' "$mp" "$fs" "$opts";; esac; done < /proc/mounts
 if [ -r /sys/fs/cgroup/cgroup.controllers ]; then rd controllers /sys/fs/cgroup/cgroup.controllers; elif [ -r /sys/fs/cgroup/unified/cgroup.controllers ]; then rd unified_controllers /sys/fs/cgroup/unified/cgroup.controllers; fi
 e cgroup
-b sysctl
-rd ip_forward /proc/sys/net/ipv4/ip_forward
-rd ipv6_forwarding /proc/sys/net/ipv6/conf/all/forwarding
-if [ -d /proc/sys/net/bridge ]; then echo bridge_dir=1; else echo bridge_dir=0; fi
-rd bridge_nf_call_iptables /proc/sys/net/bridge/bridge-nf-call-iptables
-rd bridge_nf_call_ip6tables /proc/sys/net/bridge/bridge-nf-call-ip6tables
-e sysctl
 "#;
 
 /// Addresses and listening sockets: the costliest part of the host facts (an `ip` and an
@@ -221,6 +224,52 @@ e units-absent
 fi
 "#;
 
+/// The sections read from files: os, meminfo, swaps, cgroup, modules.
+fn file_facts(s: &mut String) {
+    let mods = PROBED_MODULES.join("|");
+    let builtin_pats: Vec<String> = PROBED_MODULES
+        .iter()
+        .flat_map(|m| [format!("{m}.ko"), format!("{m}.ko.*")])
+        .collect();
+    let builtin_pats = builtin_pats.join("|");
+    let awk_mods = PROBED_MODULES.join(" ");
+    let _ = write!(
+        s,
+        "if have awk; then awk -v kv=\"$kv\" -v mods='{awk_mods}' '{FILES_AWK}'\nelse\n{FILES_SH}\
+         b modules\n\
+         [ -r /proc/modules ] && while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
+         if [ -r \"/lib/modules/$kv/modules.builtin\" ]; then while read -r m; do case ${{m##*/}} in {builtin_pats}) echo \"builtin ${{m##*/}}\";; esac; done < \"/lib/modules/$kv/modules.builtin\"; fi\n\
+         while read -r a f; do [ -n \"$f\" ] || f=$a; case $f in overlay) echo 'fs overlay';; esac; done < /proc/filesystems\n\
+         fi\n\
+         for m in {awk_mods}; do [ -d \"/sys/module/$m\" ] && echo \"sysfs $m\"; done\n\
+         e modules\n"
+    );
+}
+
+/// [`file_facts`] by awk: each file read once; leaves the `modules` section open.
+const FILES_AWK: &str = r#"
+function b(n) { print "::capstan:: begin " n }
+function e(n) { print "::capstan:: end " n }
+function cat(file,   l) { while ((getline l < file) > 0) print l; close(file) }
+function one(k, file,   l) { if ((getline l < file) > 0) print k "=" l; close(file) }
+BEGIN {
+  n = split(mods, want, " "); for (i = 1; i <= n; i++) { ismod[want[i]] = 1; ko[want[i] ".ko"] = 1 }
+  b("os"); os = "/etc/os-release"; if ((getline l < os) < 0) os = "/usr/lib/os-release"; close(os); cat(os); e("os")
+  b("meminfo"); cat("/proc/meminfo"); e("meminfo")
+  b("swaps"); cat("/proc/swaps"); e("swaps")
+  b("cgroup")
+  while ((getline l < "/proc/mounts") > 0) { split(l, f, " "); if (f[3] == "cgroup" || f[3] == "cgroup2") print "mount " f[2] " " f[3] " " f[4] }
+  close("/proc/mounts")
+  cc = "/sys/fs/cgroup/cgroup.controllers"; v2 = (getline l < cc) >= 0; close(cc)
+  if (v2) one("controllers", cc); else one("unified_controllers", "/sys/fs/cgroup/unified/cgroup.controllers")
+  e("cgroup")
+  b("modules")
+  while ((getline l < "/proc/modules") > 0) { split(l, f, " "); if (f[1] in ismod) print "loaded " f[1] }
+  mb = "/lib/modules/" kv "/modules.builtin"
+  while ((getline l < mb) > 0) { k = l; sub(/.*\//, "", k); x = k; sub(/\.ko\..*$/, ".ko", x); if (x in ko) print "builtin " k }
+  while ((getline l < "/proc/filesystems") > 0) { k = l; sub(/^.*[ \t]/, "", k); if (k == "overlay") print "fs overlay" }
+}"#;
+
 /// Builds the probe script for `req`.
 ///
 /// The script is POSIX `sh` (dash, bash, busybox ash), runs as `sh -c` (possibly under
@@ -248,10 +297,7 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
     // Components: path, then the version command's output and status.
     s.push_str("b components\n");
     for c in COMPONENTS {
-        let _ = writeln!(
-            s,
-            "printf '%s ' {c}; command -v {c} 2>/dev/null || echo -"
-        );
+        let _ = writeln!(s, "printf '%s ' {c}; command -v {c} 2>/dev/null || echo -");
     }
     s.push_str("e components\n");
     // Running each binary for its version is the probe's biggest cost: light skips it.
@@ -261,27 +307,9 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         }
     }
 
-    // Kernel modules.
-    let mods = PROBED_MODULES.join("|");
-    let _ = write!(
-        s,
-        "b modules\n\
-         [ -r /proc/modules ] && while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
-         for m in {}; do [ -d \"/sys/module/$m\" ] && echo \"sysfs $m\"; done\n\
-         if [ -r \"/lib/modules/$kv/modules.builtin\" ]; then while read -r m; do case ${{m##*/}} in",
-        PROBED_MODULES.join(" ")
-    );
-    let builtin_pats: Vec<String> = PROBED_MODULES
-        .iter()
-        .flat_map(|m| [format!("{m}.ko"), format!("{m}.ko.*")])
-        .collect();
-    let _ = write!(
-        s,
-        " {}) echo \"builtin ${{m##*/}}\";; esac; done < \"/lib/modules/$kv/modules.builtin\"; fi\n\
-         while read -r a f; do [ -n \"$f\" ] || f=$a; case $f in overlay) echo 'fs overlay';; esac; done < /proc/filesystems\n\
-         e modules\n",
-        builtin_pats.join("|")
-    );
+    // Files: read by one awk when there is one (shell loops re-read a /proc file once per
+    // line: quadratic in its length, and a node's /proc/mounts is long), else by the shell.
+    file_facts(&mut s);
 
     // Requested paths, each written once (as the positional parameters): stat every one at
     // once, then hash the regular files at once.
