@@ -204,6 +204,12 @@ mod tests {
                 key: "kernel.ostype".into(),
                 value: "Linux".into(),
             },
+            // An integer sysctl: /proc/sys answers reads past offset 0 with end of file,
+            // which dash's byte-by-byte `read` used to take for failure.
+            Desired::Sysctl {
+                key: "net.ipv4.ip_forward".into(),
+                value: "1".into(),
+            },
             Desired::Sysctl {
                 key: "net.capstan.no_such_key".into(),
                 value: "1".into(),
@@ -272,6 +278,12 @@ mod tests {
         );
         assert_eq!(state.sysctls["kernel.ostype"].as_deref(), Some("Linux"));
         assert!(!state.sysctls.contains_key("net.capstan.no_such_key"));
+        if let Ok(v) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward") {
+            assert_eq!(
+                state.sysctls["net.ipv4.ip_forward"].as_deref(),
+                Some(v.trim())
+            );
+        }
         // A kernel without loadable modules has nothing to load: every module counts as there.
         let loadable = std::path::Path::new("/proc/modules").exists();
         assert_eq!(state.modules.is_empty(), loadable);
