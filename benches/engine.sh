@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10 50)
 runs=${RUNS:-3}
+. benches/hostcpu.sh
 
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/capstan
@@ -34,11 +35,14 @@ for n in "${sizes[@]}"; do
     "$n" "$(echo "$e - $s" | bc)" "$(changes <<<"$first")" "$(trips <<<"$first")"
   for verb in apply plan; do
     for i in $(seq 1 "$runs"); do
+      c0=$(hosts_cpu_ns "$name")
       s=$(date +%s.%N)
       doc=$("$bin" "$verb" -i "$out" --cache-dir "$cache" --output json)
       e=$(date +%s.%N)
-      printf 'no-op %s, %d hosts, run %d: %.3f s wall (%.1f ms per host), %s changes, round trips per host %s\n' \
-        "$verb" "$n" "$i" "$(echo "$e - $s" | bc)" "$(echo "($e - $s) * 1000 / $n" | bc -l)" "$(changes <<<"$doc")" "$(trips <<<"$doc")"
+      c1=$(hosts_cpu_ns "$name")
+      printf 'no-op %s, %d hosts, run %d: %.3f s wall (%.1f ms per host), hosts CPU %.1f ms per host, %s changes, round trips per host %s, load %s\n' \
+        "$verb" "$n" "$i" "$(echo "$e - $s" | bc)" "$(echo "($e - $s) * 1000 / $n" | bc -l)" \
+        "$(echo "($c1 - $c0) / 1000000 / $n" | bc -l)" "$(changes <<<"$doc")" "$(trips <<<"$doc")" "$(cut -d' ' -f1 /proc/loadavg)"
     done
   done
   "$bin" lab down --name "$name" --out "$out" >/dev/null

@@ -36,11 +36,13 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
                 units.insert(name.clone());
             }
             Desired::Sysctl { key, .. } => {
-                // `read` is a builtin: no fork per key.
+                // `read` is a builtin: no fork per key. /proc/sys answers a read at an offset
+                // past 0 with end of file, so dash (which reads byte by byte) never sees
+                // the newline and `read` fails although it got the value: keep what it got.
                 let file = format!("/proc/sys/{}", key.replace('.', "/"));
                 let _ = writeln!(
                     sysctls,
-                    "if [ -r {f} ] && IFS= read -r v < {f}; then printf '%s\\t%s\\n' {k} \"$v\"; fi",
+                    "v=; if [ -r {f} ] && {{ IFS= read -r v < {f} || [ -n \"$v\" ]; }}; then printf '%s\\t%s\\n' {k} \"$v\"; fi",
                     f = sh_quote(&file),
                     k = sh_quote(key)
                 );
@@ -57,7 +59,7 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
                 };
                 let _ = writeln!(
                     modules,
-                    "if [ ! -e /proc/modules ] || [ -d /sys/module/{m} ] || grep -q {b} /proc/modules 2>/dev/null || grep -q {bi} \"/lib/modules/$(uname -r)/modules.builtin\" 2>/dev/null{provides}; then echo {m}; fi",
+                    "if [ ! -e /proc/modules ] || [ -d /sys/module/{m} ] || grep -q {b} /proc/modules 2>/dev/null || grep -q {bi} \"/lib/modules/${{kv:-$(uname -r)}}/modules.builtin\" 2>/dev/null{provides}; then echo {m}; fi",
                     m = sh_quote(name),
                     b = sh_quote(&format!("^{name} ")),
                     bi = sh_quote(&format!("/{name}.ko")),
@@ -202,6 +204,12 @@ mod tests {
                 key: "kernel.ostype".into(),
                 value: "Linux".into(),
             },
+            // An integer sysctl: /proc/sys answers reads past offset 0 with end of file,
+            // which dash's byte-by-byte `read` used to take for failure.
+            Desired::Sysctl {
+                key: "net.ipv4.ip_forward".into(),
+                value: "1".into(),
+            },
             Desired::Sysctl {
                 key: "net.capstan.no_such_key".into(),
                 value: "1".into(),
@@ -273,6 +281,12 @@ mod tests {
         );
         assert_eq!(state.sysctls["kernel.ostype"].as_deref(), Some("Linux"));
         assert!(!state.sysctls.contains_key("net.capstan.no_such_key"));
+        if let Ok(v) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward") {
+            assert_eq!(
+                state.sysctls["net.ipv4.ip_forward"].as_deref(),
+                Some(v.trim())
+            );
+        }
         // A kernel without loadable modules has nothing to load: every module counts as there.
         let loadable = std::path::Path::new("/proc/modules").exists();
         assert_eq!(state.modules.is_empty(), loadable);

@@ -931,6 +931,28 @@ fn parse_units(s: &mut Sections<'_>) -> Result<BTreeMap<String, Option<UnitState
         .collect();
     let mut out: BTreeMap<String, Option<UnitState>> =
         names.iter().map(|n| ((*n).to_owned(), None)).collect();
+    // Units with no unit file anywhere: what `systemctl show` would say of them, without
+    // asking it; the others follow in `units`, in order.
+    let mut absent: Vec<&str> = Vec::new();
+    if let Some(sec) = s.take("units-absent") {
+        for (i, name) in sec.lines.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            let Some(slot) = out.get_mut(*name) else {
+                return Err(sec.malformed("units-absent", i, "a unit that was not requested"));
+            };
+            *slot = Some(UnitState {
+                id: (*name).to_owned(),
+                load_state: "not-found".into(),
+                active_state: "inactive".into(),
+                sub_state: "dead".into(),
+                unit_file_state: String::new(),
+            });
+            absent.push(name);
+        }
+    }
+    let names: Vec<&str> = names.into_iter().filter(|n| !absent.contains(n)).collect();
     let Some(sec) = s.take("units") else {
         return Ok(out); // no systemd, or nothing requested
     };

@@ -105,19 +105,43 @@ T=; have timeout && T='timeout 10'
 "#;
 
 const HOST_FACTS: &str = r#"b basics
-printf 'uid=%s\n' "$(id -u 2>/dev/null)"
-un=$(uname -rm); kv=${un% *}; printf 'kernel=%s\nmachine=%s\n' "$kv" "${un##* }"
+u=; c=
+if [ -r /proc/self/status ]; then while read -r k v1 v2 _r; do case $k in Uid:) u=$v2;; Cpus_allowed_list:) c=$v1;; esac; done < /proc/self/status; fi
+[ -n "$u" ] || u=$(id -u 2>/dev/null)
+printf 'uid=%s\n' "$u"
+kv=; km=
+[ -r /proc/sys/kernel/osrelease ] && { IFS= read -r kv < /proc/sys/kernel/osrelease || [ -n "$kv" ]; }
+[ -r /proc/sys/kernel/arch ] && { IFS= read -r km < /proc/sys/kernel/arch || [ -n "$km" ]; }
+if [ -z "$kv" ] || [ -z "$km" ]; then un=$(uname -rm); kv=${un% *}; km=${un##* }; fi
+printf 'kernel=%s\nmachine=%s\n' "$kv" "$km"
 rd hostname /proc/sys/kernel/hostname
 rd machine_id /etc/machine-id
 rd pid1 /proc/1/comm
-if [ -d /run/systemd/system ]; then echo systemd_booted=1; else echo systemd_booted=0; fi
-if have nproc; then printf 'cpus=%s\n' "$(nproc)"; else printf 'cpus=%s\n' "$(grep -c '^processor' /proc/cpuinfo)"; fi
+sd=0; [ -d /run/systemd/system ] && sd=1
+echo systemd_booted=$sd
+n=0; oi=$IFS; IFS=,; for x in $c; do case $x in *-*) n=$((n + ${x#*-} - ${x%-*} + 1));; ?*) n=$((n + 1));; esac; done; IFS=$oi
+if [ "$n" -gt 0 ] 2>/dev/null; then printf 'cpus=%s\n' "$n"; elif have nproc; then printf 'cpus=%s\n' "$(nproc)"; else printf 'cpus=%s\n' "$(grep -c '^processor' /proc/cpuinfo)"; fi
 rd container_file /run/systemd/container
-if have systemd-detect-virt; then printf 'detect_virt=%s\n' "$(systemd-detect-virt --container 2>/dev/null)"; fi
 [ -f /.dockerenv ] && echo dockerenv=1
 [ -f /run/.containerenv ] && echo containerenv=1
+# systemd as PID 1 records the container it runs in (/run/systemd/container); ask
+# systemd-detect-virt only where nothing else would tell.
+dv=1; [ $sd = 1 ] && dv=0
+case $kv in *[Mm]icrosoft*|*WSL*) dv=1;; esac
+[ -e /proc/vz ] && dv=1
+if [ $dv = 1 ] && have systemd-detect-virt; then printf 'detect_virt=%s\n' "$(systemd-detect-virt --container 2>/dev/null)"; fi
 e basics
-b os
+b sysctl
+rd ip_forward /proc/sys/net/ipv4/ip_forward
+rd ipv6_forwarding /proc/sys/net/ipv6/conf/all/forwarding
+if [ -d /proc/sys/net/bridge ]; then echo bridge_dir=1; else echo bridge_dir=0; fi
+rd bridge_nf_call_iptables /proc/sys/net/bridge/bridge-nf-call-iptables
+rd bridge_nf_call_ip6tables /proc/sys/net/bridge/bridge-nf-call-ip6tables
+e sysctl
+"#;
+
+/// [`file_facts`] by the shell, without the modules.
+const FILES_SH: &str = r#"b os
 if [ -r /etc/os-release ]; then cf /etc/os-release; else cf /usr/lib/os-release; fi
 e os
 b meminfo
@@ -130,13 +154,6 @@ b cgroup
 while read -r _d mp fs opts _r; do case $fs in cgroup|cgroup2) printf 'mount %s %s %s\n' "$mp" "$fs" "$opts";; esac; done < /proc/mounts
 if [ -r /sys/fs/cgroup/cgroup.controllers ]; then rd controllers /sys/fs/cgroup/cgroup.controllers; elif [ -r /sys/fs/cgroup/unified/cgroup.controllers ]; then rd unified_controllers /sys/fs/cgroup/unified/cgroup.controllers; fi
 e cgroup
-b sysctl
-rd ip_forward /proc/sys/net/ipv4/ip_forward
-rd ipv6_forwarding /proc/sys/net/ipv6/conf/all/forwarding
-if [ -d /proc/sys/net/bridge ]; then echo bridge_dir=1; else echo bridge_dir=0; fi
-rd bridge_nf_call_iptables /proc/sys/net/bridge/bridge-nf-call-iptables
-rd bridge_nf_call_ip6tables /proc/sys/net/bridge/bridge-nf-call-ip6tables
-e sysctl
 "#;
 
 /// Addresses and listening sockets: the costliest part of the host facts (an `ip` and an
@@ -157,6 +174,101 @@ else
   e listen-proc-comm
 fi
 "#;
+
+/// Stats the positional parameters and hashes the regular files among them, in two
+/// sections (`stat`, `sha256`), with one `stat` and one `awk` (two processes).
+///
+/// Quick check (rsync's): a regular file whose size, mtime and inode still match what
+/// capstan recorded when it installed it (the state file, `@STATE@`) keeps the recorded
+/// hash; only the others are read, by one `sha256sum` that awk starts. `@VERIFY@` = 1
+/// hashes everything. Without awk every path goes to `sha256sum` (folders fail quietly).
+const STAT_AND_HASH: &str = r#"b stat
+if have awk; then
+stat -c '%s	%a	%u	%g	%U	%G	%Y	%i	%F	%n' -- "$@" 2>/dev/null | awk -F'\t' -v state=@STATE@ -v verify=@VERIFY@ -v "sq='" '
+function q(x,   n, p, i, r) { n = split(x, p, sq); r = sq p[1]; for (i = 2; i <= n; i++) r = r sq "\\" sq sq p[i]; return r sq }
+BEGIN { if (!verify) while ((getline l < state) > 0) { if (split(l, a, "\t") == 5) { rec[a[5]] = a[2] " " a[3] " " a[4]; sum[a[5]] = a[1] } } }
+{ print }
+$9 ~ /^regular/ { if (($10 in rec) && rec[$10] == $1 " " $7 " " $8) sums = sums sum[$10] "  " $10 "\n"; else h = h " " q($10) }
+END { print "::capstan:: end stat"; print "::capstan:: begin sha256"; printf "%s", sums; if (h != "") { fflush(); system("sha256sum --" h " 2>/dev/null") } print "::capstan:: end sha256" }'
+else
+stat -c '%s	%a	%u	%g	%U	%G	%Y	%i	%F	%n' -- "$@" 2>/dev/null
+e stat
+b sha256
+sha256sum -- "$@" 2>/dev/null
+e sha256
+fi
+"#;
+
+/// The states of the units in the positional parameters, from ONE `systemctl show`.
+///
+/// A unit with no file, drop-in folder or symlink in any of systemd's unit folders is
+/// `not-found` to systemd: it is listed in `units-absent` and not asked about, so that a
+/// host with none of the units (a bare host) costs no `systemctl` at all. Names that
+/// systemd completes or instantiates (no suffix, `@`) are always asked about.
+const UNITS: &str = r#"if have systemctl && [ -d /run/systemd/system ]; then
+b units-absent
+for u do
+  f=1
+  case $u in
+    *@*|*/*) ;;
+    *.*) f=0
+      for d in /etc/systemd/system.control /run/systemd/system.control /run/systemd/transient /run/systemd/generator.early /etc/systemd/system /etc/systemd/system.attached /run/systemd/system /run/systemd/system.attached /run/systemd/generator /usr/local/lib/systemd/system /lib/systemd/system /usr/lib/systemd/system /run/systemd/generator.late; do
+        if [ -e "$d/$u" ] || [ -L "$d/$u" ] || [ -e "$d/$u.d" ]; then f=1; break; fi
+      done;;
+  esac
+  if [ $f = 1 ]; then set -- "$@" "$u"; else printf '%s\n' "$u"; fi
+  shift
+done
+e units-absent
+[ $# -gt 0 ] && r units systemctl show -p Id -p LoadState -p ActiveState -p SubState -p UnitFileState -- "$@"
+fi
+"#;
+
+/// The sections read from files: os, meminfo, swaps, cgroup, modules.
+fn file_facts(s: &mut String) {
+    let mods = PROBED_MODULES.join("|");
+    let builtin_pats: Vec<String> = PROBED_MODULES
+        .iter()
+        .flat_map(|m| [format!("{m}.ko"), format!("{m}.ko.*")])
+        .collect();
+    let builtin_pats = builtin_pats.join("|");
+    let awk_mods = PROBED_MODULES.join(" ");
+    let _ = write!(
+        s,
+        "if have awk; then awk -v kv=\"$kv\" -v mods='{awk_mods}' '{FILES_AWK}'\nelse\n{FILES_SH}\
+         b modules\n\
+         [ -r /proc/modules ] && while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
+         if [ -r \"/lib/modules/$kv/modules.builtin\" ]; then while read -r m; do case ${{m##*/}} in {builtin_pats}) echo \"builtin ${{m##*/}}\";; esac; done < \"/lib/modules/$kv/modules.builtin\"; fi\n\
+         while read -r a f; do [ -n \"$f\" ] || f=$a; case $f in overlay) echo 'fs overlay';; esac; done < /proc/filesystems\n\
+         fi\n\
+         for m in {awk_mods}; do [ -d \"/sys/module/$m\" ] && echo \"sysfs $m\"; done\n\
+         e modules\n"
+    );
+}
+
+/// [`file_facts`] by awk: each file read once; leaves the `modules` section open.
+const FILES_AWK: &str = r#"
+function b(n) { print "::capstan:: begin " n }
+function e(n) { print "::capstan:: end " n }
+function cat(file,   l) { while ((getline l < file) > 0) print l; close(file) }
+function one(k, file,   l) { if ((getline l < file) > 0) print k "=" l; close(file) }
+BEGIN {
+  n = split(mods, want, " "); for (i = 1; i <= n; i++) { ismod[want[i]] = 1; ko[want[i] ".ko"] = 1 }
+  b("os"); os = "/etc/os-release"; if ((getline l < os) < 0) os = "/usr/lib/os-release"; close(os); cat(os); e("os")
+  b("meminfo"); cat("/proc/meminfo"); e("meminfo")
+  b("swaps"); cat("/proc/swaps"); e("swaps")
+  b("cgroup")
+  while ((getline l < "/proc/mounts") > 0) { split(l, f, " "); if (f[3] == "cgroup" || f[3] == "cgroup2") print "mount " f[2] " " f[3] " " f[4] }
+  close("/proc/mounts")
+  cc = "/sys/fs/cgroup/cgroup.controllers"; v2 = (getline l < cc) >= 0; close(cc)
+  if (v2) one("controllers", cc); else one("unified_controllers", "/sys/fs/cgroup/unified/cgroup.controllers")
+  e("cgroup")
+  b("modules")
+  while ((getline l < "/proc/modules") > 0) { split(l, f, " "); if (f[1] in ismod) print "loaded " f[1] }
+  mb = "/lib/modules/" kv "/modules.builtin"
+  while ((getline l < mb) > 0) { k = l; sub(/.*\//, "", k); x = k; sub(/\.ko\..*$/, ".ko", x); if (x in ko) print "builtin " k }
+  while ((getline l < "/proc/filesystems") > 0) { k = l; sub(/^.*[ \t]/, "", k); if (k == "overlay") print "fs overlay" }
+}"#;
 
 /// Builds the probe script for `req`.
 ///
@@ -179,16 +291,13 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         let _ = write!(s, " {t}");
     }
     s.push_str(
-        "; do p=$(command -v \"$t\" 2>/dev/null) && printf '%s %s\\n' \"$t\" \"$p\" || printf '%s -\\n' \"$t\"; done\ne tools\n",
+        "; do printf '%s ' \"$t\"; command -v \"$t\" 2>/dev/null || echo -; done\ne tools\n",
     );
 
     // Components: path, then the version command's output and status.
     s.push_str("b components\n");
     for c in COMPONENTS {
-        let _ = writeln!(
-            s,
-            "p=$(command -v {c} 2>/dev/null) && printf '%s %s\\n' {c} \"$p\" || echo '{c} -'"
-        );
+        let _ = writeln!(s, "printf '%s ' {c}; command -v {c} 2>/dev/null || echo -");
     }
     s.push_str("e components\n");
     // Running each binary for its version is the probe's biggest cost: light skips it.
@@ -198,27 +307,9 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         }
     }
 
-    // Kernel modules.
-    let mods = PROBED_MODULES.join("|");
-    let _ = write!(
-        s,
-        "b modules\n\
-         [ -r /proc/modules ] && while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
-         for m in {}; do [ -d \"/sys/module/$m\" ] && echo \"sysfs $m\"; done\n\
-         if [ -r \"/lib/modules/$kv/modules.builtin\" ]; then while read -r m; do case ${{m##*/}} in",
-        PROBED_MODULES.join(" ")
-    );
-    let builtin_pats: Vec<String> = PROBED_MODULES
-        .iter()
-        .flat_map(|m| [format!("{m}.ko"), format!("{m}.ko.*")])
-        .collect();
-    let _ = write!(
-        s,
-        " {}) echo \"builtin ${{m##*/}}\";; esac; done < \"/lib/modules/$kv/modules.builtin\"; fi\n\
-         while read -r a f; do [ -n \"$f\" ] || f=$a; case $f in overlay) echo 'fs overlay';; esac; done < /proc/filesystems\n\
-         e modules\n",
-        builtin_pats.join("|")
-    );
+    // Files: read by one awk when there is one (shell loops re-read a /proc file once per
+    // line: quadratic in its length, and a node's /proc/mounts is long), else by the shell.
+    file_facts(&mut s);
 
     // Requested paths, each written once (as the positional parameters): stat every one at
     // once, then hash the regular files at once.
@@ -230,25 +321,14 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         for p in &req.paths {
             let _ = write!(s, " {}", sh_quote(p));
         }
+        s.push_str("\nprintf '%s\\n' \"$@\"\ne request-paths\n");
         s.push_str(
-            "\nprintf '%s\\n' \"$@\"\ne request-paths\n\
-             b stat\nst=$(stat -c '%s\t%a\t%u\t%g\t%U\t%G\t%Y\t%i\t%F\t%n' -- \"$@\" 2>/dev/null)\n\
-             [ -n \"$st\" ] && printf '%s\\n' \"$st\"\ne stat\n",
-        );
-        // Quick check (rsync's): a regular file whose size, mtime and inode still match
-        // what capstan recorded when it installed it keeps the recorded hash; only the
-        // others are read and hashed. `verify` hashes everything.
-        let _ = write!(
-            s,
-            "b sha256\nqc=$(printf '%s\\n' \"$st\" | awk -F'\\t' -v state={state} -v verify={verify} '\n\
-             BEGIN {{ if (!verify) while ((getline l < state) > 0) {{ if (split(l, a, \"\\t\") == 5) {{ rec[a[5]] = a[2] \" \" a[3] \" \" a[4]; sum[a[5]] = a[1] }} }} }}\n\
-             $9 ~ /^regular/ {{ if (($10 in rec) && rec[$10] == $1 \" \" $7 \" \" $8) print sum[$10] \"  \" $10; else print \"H\\t\" $10 }}')\n\
-             set --\n\
-             while IFS= read -r l; do case $l in H\"\t\"*) set -- \"$@\" \"${{l#H\"\t\"}}\";; '') ;; *) printf '%s\\n' \"$l\";; esac; done <<CAPSTAN_QC\n\
-             $qc\nCAPSTAN_QC\n\
-             [ $# -gt 0 ] && sha256sum -- \"$@\" 2>/dev/null\ne sha256\n",
-            state = sh_quote(req.installed_state.as_deref().unwrap_or(INSTALLED_STATE)),
-            verify = u8::from(req.verify),
+            &STAT_AND_HASH
+                .replace(
+                    "@STATE@",
+                    &sh_quote(req.installed_state.as_deref().unwrap_or(INSTALLED_STATE)),
+                )
+                .replace("@VERIFY@", if req.verify { "1" } else { "0" }),
         );
     }
 
@@ -261,11 +341,8 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         for u in &req.units {
             let _ = write!(s, " {}", sh_quote(u));
         }
-        s.push_str(
-            "\nprintf '%s\\n' \"$@\"\ne request-units\n\
-             have systemctl && [ -d /run/systemd/system ] && r units systemctl show \
-             -p Id -p LoadState -p ActiveState -p SubState -p UnitFileState -- \"$@\"\n",
-        );
+        s.push_str("\nprintf '%s\\n' \"$@\"\ne request-units\n");
+        s.push_str(UNITS);
     }
 
     // Sections asked for by callers (the engine's sysctls, modules, packages, guards).
@@ -274,7 +351,10 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
     }
 
     // The clock last, closest to when the operator receives the output.
-    s.push_str("b clock\ndate +%s.%N\ne clock\n");
+    // bash has the time without a fork; other shells ask date.
+    s.push_str(
+        "b clock\nif [ -n \"${EPOCHREALTIME:-}\" ]; then echo \"$EPOCHREALTIME\"; else date +%s.%N; fi\ne clock\n",
+    );
     let _ = writeln!(s, "printf '{MARKER} done\\n'");
     Ok(s)
 }

@@ -342,6 +342,7 @@ impl Connection {
             .acquire()
             .await
             .map_err(|e| self.session_error(step, &e))?;
+        let started = std::time::Instant::now();
         let channel = self
             .handle
             .channel_open_session()
@@ -392,6 +393,13 @@ impl Connection {
             (out, status, signal, refused)
         };
         let (written, (mut out, status, signal, refused)) = tokio::join!(write, read);
+        tracing::debug!(
+            host = %self.name,
+            ms = %ms(started),
+            sent = line.len() + input.len(),
+            received = out.stdout.len() + out.stderr.len(),
+            "ssh: exec round trip"
+        );
         if let Some(signal) = signal {
             return Err(SshError::Signal {
                 host: self.name.clone(),
@@ -697,6 +705,7 @@ async fn establish(
     progress: &Progress,
 ) -> Result<Handle<ClientHandler>, SshError> {
     progress.set(Step::Connect);
+    let started = std::time::Instant::now();
     let stream = tokio::net::TcpStream::connect((hop.host.as_str(), hop.port))
         .await
         .map_err(|e| SshError::Connect {
@@ -705,7 +714,13 @@ async fn establish(
             message: e.to_string(),
         })?;
     let _ = stream.set_nodelay(true);
+    tracing::debug!(host = label, ms = %ms(started), "ssh: TCP connected");
     establish_over(label, hop, opts, progress, stream).await
+}
+
+/// Milliseconds since `t`, for the phase timings logged at debug level (`-vv`).
+fn ms(t: std::time::Instant) -> String {
+    format!("{:.1}", t.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// Handshake (host key check) and auth over an existing stream.
@@ -720,6 +735,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     progress.set(Step::Connect);
+    let started = std::time::Instant::now();
     let policy = policy_for(label, hop, opts);
     let config = client_config(&policy, opts);
     let handler = ClientHandler { policy };
@@ -734,7 +750,9 @@ where
             });
         }
     };
+    tracing::debug!(host = label, ms = %ms(started), "ssh: key exchange done, host key verified");
     progress.set(Step::Auth);
+    let started = std::time::Instant::now();
     let address = hop.address();
     authenticate(
         &mut handle,
@@ -747,6 +765,7 @@ where
         },
     )
     .await?;
+    tracing::debug!(host = label, ms = %ms(started), "ssh: authenticated");
     Ok(handle)
 }
 

@@ -626,3 +626,88 @@ fn banners_and_stray_lines_between_sections_are_ignored() {
     );
     assert_eq!(parse(&noisy).unwrap(), parse(good).unwrap());
 }
+
+/// Units with no unit file are listed in `units-absent` (systemctl is not asked about them);
+/// the others still pair with `systemctl show`'s blocks in order.
+#[test]
+fn units_without_a_unit_file_are_not_found_without_asking_systemd() {
+    let good = fixture!("rocky9-amd64-cgroupv2-cluster.txt");
+    let haproxy_block = "\nId=haproxy.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nUnitFileState=\n::capstan:: end units 0";
+    assert!(good.contains(haproxy_block));
+    let split = good.replace(haproxy_block, "\n::capstan:: end units 0").replace(
+        "::capstan:: begin units\n",
+        "::capstan:: begin units-absent\nhaproxy.service\n::capstan:: end units-absent\n::capstan:: begin units\n",
+    );
+    assert_eq!(parse(&split).unwrap().units, parse(good).unwrap().units);
+
+    // Every unit absent: no `units` section at all, yet every state is known.
+    let req_end = good.find("::capstan:: end request-units\n").unwrap()
+        + "::capstan:: end request-units\n".len();
+    let units_end =
+        good.find("::capstan:: end units 0\n").unwrap() + "::capstan:: end units 0\n".len();
+    let none_asked = format!(
+        "{}::capstan:: begin units-absent\nkubelet\ncontainerd.service\netcd.service\nhaproxy.service\n::capstan:: end units-absent\n{}",
+        &good[..req_end],
+        &good[units_end..]
+    );
+    let f = parse(&none_asked).unwrap();
+    assert_eq!(f.units.len(), 4);
+    assert!(f.units.values().all(|u| {
+        u.as_ref()
+            .is_some_and(|u| u.load_state == "not-found" && !u.is_active())
+    }));
+
+    // A name that was not requested is an error naming the section.
+    let wrong = split.replace(
+        "begin units-absent\nhaproxy.service",
+        "begin units-absent\nnginx.service",
+    );
+    let err = parse(&wrong).unwrap_err().to_string();
+    assert!(
+        err.contains("units-absent") && err.contains("nginx.service"),
+        "{err}"
+    );
+}
+
+/// The fork-free basics (from /proc) say what `id`, `uname` and `nproc` say.
+#[test]
+fn basics_from_proc_match_the_commands() {
+    let facts = probe_here(&ProbeRequest {
+        light: true,
+        ..ProbeRequest::default()
+    });
+    let run = |cmd: &str, args: &[&str]| {
+        let out = std::process::Command::new(cmd).args(args).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(facts.uid, Some(run("id", &["-u"]).parse().unwrap()));
+    assert_eq!(facts.kernel, run("uname", &["-r"]));
+    assert_eq!(facts.machine, run("uname", &["-m"]));
+    assert_eq!(facts.cpus, run("nproc", &[]).parse::<u32>().unwrap());
+}
+
+/// The files are read by awk when there is one, else by shell loops: both say the same.
+#[test]
+fn file_sections_by_awk_and_by_the_shell_agree() {
+    let req = ProbeRequest {
+        light: true,
+        ..ProbeRequest::default()
+    };
+    let script = probe_script(&req).unwrap();
+    let with_awk = probe_here(&req);
+    // The same script where `have awk` fails.
+    let no_awk = script.replace("if have awk; then", "if false; then");
+    assert_ne!(no_awk, script);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&no_awk)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let without = parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(without.os, with_awk.os);
+    assert_eq!(without.swap, with_awk.swap);
+    assert_eq!(without.cgroup, with_awk.cgroup);
+    assert_eq!(without.modules, with_awk.modules);
+    assert!(without.memory_bytes > 0 && without.memory_bytes == with_awk.memory_bytes);
+}
