@@ -152,23 +152,34 @@ fn assert_leases(inv: &Path, cps: &[&str]) {
     }
 }
 
-/// haproxy's own view of its backends (its stats socket): every one UP.
+/// haproxy's own view of its backends (its stats socket): every one UP. A reload or an API
+/// server restart resets a server's checks, so this waits (at most 30 s) for them to pass.
 fn assert_haproxy_backends_up(lab: &Lab, lb: &str, backends: usize) {
     let script = "import socket; s=socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); \
                   s.sendall(b'show stat\\n'); d=b''\n\
                   while True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\n\
                   print(d.decode())";
-    let stat = docker(&["exec", &lab.container(lb), "python3", "-c", script]);
-    let servers: Vec<&str> = stat
-        .lines()
-        .filter(|l| {
-            l.starts_with("kube-apiserver,")
-                && !l.contains(",BACKEND,")
-                && !l.contains(",FRONTEND,")
-        })
-        .collect();
-    assert_eq!(servers.len(), backends, "{stat}");
-    assert!(servers.iter().all(|l| l.contains(",UP,")), "{stat}");
+    let started = std::time::Instant::now();
+    loop {
+        let stat = docker(&["exec", &lab.container(lb), "python3", "-c", script]);
+        let servers: Vec<&str> = stat
+            .lines()
+            .filter(|l| {
+                l.starts_with("kube-apiserver,")
+                    && !l.contains(",BACKEND,")
+                    && !l.contains(",FRONTEND,")
+            })
+            .collect();
+        assert_eq!(servers.len(), backends, "{stat}");
+        if servers.iter().all(|l| l.contains(",UP,")) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "not every backend is UP after 30 s:\n{stat}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 #[test]
