@@ -91,6 +91,9 @@ pub enum Command {
     Join(JoinArgs),
     /// Take nodes out of the cluster (drain, etcd member remove) and clean their hosts
     Reset(ResetArgs),
+    /// etcd: snapshots
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
@@ -170,6 +173,12 @@ pub struct ResetArgs {
     /// Go on even when etcd would lose quorum or no control plane would remain
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcdCommand {
+    /// Snapshot etcd on a healthy member, verify it, copy it to .capstan/backups/
+    Snapshot,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 mod apply;
 mod certs;
 mod check;
+mod etcd;
 mod init;
 mod join;
 mod kubeconfig;
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Init(args) => init::run(&cli.global, &args),
         Command::Join(args) => join::run(&cli.global, &args),
         Command::Reset(args) => reset::run(&cli.global, &args),
+        Command::Etcd(cmd) => etcd::run(&cli.global, &cmd),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),

@@ -9,6 +9,7 @@ pub mod init;
 pub mod kubeconfig;
 pub mod membership;
 pub mod reset;
+pub mod snapshot;
 
 use std::time::Duration;
 
