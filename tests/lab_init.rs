@@ -511,6 +511,24 @@ fn single_control_plane_one_worker_and_a_foreign_ca_is_refused() {
     );
     assert_nodes_ready(&inv, &["cp1", "w1"]);
 
+    // A snapshot of etcd, verified, in .capstan/backups/; this machine's etcdctl reads it.
+    let snap = run_capstan(&["etcd", "snapshot", "--output", "json"], &inv);
+    assert_eq!(snap.code, 0, "{}", snap.all());
+    let doc: serde_json::Value = serde_json::from_str(&snap.stdout).expect("JSON");
+    let path = doc["path"].as_str().expect("path");
+    assert!(path.contains("/.capstan/backups/etcd-"), "{path}");
+    let status = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", path, "-w", "json"])
+        .output()
+        .expect("etcdctl");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(doc["total_keys"].as_i64().expect("keys") > 10, "{doc}");
+
     // Another PKI (another cluster's inventory): init refuses before changing anything.
     let state = inv.parent().expect("dir").join(".capstan");
     std::fs::rename(state.join("pki"), state.join("pki.mine")).expect("move the PKI");
