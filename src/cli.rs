@@ -94,6 +94,9 @@ pub enum Command {
     /// etcd: snapshots
     #[command(subcommand)]
     Etcd(EtcdCommand),
+    /// Rolling upgrade, one minor version at a time
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
@@ -173,6 +176,34 @@ pub struct ResetArgs {
     /// Go on even when etcd would lose quorum or no control plane would remain
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Upgrade the cluster: snapshot, control planes one by one, workers in batches
+    Apply(UpgradeApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeApplyArgs {
+    /// The target version (vX.Y.Z): the current minor's or the next one's
+    #[arg(long)]
+    pub to: String,
+    /// Workers upgraded at once: a number or a percentage of the workers (at least 1)
+    #[arg(long, default_value = "1")]
+    pub max_unavailable: String,
+    /// How long a drain may wait for evictions (PodDisruptionBudgets), in seconds
+    #[arg(long, default_value_t = 300)]
+    pub drain_timeout: u64,
+    /// Nodes that may be NotReady when the upgrade starts
+    #[arg(long, value_delimiter = ',')]
+    pub allow_not_ready: Vec<String>,
+    /// Print the whole sequence with the changes per host; touch nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]

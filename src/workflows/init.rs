@@ -240,7 +240,7 @@ fn names(run: &ClusterRun<'_>, hosts: &[usize]) -> String {
 }
 
 /// Stops when one of `hosts` is out of the run.
-fn critical(run: &ClusterRun<'_>, hosts: &[usize], step: &str) -> Result<(), Stop> {
+pub(crate) fn critical(run: &ClusterRun<'_>, hosts: &[usize], step: &str) -> Result<(), Stop> {
     let down: Vec<String> = hosts
         .iter()
         .filter(|&&i| !run.alive(i))
@@ -262,7 +262,11 @@ fn critical(run: &ClusterRun<'_>, hosts: &[usize], step: &str) -> Result<(), Sto
     }
 }
 
-fn stop_if_critical(run: &ClusterRun<'_>, failed: &[usize], phase: &str) -> Result<(), Stop> {
+pub(crate) fn stop_if_critical(
+    run: &ClusterRun<'_>,
+    failed: &[usize],
+    phase: &str,
+) -> Result<(), Stop> {
     let critical: Vec<&str> = failed
         .iter()
         .map(|&i| run.host(i))
@@ -285,7 +289,7 @@ fn stop_if_critical(run: &ClusterRun<'_>, failed: &[usize], phase: &str) -> Resu
 
 /// The local PKI, completed: adopted from the cluster when missing locally, then every
 /// missing or expiring certificate issued. Saved unless this is a dry run.
-async fn ensure_pki(run: &mut ClusterRun<'_>) -> Result<(), Stop> {
+pub(crate) async fn ensure_pki(run: &mut ClusterRun<'_>) -> Result<(), Stop> {
     let inv = run.inventory;
     let store = Store::for_inventory(inv);
     let mut state = store.load().map_err(|e| Stop(e.to_string()))?;
@@ -326,7 +330,7 @@ async fn ensure_pki(run: &mut ClusterRun<'_>) -> Result<(), Stop> {
 }
 
 /// Refuses to touch a cluster whose CA is not the local one (before any change).
-fn same_ca(run: &ClusterRun<'_>) -> Result<(), Stop> {
+pub(crate) fn same_ca(run: &ClusterRun<'_>) -> Result<(), Stop> {
     let Some(state) = run.prepared.pki.as_ref() else {
         return Ok(());
     };
@@ -362,7 +366,7 @@ fn same_ca(run: &ClusterRun<'_>) -> Result<(), Stop> {
 }
 
 /// kubeadm's preflight on the probe's facts; errors stop the run before any change.
-fn preflight_gate(run: &ClusterRun<'_>, ignore: &[String]) -> Result<(), Stop> {
+pub(crate) fn preflight_gate(run: &ClusterRun<'_>, ignore: &[String]) -> Result<(), Stop> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -439,7 +443,7 @@ pub(crate) async fn etcd_gate(
     run.record_gate(&what, result)
 }
 
-async fn api_gate(
+pub(crate) async fn api_gate(
     run: &mut ClusterRun<'_>,
     on: usize,
     server: Option<String>,
@@ -474,10 +478,25 @@ async fn nodes_gate(run: &mut ClusterRun<'_>, on: usize) -> Result<(), Stop> {
         .filter(|&i| run.alive(i) && pki::spec::runs_kubelet(run.host(i)))
         .map(|i| run.host(i).name.clone())
         .collect();
-    let what = format!("{} nodes Ready with kubelet {version}", expected.len());
+    nodes_ready(run, on, &expected, &version).await
+}
+
+/// `expected` nodes Ready with kubelet `version`, asked on host `on`.
+pub(crate) async fn nodes_ready(
+    run: &mut ClusterRun<'_>,
+    on: usize,
+    expected: &[String],
+    version: &str,
+) -> Result<(), Stop> {
+    let what = format!(
+        "{} Ready with kubelet {version}",
+        if expected.len() == 1 {
+            format!("node {}", expected[0])
+        } else {
+            format!("{} nodes", expected.len())
+        }
+    );
     let run_ref = &*run;
-    let expected = &expected;
-    let version = &version;
     let check = || async move {
         let out = run_ref.exec(on, &gates::nodes_script()).await?;
         let nodes = gates::parse_nodes(&out.stdout_text())
@@ -487,7 +506,7 @@ async fn nodes_gate(run: &mut ClusterRun<'_>, on: usize) -> Result<(), Stop> {
             .filter(|n| {
                 !nodes
                     .get(*n)
-                    .is_some_and(|s| s.ready && &s.kubelet_version == version)
+                    .is_some_and(|s| s.ready && s.kubelet_version == version)
             })
             .map(|n| match nodes.get(n) {
                 None => format!("{n} not registered"),

@@ -10,6 +10,7 @@ pub mod kubeconfig;
 pub mod membership;
 pub mod reset;
 pub mod snapshot;
+pub mod upgrade;
 
 use std::time::Duration;
 
