@@ -50,6 +50,9 @@ pub struct HostState {
     /// Paths changed earlier in this run (by an earlier phase): units that restart or
     /// commands that run on them react as if they had changed in this plan.
     pub changed_earlier: BTreeSet<String>,
+    /// Per unit or command: the paths of `changed_earlier` it already reacted to (it was
+    /// restarted, started or run after they changed), so a later phase does not repeat it.
+    pub handled: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl HostState {
@@ -120,6 +123,20 @@ impl HostState {
                         _ => {}
                     }
                 }
+            }
+        }
+        // What reacted in this plan has seen every change so far.
+        for c in &plan.changes {
+            let reacted = match (&desired[c.index], c.action) {
+                (Desired::Unit { name, .. }, Action::Start | Action::Restart | Action::Reload)
+                | (Desired::Command { name, .. }, Action::Run) => Some(name),
+                _ => None,
+            };
+            if let Some(name) = reacted {
+                self.handled
+                    .entry(name.clone())
+                    .or_default()
+                    .extend(self.changed_earlier.iter().cloned());
             }
         }
     }
@@ -302,10 +319,23 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
     let daemon_reload = changed_paths
         .iter()
         .any(|p| p.starts_with("/etc/systemd/system/"));
-    let changed_paths: BTreeSet<&str> = changed_paths
-        .into_iter()
-        .chain(state.changed_earlier.iter().map(String::as_str))
-        .collect();
+    // Paths an earlier phase changed count for a unit or command that has not reacted to
+    // them yet.
+    let changed_in_plan = changed_paths;
+    let changed_for = |name: &str| -> BTreeSet<&str> {
+        let handled = state.handled.get(name);
+        changed_in_plan
+            .iter()
+            .copied()
+            .chain(
+                state
+                    .changed_earlier
+                    .iter()
+                    .filter(|p| !handled.is_some_and(|h| h.contains(*p)))
+                    .map(String::as_str),
+            )
+            .collect()
+    };
 
     // Commands after every file, so that `on_change` sees all of them and the command runs
     // with the new files in place. A command runs when its guard says it is not done (one
@@ -321,6 +351,7 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
         else {
             continue;
         };
+        let changed_paths = changed_for(name);
         let because: Vec<&str> = on_change
             .iter()
             .map(String::as_str)
@@ -355,6 +386,7 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
         else {
             continue;
         };
+        let changed_paths = changed_for(name);
         let now = state.units.get(name).cloned().unwrap_or_default();
         if *enabled
             && !matches!(
@@ -908,5 +940,36 @@ mod tests {
         assert_eq!(actions(&p), vec![("apply-addons".into(), "run")]);
         state.commands_done.insert("apply-addons".into());
         assert!(plan(&desired, &state, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_later_phase_restarts_for_an_earlier_change_once() {
+        // Phase 1 changes a config file only; phase 2 carries the unit that restarts on it.
+        let cfg = file("/etc/containerd/config.toml", "v2\n", 0o644);
+        let mut state = HostState::default();
+        state.units.insert("containerd.service".into(), running());
+        state.paths.insert(
+            "/etc/systemd/system/containerd.service".into(),
+            present(&file(
+                "/etc/systemd/system/containerd.service",
+                "[Unit]\n",
+                0o644,
+            )),
+        );
+        let phase1 = vec![cfg.clone()];
+        let p1 = plan(&phase1, &state, &BTreeMap::new());
+        state.assume_applied(&phase1, &p1);
+
+        let phase2 = vec![
+            file("/etc/systemd/system/containerd.service", "[Unit]\n", 0o644),
+            unit(&["/etc/containerd/config.toml"]),
+        ];
+        let p2 = plan(&phase2, &state, &BTreeMap::new());
+        assert_eq!(actions(&p2), vec![("containerd.service".into(), "restart")]);
+        state.assume_applied(&phase2, &p2);
+
+        // A third phase with the same unit: it has reacted already.
+        let p3 = plan(&phase2, &state, &BTreeMap::new());
+        assert!(p3.is_empty(), "{:?}", p3.changes);
     }
 }

@@ -43,6 +43,20 @@ impl Inventory {
         self.path.parent().unwrap_or_else(|| Path::new("."))
     }
 
+    /// This inventory at another Kubernetes version (the kubelet and kubectl follow it):
+    /// what `upgrade apply` converges to.
+    #[must_use]
+    pub fn at_version(&self, version: Version) -> Inventory {
+        let mut out = self.clone();
+        out.cluster.kubernetes_version = version;
+        for component in ["kubelet", "kubectl"] {
+            out.cluster
+                .versions
+                .insert(component.to_string(), version.to_string());
+        }
+        out
+    }
+
     /// capstan's state folder (`.capstan/` beside the inventory).
     pub fn state_dir(&self) -> PathBuf {
         self.dir().join(STATE_DIR)

@@ -78,8 +78,7 @@ pub async fn apply(
     opts: &UpgradeOptions,
 ) -> miette::Result<RunReport> {
     // Every converge is against the inventory at the target version.
-    let mut target = inventory.clone();
-    target.cluster.kubernetes_version = opts.to;
+    let target = inventory.at_version(opts.to);
     let prepared = converge::prepare(&target, &ConvergeOptions::default(), cache)?;
     let mut run =
         ClusterRun::connect("upgrade", &target, session, prepared, opts.dry_run, false).await;
@@ -174,12 +173,21 @@ async fn steps(
                 ),
             ]),
         )]);
+        // The API server first, unless it runs the target already (a resumed run): then
+        // writing the old controller-manager and scheduler back would be a step backwards.
+        let apiserver = "/etc/kubernetes/manifests/kube-apiserver.yaml";
+        let overrides =
+            if pending_paths(run, cp, &["control-plane"]).contains(&apiserver.to_string()) {
+                keep_old
+            } else {
+                BTreeMap::new()
+            };
         step(
             run,
             &format!("{name}: kube-apiserver {to}"),
             cp,
             &["pki", "control-plane"],
-            &keep_old,
+            &overrides,
         )
         .await?;
         let server = pki::spec::local_api_url(inv, run.host(cp));
@@ -269,6 +277,39 @@ async fn steps(
         .await;
     init::stop_if_critical(run, &failed, "final converge")?;
     Ok(())
+}
+
+/// The targets `roles` would change on host `i` now (by the run's current view).
+fn pending_paths(run: &ClusterRun<'_>, i: usize, only: &[&str]) -> Vec<String> {
+    let inv = run.inventory;
+    let host = run.host(i);
+    let only: Vec<String> = only.iter().map(|r| (*r).to_string()).collect();
+    let Some(probed) = run.hosts[i].probed.as_ref() else {
+        return Vec::new();
+    };
+    let Ok(roles) = converge::roles_for(inv, host, &run.prepared, &only) else {
+        return Vec::new();
+    };
+    converge::desired_for(
+        inv,
+        host,
+        &converge::Selection {
+            roles: &roles,
+            with_pki: false,
+            overrides: None,
+        },
+        &run.prepared,
+        Some(&probed.facts),
+        crate::engine::desired::Mode::Full,
+    )
+    .map(|d| {
+        crate::engine::plan::plan(&d, &probed.state, &BTreeMap::new())
+            .changes
+            .into_iter()
+            .map(|c| c.target)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The host still has something to change at the target version.
