@@ -91,6 +91,9 @@ pub enum Command {
     Join(JoinArgs),
     /// Take nodes out of the cluster (drain, etcd member remove) and clean their hosts
     Reset(ResetArgs),
+    /// Upgrade the cluster's Kubernetes version, one minor at a time (version-skew policy)
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
     /// Container hosts on this machine, for trying capstan and for tests
     #[command(subcommand)]
     Lab(LabCommand),
@@ -170,6 +173,23 @@ pub struct ResetArgs {
     /// Go on even when etcd would lose quorum or no control plane would remain
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// The versions every component runs now, the allowed targets, and what an upgrade
+    /// would do, in order; changes nothing (exit 2 when `--to` is refused)
+    Plan(UpgradePlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradePlanArgs {
+    /// The version to check and plan for, vX.Y.Z (default: the newest allowed target)
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Workers upgraded at once: a count, or a percentage of the workers (25%)
+    #[arg(long, default_value = "1")]
+    pub max_unavailable: String,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod kubeconfig;
 mod lab;
 mod plan;
 mod reset;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Init(args) => init::run(&cli.global, &args),
         Command::Join(args) => join::run(&cli.global, &args),
         Command::Reset(args) => reset::run(&cli.global, &args),
+        Command::Upgrade(cmd) => upgrade::run(&cli.global, cmd),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),

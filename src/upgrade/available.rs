@@ -58,7 +58,8 @@ fn list_mirror(root: &Path, arches: &[Arch], with_sums: bool) -> Result<Vec<Vers
         let complete = arches.iter().all(|arch| {
             let dir = entry.path().join("bin/linux").join(arch.as_str());
             ["kubelet", "kubectl"].iter().all(|bin| {
-                dir.join(bin).is_file() && (!with_sums || dir.join(format!("{bin}.sha256")).is_file())
+                dir.join(bin).is_file()
+                    && (!with_sums || dir.join(format!("{bin}.sha256")).is_file())
             })
         });
         if complete {
@@ -136,7 +137,11 @@ mod tests {
     }
 
     fn place(root: &Path, version: &str, arch: &str, sums: bool) {
-        let dir = root.join("release").join(version).join("bin/linux").join(arch);
+        let dir = root
+            .join("release")
+            .join(version)
+            .join("bin/linux")
+            .join(arch);
         std::fs::create_dir_all(&dir).unwrap();
         for bin in ["kubelet", "kubectl"] {
             std::fs::write(dir.join(bin), b"x").unwrap();
@@ -164,7 +169,10 @@ mod tests {
         // A release whose images capstan does not know.
         place(root, "v1.29.0", "amd64", true);
         let a = available(
-            &arts(format!("file://{}/", root.display()), ChecksumSource::Mirror),
+            &arts(
+                format!("file://{}/", root.display()),
+                ChecksumSource::Mirror,
+            ),
             &[Arch::Amd64],
         )
         .unwrap();
@@ -179,7 +187,10 @@ mod tests {
             &[Arch::Amd64],
         )
         .unwrap();
-        assert_eq!(a.versions, ["v1.32.4", "v1.32.5", "v1.33.1"].map(v).to_vec());
+        assert_eq!(
+            a.versions,
+            ["v1.32.4", "v1.32.5", "v1.33.1"].map(v).to_vec()
+        );
         // Both architectures needed: none has arm64 but v1.32.6, which lacks amd64.
         let a = available(
             &arts(format!("file://{}", root.display()), ChecksumSource::Mirror),

@@ -232,11 +232,13 @@ struct EtcdStatus {
 pub fn parse_output(host: &LiveHost, output: &str) -> HostRead {
     let secs = sections(output);
     let name = host.name.as_str();
-    let get = |n: &str| secs.get(n).cloned().unwrap_or(Section {
-        stdout: String::new(),
-        stderr: "the section is missing from the output".into(),
-        status: None,
-    });
+    let get = |n: &str| {
+        secs.get(n).cloned().unwrap_or(Section {
+            stdout: String::new(),
+            stderr: "the section is missing from the output".into(),
+            status: None,
+        })
+    };
     let mut read = HostRead::default();
     let arch = get("arch");
     read.arch = arch.ok().then(|| Arch::parse(&arch.stdout)).flatten();
@@ -253,18 +255,21 @@ pub fn parse_output(host: &LiveHost, output: &str) -> HostRead {
         }
         let sec = get(part.name());
         if sec.ok() {
-            read.readings.push(match parse_version_output(component, &sec.stdout) {
-                Some(raw) => Reading::ok(part, name, Source::Binary, &raw, lenient_semver(&raw)),
-                None => Reading::failed(
-                    part,
-                    name,
-                    Source::Binary,
-                    format!(
-                        "unexpected version output: {}",
-                        first_line(&sec.stdout).unwrap_or("(empty)")
+            read.readings
+                .push(match parse_version_output(component, &sec.stdout) {
+                    Some(raw) => {
+                        Reading::ok(part, name, Source::Binary, &raw, lenient_semver(&raw))
+                    }
+                    None => Reading::failed(
+                        part,
+                        name,
+                        Source::Binary,
+                        format!(
+                            "unexpected version output: {}",
+                            first_line(&sec.stdout).unwrap_or("(empty)")
+                        ),
                     ),
-                ),
-            });
+                });
         } else if required || sec.why() != "not installed" {
             read.readings
                 .push(Reading::failed(part, name, Source::Binary, sec.why()));
@@ -332,7 +337,9 @@ pub fn parse_output(host: &LiveHost, output: &str) -> HostRead {
                 Reading::failed(part, name, Source::Manifest, sec.why())
             } else {
                 match first_line(&sec.stdout).and_then(image_tag) {
-                    Some(tag) => Reading::ok(part, name, Source::Manifest, tag, lenient_semver(tag)),
+                    Some(tag) => {
+                        Reading::ok(part, name, Source::Manifest, tag, lenient_semver(tag))
+                    }
                     None => Reading::failed(
                         part,
                         name,
@@ -370,11 +377,7 @@ pub struct LiveRead {
 
 /// Adds the Nodes' kubeletVersions to the readings (from the first control plane whose
 /// listing worked).
-fn merge_nodes(
-    hosts: &[LiveHost],
-    reads: &[Option<HostRead>],
-    live: &mut LiveRead,
-) {
+fn merge_nodes(hosts: &[LiveHost], reads: &[Option<HostRead>], live: &mut LiveRead) {
     let mut why = Vec::new();
     let listing = hosts.iter().zip(reads).find_map(|(h, r)| {
         match r.as_ref().and_then(|r| r.nodes.as_ref()) {
@@ -436,22 +439,27 @@ pub async fn read_live(
     let progress = crate::ui::HostProgress::new("reading versions", targets.len());
     let hosts_ref = &hosts;
     let progress_ref = &progress;
-    let results = ssh::for_each_host(&targets, &session.ssh, session.forks, |i, conn| async move {
-        let host = &hosts_ref[i];
-        let result = match conn {
-            Err(e) => Err(e.to_string()),
-            Ok(conn) => {
-                let out = conn.exec(&host_script(host)).await;
-                conn.close().await;
-                match out {
-                    Ok(out) => Ok(parse_output(host, &out.stdout_text())),
-                    Err(e) => Err(e.to_string()),
+    let results = ssh::for_each_host(
+        &targets,
+        &session.ssh,
+        session.forks,
+        |i, conn| async move {
+            let host = &hosts_ref[i];
+            let result = match conn {
+                Err(e) => Err(e.to_string()),
+                Ok(conn) => {
+                    let out = conn.exec(&host_script(host)).await;
+                    conn.close().await;
+                    match out {
+                        Ok(out) => Ok(parse_output(host, &out.stdout_text())),
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
-            }
-        };
-        progress_ref.host_done(&host.name);
-        result
-    })
+            };
+            progress_ref.host_done(&host.name);
+            result
+        },
+    )
     .await;
     progress.finish();
     let mut live = LiveRead::default();
@@ -513,7 +521,9 @@ mod tests {
     }
 
     fn sec(name: &str, stdout: &str, stderr: &str, rc: i32) -> String {
-        format!("\n{MARK} begin {name}\n{stdout}\n{MARK} stderr {name}\n{stderr}\n{MARK} end {name} {rc}\n")
+        format!(
+            "\n{MARK} begin {name}\n{stdout}\n{MARK} stderr {name}\n{stderr}\n{MARK} end {name} {rc}\n"
+        )
     }
 
     #[test]
@@ -559,8 +569,14 @@ mod tests {
 
     #[test]
     fn image_tags() {
-        assert_eq!(image_tag("registry.k8s.io/kube-scheduler:v1.32.4"), Some("v1.32.4"));
-        assert_eq!(image_tag("mirror:5000/k8s/kube-scheduler:v1.33.1"), Some("v1.33.1"));
+        assert_eq!(
+            image_tag("registry.k8s.io/kube-scheduler:v1.32.4"),
+            Some("v1.32.4")
+        );
+        assert_eq!(
+            image_tag("mirror:5000/k8s/kube-scheduler:v1.33.1"),
+            Some("v1.33.1")
+        );
         assert_eq!(
             image_tag("\"registry.k8s.io/kube-scheduler:v1.32.4@sha256:abc\""),
             Some("v1.32.4")
@@ -628,7 +644,10 @@ mod tests {
             get(Part::Containerd, Source::Binary).raw.as_deref(),
             Some("1.6.20~ds1")
         );
-        assert_eq!(get(Part::Etcd, Source::EndpointStatus).version, v("v3.4.23"));
+        assert_eq!(
+            get(Part::Etcd, Source::EndpointStatus).version,
+            v("v3.4.23")
+        );
         assert_eq!(get(Part::ApiServer, Source::Version).version, v("v1.32.4"));
         assert_eq!(get(Part::ApiServer, Source::Manifest).version, v("v1.32.4"));
         assert_eq!(
@@ -637,7 +656,10 @@ mod tests {
         );
         let s = get(Part::Scheduler, Source::Manifest);
         assert_eq!(s.version, None);
-        assert!(s.error.as_deref().unwrap().contains("No such file"), "{s:?}");
+        assert!(
+            s.error.as_deref().unwrap().contains("No such file"),
+            "{s:?}"
+        );
         let nodes = read.nodes.unwrap().unwrap();
         assert_eq!(nodes["cp1"].kubelet_version, "v1.32.4");
     }
@@ -648,13 +670,22 @@ mod tests {
             sec("arch", "aarch64", "", 0),
             sec("kubelet", "", "kubelet is not installed", 127),
             sec("kubectl", "", "kubectl is not installed", 127),
-            sec("containerd", "", "containerd: error while loading shared libraries", 127),
+            sec(
+                "containerd",
+                "",
+                "containerd: error while loading shared libraries",
+                127,
+            ),
         ]
         .concat();
         let read = parse_output(&worker(), &out);
         assert_eq!(read.arch, Some(Arch::Arm64));
         // The kubelet must be there; kubectl need not; a containerd that fails is reported.
-        let kubelet = read.readings.iter().find(|r| r.part == Part::Kubelet).unwrap();
+        let kubelet = read
+            .readings
+            .iter()
+            .find(|r| r.part == Part::Kubelet)
+            .unwrap();
         assert_eq!(kubelet.error.as_deref(), Some("not installed"));
         assert!(!read.readings.iter().any(|r| r.part == Part::Kubectl));
         let c = read
@@ -662,7 +693,10 @@ mod tests {
             .iter()
             .find(|r| r.part == Part::Containerd)
             .unwrap();
-        assert!(c.error.as_deref().unwrap().contains("shared libraries"), "{c:?}");
+        assert!(
+            c.error.as_deref().unwrap().contains("shared libraries"),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -670,7 +704,11 @@ mod tests {
         let out = format!("\n{MARK} begin arch\nx86_64\n");
         let read = parse_output(&worker(), &out);
         assert_eq!(read.arch, None);
-        let kubelet = read.readings.iter().find(|r| r.part == Part::Kubelet).unwrap();
+        let kubelet = read
+            .readings
+            .iter()
+            .find(|r| r.part == Part::Kubelet)
+            .unwrap();
         assert!(kubelet.error.is_some());
     }
 
@@ -712,10 +750,12 @@ mod tests {
         ];
         let mut live = LiveRead::default();
         merge_nodes(&hosts, &reads, &mut live);
-        assert!(live.versions.readings[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("connection refused"));
+        assert!(
+            live.versions.readings[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("connection refused")
+        );
     }
 }

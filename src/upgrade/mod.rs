@@ -10,6 +10,6 @@ pub mod policy;
 pub use available::Available;
 pub use live::{LiveHost, read_live};
 pub use policy::{
-    AllowedTarget, HostUpgrade, LiveVersions, MaxUnavailable, Part, Reading, Refusal, Source,
-    Step, StepHost, TargetKind, Violation,
+    AllowedTarget, HostUpgrade, LiveVersions, MaxUnavailable, Part, Reading, Refusal, Source, Step,
+    StepHost, TargetKind, Violation,
 };

@@ -412,12 +412,14 @@ impl Refusal {
             Refusal::OtherMajor { current, target } => format!(
                 "{target} is another major version than the cluster's {current}: the version-skew policy only covers upgrades within a major"
             ),
-            Refusal::SkipsMinor { current, target, .. } => format!(
+            Refusal::SkipsMinor {
+                current, target, ..
+            } => format!(
                 "{target} skips a minor version: the cluster runs {current}, and Kubernetes upgrades one minor at a time"
             ),
-            Refusal::Unknown {
-                target, source, ..
-            } => format!("{target} is not available from {source}"),
+            Refusal::Unknown { target, source, .. } => {
+                format!("{target} is not available from {source}")
+            }
             Refusal::OutsideSkew { violations } => {
                 let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
                 format!(
@@ -565,7 +567,11 @@ impl MaxUnavailable {
             }
         } else {
             let n: u32 = t.parse().map_err(|_| bad())?;
-            if n >= 1 { Ok(MaxUnavailable::Count(n)) } else { Err(bad()) }
+            if n >= 1 {
+                Ok(MaxUnavailable::Count(n))
+            } else {
+                Err(bad())
+            }
         }
     }
 
@@ -617,12 +623,18 @@ pub struct HostUpgrade {
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum Step {
     /// `etcdctl snapshot save` on `member`, verified, copied to `.capstan/backups/`.
-    EtcdSnapshot { member: String, cluster_version: Version },
+    EtcdSnapshot {
+        member: String,
+        cluster_version: Version,
+    },
     /// One control plane: new manifests (API server first, then controller-manager and
     /// scheduler), gate on its `/readyz` and `/version`, then its kubelet and kubectl.
     ControlPlane(HostUpgrade),
     /// Workers upgraded together (at most `--max-unavailable`).
-    Workers { batch: usize, hosts: Vec<HostUpgrade> },
+    Workers {
+        batch: usize,
+        hosts: Vec<HostUpgrade>,
+    },
 }
 
 impl Step {
@@ -775,9 +787,7 @@ mod tests {
     }
 
     fn mirror() -> Vec<Version> {
-        ["v1.31.9", "v1.32.4", "v1.32.5", "v1.33.1"]
-            .map(v)
-            .to_vec()
+        ["v1.31.9", "v1.32.4", "v1.32.5", "v1.33.1"].map(v).to_vec()
     }
 
     fn hosts() -> Vec<StepHost> {
@@ -825,7 +835,10 @@ mod tests {
         assert_eq!(t[0].version, v("v1.33.1"));
         // v1.31.9 is the newest v1.31: only v1.32.5, never v1.33.
         let t = allowed_targets(v("v1.31.9"), &mirror());
-        assert_eq!(t.iter().map(|t| t.version).collect::<Vec<_>>(), [v("v1.32.5")]);
+        assert_eq!(
+            t.iter().map(|t| t.version).collect::<Vec<_>>(),
+            [v("v1.32.5")]
+        );
         // Nothing newer: nothing allowed.
         assert!(allowed_targets(v("v1.33.1"), &mirror()).is_empty());
     }
@@ -843,7 +856,11 @@ mod tests {
     fn allowed_targets_pass() {
         let live = cluster("v1.32.4");
         for t in ["v1.32.5", "v1.33.1", "v1.32.4"] {
-            assert_eq!(check_target(&live, v(t), &mirror(), "the mirror"), Ok(()), "{t}");
+            assert_eq!(
+                check_target(&live, v(t), &mirror(), "the mirror"),
+                Ok(()),
+                "{t}"
+            );
         }
     }
 
@@ -888,7 +905,10 @@ mod tests {
         assert!(err.path().starts_with("upgrade to v1.32.z first"), "{err}");
         // Three minors ahead: one at a time.
         let err = check_target(&live, v("v1.34.2"), &mirror(), "m").unwrap_err();
-        assert!(err.path().contains("one minor at a time up to v1.34"), "{err}");
+        assert!(
+            err.path().contains("one minor at a time up to v1.34"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -917,11 +937,18 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].host, "w1");
         assert_eq!(found[0].source, Source::Binary);
-        assert!(found[0].reason.contains("newer than the API server"), "{}", found[0]);
+        assert!(
+            found[0].reason.contains("newer than the API server"),
+            "{}",
+            found[0]
+        );
         let err = check_target(&live, v("v1.32.5"), &mirror(), "m").unwrap_err();
         assert!(matches!(err, Refusal::OutsideSkew { .. }), "{err:?}");
         assert!(err.reason().contains("kubelet on w1 is v1.33.1"), "{err}");
-        assert!(err.path().contains("put kubelet on w1 back to v1.31"), "{err}");
+        assert!(
+            err.path().contains("put kubelet on w1 back to v1.31"),
+            "{err}"
+        );
         // A patch ahead is inside the policy.
         let mut live = cluster("v1.32.4");
         set(&mut live, Part::Kubelet, "w1", Source::Node, "v1.32.5");
@@ -932,7 +959,10 @@ mod tests {
     fn a_kubelet_more_than_three_minors_older_is_outside() {
         let mut live = cluster("v1.33.1");
         set(&mut live, Part::Kubelet, "w2", Source::Node, "v1.30.0");
-        assert!(skew_violations(&live).is_empty(), "three minors older is allowed");
+        assert!(
+            skew_violations(&live).is_empty(),
+            "three minors older is allowed"
+        );
         set(&mut live, Part::Kubelet, "w2", Source::Node, "v1.29.3");
         let found = skew_violations(&live);
         assert_eq!(found.len(), 1, "{found:?}");
@@ -943,18 +973,45 @@ mod tests {
     #[test]
     fn controller_manager_and_scheduler_stay_within_one_minor_below() {
         let mut live = cluster("v1.32.4");
-        set(&mut live, Part::ControllerManager, "cp1", Source::Manifest, "v1.33.1");
-        set(&mut live, Part::Scheduler, "cp1", Source::Manifest, "v1.30.2");
+        set(
+            &mut live,
+            Part::ControllerManager,
+            "cp1",
+            Source::Manifest,
+            "v1.33.1",
+        );
+        set(
+            &mut live,
+            Part::Scheduler,
+            "cp1",
+            Source::Manifest,
+            "v1.30.2",
+        );
         let found = skew_violations(&live);
         assert_eq!(found.len(), 2, "{found:?}");
-        let cm = found.iter().find(|f| f.part == Part::ControllerManager).unwrap();
+        let cm = found
+            .iter()
+            .find(|f| f.part == Part::ControllerManager)
+            .unwrap();
         assert!(cm.reason.contains("newer than the API server"), "{cm}");
         let s = found.iter().find(|f| f.part == Part::Scheduler).unwrap();
         assert!(s.reason.contains("2 minors older"), "{s}");
         assert!(s.reason.contains("at most 1 minor older"), "{s}");
         // One minor older is inside (the middle of an upgrade).
-        set(&mut live, Part::ControllerManager, "cp1", Source::Manifest, "v1.31.9");
-        set(&mut live, Part::Scheduler, "cp1", Source::Manifest, "v1.31.9");
+        set(
+            &mut live,
+            Part::ControllerManager,
+            "cp1",
+            Source::Manifest,
+            "v1.31.9",
+        );
+        set(
+            &mut live,
+            Part::Scheduler,
+            "cp1",
+            Source::Manifest,
+            "v1.31.9",
+        );
         assert!(skew_violations(&live).is_empty());
     }
 
@@ -979,15 +1036,22 @@ mod tests {
         assert!(skew_violations(&live).is_empty());
         let w = warnings(&live);
         assert!(w.iter().any(|w| w.contains("kubectl on w1")), "{w:?}");
-        live.readings
-            .push(Reading::failed(Part::Kubelet, "w2", Source::Binary, "not installed"));
+        live.readings.push(Reading::failed(
+            Part::Kubelet,
+            "w2",
+            Source::Binary,
+            "not installed",
+        ));
         assert!(warnings(&live).iter().any(|w| w.contains("not installed")));
     }
 
     #[test]
     fn max_unavailable_parses_counts_and_percentages() {
         assert_eq!(MaxUnavailable::parse("2"), Ok(MaxUnavailable::Count(2)));
-        assert_eq!(MaxUnavailable::parse("25%"), Ok(MaxUnavailable::Percent(25)));
+        assert_eq!(
+            MaxUnavailable::parse("25%"),
+            Ok(MaxUnavailable::Percent(25))
+        );
         for bad in ["0", "0%", "101%", "-1", "x", "", "1.5"] {
             let err = MaxUnavailable::parse(bad).unwrap_err();
             assert!(err.contains("--max-unavailable"), "{bad}: {err}");
@@ -1013,11 +1077,15 @@ mod tests {
         assert_eq!(cp.host, "cp1");
         assert_eq!(cp.from, Some(v("v1.32.4")));
         assert!(cp.drain);
-        assert!(matches!(&steps[2], Step::Workers { batch: 1, hosts } if hosts.len() == 1 && hosts[0].host == "w1"));
+        assert!(
+            matches!(&steps[2], Step::Workers { batch: 1, hosts } if hosts.len() == 1 && hosts[0].host == "w1")
+        );
         assert!(matches!(&steps[3], Step::Workers { batch: 2, hosts } if hosts[0].host == "w2"));
         // Two at once: one batch.
         let (steps, _) = super::steps(&live, &hosts(), v("v1.33.1"), MaxUnavailable::Count(2));
-        assert!(matches!(steps.last(), Some(Step::Workers { batch: 1, hosts }) if hosts.len() == 2));
+        assert!(
+            matches!(steps.last(), Some(Step::Workers { batch: 1, hosts }) if hosts.len() == 2)
+        );
         assert!(steps[1].describe().contains("cordon, drain"));
     }
 
@@ -1032,7 +1100,9 @@ mod tests {
         let (steps, done) = super::steps(&live, &hosts(), v("v1.33.1"), MaxUnavailable::Count(1));
         assert_eq!(done, ["cp1", "w1"]);
         assert_eq!(steps.len(), 1, "{steps:?}");
-        assert!(matches!(&steps[0], Step::Workers { hosts, .. } if hosts[0].host == "w2" && hosts[0].from == Some(v("v1.32.4"))));
+        assert!(
+            matches!(&steps[0], Step::Workers { hosts, .. } if hosts[0].host == "w2" && hosts[0].from == Some(v("v1.32.4")))
+        );
         // Everything at the target: nothing to do.
         let live = cluster("v1.33.1");
         let (steps, done) = super::steps(&live, &hosts(), v("v1.33.1"), MaxUnavailable::Count(1));
@@ -1043,7 +1113,10 @@ mod tests {
     #[test]
     fn etcd_and_containerd_go_to_the_inventory_versions() {
         let pinned = BTreeMap::from([(Part::Etcd, "v3.4.23".to_string())]);
-        assert_eq!(target_of(Part::Etcd, v("v1.33.1"), &pinned).as_deref(), Some("v3.4.23"));
+        assert_eq!(
+            target_of(Part::Etcd, v("v1.33.1"), &pinned).as_deref(),
+            Some("v3.4.23")
+        );
         assert_eq!(target_of(Part::Containerd, v("v1.33.1"), &pinned), None);
         assert_eq!(
             target_of(Part::Kubelet, v("v1.33.1"), &pinned).as_deref(),

@@ -9,6 +9,7 @@ pub mod init;
 pub mod kubeconfig;
 pub mod membership;
 pub mod reset;
+pub mod upgrade_plan;
 
 use std::time::Duration;
 
