@@ -333,9 +333,7 @@ pub fn parse_output(host: &LiveHost, output: &str) -> HostRead {
         read.readings.push(reading);
         for part in [Part::ApiServer, Part::ControllerManager, Part::Scheduler] {
             let sec = get(&format!("manifest-{}", part.name()));
-            let reading = if !sec.ok() {
-                Reading::failed(part, name, Source::Manifest, sec.why())
-            } else {
+            let reading = if sec.ok() {
                 match first_line(&sec.stdout).and_then(image_tag) {
                     Some(tag) => {
                         Reading::ok(part, name, Source::Manifest, tag, lenient_semver(tag))
@@ -350,6 +348,8 @@ pub fn parse_output(host: &LiveHost, output: &str) -> HostRead {
                         ),
                     ),
                 }
+            } else {
+                Reading::failed(part, name, Source::Manifest, sec.why())
             };
             read.readings.push(reading);
         }

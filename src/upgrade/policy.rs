@@ -220,12 +220,10 @@ impl fmt::Display for Violation {
 
 /// Minor versions from `a` up to `b` (negative when `b` is older); majors count as far apart.
 fn minors(a: Version, b: Version) -> i64 {
-    if a.major == b.major {
-        i64::from(b.minor) - i64::from(a.minor)
-    } else if b.major > a.major {
-        i64::MAX / 2
-    } else {
-        i64::MIN / 2
+    match a.major.cmp(&b.major) {
+        std::cmp::Ordering::Equal => i64::from(b.minor) - i64::from(a.minor),
+        std::cmp::Ordering::Less => i64::MAX / 2,
+        std::cmp::Ordering::Greater => i64::MIN / 2,
     }
 }
 
@@ -649,11 +647,11 @@ impl Step {
                 "etcd snapshot on {member} (etcdctl snapshot save, verified), copied to .capstan/backups/ as of {cluster_version}"
             ),
             Step::ControlPlane(h) => format!(
-                "control plane {}: {}{} → {}: kube-apiserver, then kube-controller-manager and kube-scheduler (gate: /readyz and /version = {}), then kubelet and kubectl, wait Ready{}",
+                "control plane {} ({} → {}): {}kube-apiserver, then kube-controller-manager and kube-scheduler (gate: /readyz and /version = {}), then kubelet and kubectl, wait Ready{}",
                 h.host,
-                if h.drain { "cordon, drain; " } else { "" },
                 from(h),
                 h.to,
+                if h.drain { "cordon, drain; " } else { "" },
                 h.to,
                 if h.drain { ", uncordon" } else { "" }
             ),

@@ -185,7 +185,9 @@ pub fn build(
         .into_iter()
         .filter_map(|(p, key)| inventory.cluster.versions.get(key).map(|v| (p, v.clone())))
         .collect();
-    let components = rows(inventory, &live, target, &pinned);
+    // A refused target has no column in the table: only the versions now.
+    let shown = if refused.is_some() { None } else { target };
+    let components = rows(inventory, &live, shown, &pinned);
 
     let mut plan = UpgradePlan {
         cluster_version: current,
@@ -252,11 +254,24 @@ fn rows(
                 component: part,
                 host: host.name.clone(),
                 current,
-                target: target.and_then(|t| policy::target_of(part, t, pinned)),
+                target: target
+                    .and_then(|t| policy::target_of(part, t, pinned))
+                    .map(|t| same_release(&t, main.raw.as_deref())),
             });
         }
     }
     out
+}
+
+/// `target`, or the current text when both name the same release (the inventory's `v3.4.23`
+/// for a running `3.4.23`, `1.6.20` for Debian's `1.6.20~ds1`): no change.
+fn same_release(target: &str, current: Option<&str>) -> String {
+    match current {
+        Some(c) if crate::facts::lenient_semver(c) == crate::facts::lenient_semver(target) => {
+            c.to_string()
+        }
+        _ => target.to_string(),
+    }
 }
 
 fn next(inventory: &Inventory, plan: &UpgradePlan) -> Vec<String> {
@@ -271,6 +286,10 @@ fn next(inventory: &Inventory, plan: &UpgradePlan) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        if plan.cluster_version.is_some() {
+            out.push("then run `capstan upgrade plan` again".into());
+            return out;
+        }
     }
     let Some(current) = plan.cluster_version else {
         out.push(
@@ -405,7 +424,7 @@ pub fn render(plan: &UpgradePlan) -> String {
     }
 
     out.push('\n');
-    match plan.target {
+    match plan.target.filter(|_| plan.refused.is_none()) {
         Some(t) => {
             let _ = writeln!(
                 out,
@@ -423,10 +442,9 @@ pub fn render(plan: &UpgradePlan) -> String {
     let mut table = Table::new(["COMPONENT", "HOST", "CURRENT", "TARGET"]);
     for r in &plan.components {
         let target = r.target.clone().unwrap_or_else(|| "-".into());
-        let changes = r
-            .target
-            .as_deref()
-            .is_some_and(|t| t.trim_start_matches('v') != r.current.trim_start_matches('v'));
+        let changes = r.target.as_deref().is_some_and(|t| {
+            crate::facts::lenient_semver(t) != crate::facts::lenient_semver(&r.current)
+        });
         table.row([
             r.component.name().to_string(),
             r.host.clone(),
@@ -588,6 +606,9 @@ mod tests {
             .find(|r| r.component == Part::Etcd)
             .unwrap();
         assert_eq!(etcd.target.as_deref(), Some("3.4.23"));
+        assert_eq!(same_release("v3.4.23", Some("3.4.23")), "3.4.23");
+        assert_eq!(same_release("v3.5.24", Some("3.4.23")), "v3.5.24");
+        assert_eq!(same_release("1.6.20", Some("1.6.20~ds1")), "1.6.20~ds1");
         let api = plan
             .components
             .iter()
@@ -618,6 +639,7 @@ mod tests {
         assert!(plan.steps.is_empty());
         let text = render(&plan);
         assert!(text.contains("Refused: --to v1.33.1"), "{text}");
+        assert!(plan.components.iter().all(|r| r.target.is_none()));
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["refused"]["detail"]["kind"], "skips-minor");
     }
