@@ -171,9 +171,19 @@ impl LiveVersions {
         self.readings.iter().filter(move |r| r.host == host)
     }
 
-    /// The oldest and the newest API server.
+    /// The oldest and the newest API server, as they answer `/version` (their manifests'
+    /// tags only when no API server answered: a manifest may name an image that never ran).
     pub fn api_servers(&self) -> Option<(Version, Version)> {
-        let all: Vec<Version> = self.versions(Part::ApiServer).map(|(_, _, v)| v).collect();
+        let of = |source: Source| -> Vec<Version> {
+            self.versions(Part::ApiServer)
+                .filter(|(_, s, _)| *s == source)
+                .map(|(_, _, v)| v)
+                .collect()
+        };
+        let mut all = of(Source::Version);
+        if all.is_empty() {
+            all = of(Source::Manifest);
+        }
         Some((*all.iter().min()?, *all.iter().max()?))
     }
 
@@ -756,6 +766,7 @@ mod tests {
     fn cluster(version: &str) -> LiveVersions {
         let mut readings = vec![
             reading(Part::ApiServer, "cp1", Source::Version, version),
+            reading(Part::ApiServer, "cp1", Source::Manifest, version),
             reading(Part::ControllerManager, "cp1", Source::Manifest, version),
             reading(Part::Scheduler, "cp1", Source::Manifest, version),
         ];
@@ -848,6 +859,21 @@ mod tests {
             .push(reading(Part::ApiServer, "cp2", Source::Version, "v1.33.1"));
         assert_eq!(live.cluster_version(), Some(v("v1.32.4")));
         assert_eq!(LiveVersions::default().cluster_version(), None);
+        // A manifest naming a newer image (its pod not running yet) does not count…
+        let mut live = cluster("v1.32.4");
+        set(
+            &mut live,
+            Part::ApiServer,
+            "cp1",
+            Source::Manifest,
+            "v1.33.1",
+        );
+        assert_eq!(live.api_servers(), Some((v("v1.32.4"), v("v1.32.4"))));
+        assert!(!live.host_at("cp1", v("v1.33.1")));
+        // … unless no API server answered.
+        live.readings
+            .retain(|r| !(r.part == Part::ApiServer && r.source == Source::Version));
+        assert_eq!(live.cluster_version(), Some(v("v1.33.1")));
     }
 
     #[test]
