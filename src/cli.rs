@@ -94,7 +94,7 @@ pub enum Command {
     /// etcd: snapshots
     #[command(subcommand)]
     Etcd(EtcdCommand),
-    /// Rolling upgrade, one minor version at a time
+    /// Upgrade the cluster's Kubernetes version, one minor at a time (version-skew policy)
     #[command(subcommand)]
     Upgrade(UpgradeCommand),
     /// Container hosts on this machine, for trying capstan and for tests
@@ -180,8 +180,21 @@ pub struct ResetArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum UpgradeCommand {
+    /// The versions every component runs now, the allowed targets, and what an upgrade
+    /// would do, in order; changes nothing (exit 2 when `--to` is refused)
+    Plan(UpgradePlanArgs),
     /// Upgrade the cluster: snapshot, control planes one by one, workers in batches
     Apply(UpgradeApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradePlanArgs {
+    /// The version to check and plan for, vX.Y.Z (default: the newest allowed target)
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Workers upgraded at once: a count, or a percentage of the workers (25%)
+    #[arg(long, default_value = "1")]
+    pub max_unavailable: String,
 }
 
 #[derive(Debug, Args)]

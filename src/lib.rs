@@ -17,6 +17,7 @@ pub mod pki;
 pub mod preflight;
 pub mod ssh;
 pub mod ui;
+pub mod upgrade;
 pub mod workflows;
 pub mod yaml;
 

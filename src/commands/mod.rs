@@ -25,7 +25,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Join(args) => join::run(&cli.global, &args),
         Command::Reset(args) => reset::run(&cli.global, &args),
         Command::Etcd(cmd) => etcd::run(&cli.global, &cmd),
-        Command::Upgrade(cmd) => upgrade::run(&cli.global, &cmd),
+        Command::Upgrade(cmd) => upgrade::run(&cli.global, cmd),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),

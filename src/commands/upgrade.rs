@@ -1,53 +1,71 @@
-//! `capstan upgrade`: rolling upgrades.
+//! `capstan upgrade plan` (versions now, allowed targets, what an upgrade would do) and
+//! `capstan upgrade apply` (the rolling upgrade).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{GlobalArgs, UpgradeApplyArgs, UpgradeCommand};
-use crate::error::BadInput;
+use crate::cli::{GlobalArgs, UpgradeApplyArgs, UpgradeCommand, UpgradePlanArgs};
+use crate::error::{BadInput, EXIT_BAD_INPUT, EXIT_FAILED};
 use crate::inventory::{Role, Version};
-use crate::workflows::{SessionOptions, cluster, upgrade};
+use crate::upgrade::MaxUnavailable;
+use crate::workflows::{SessionOptions, cluster, upgrade, upgrade_plan};
 
-pub fn run(global: &GlobalArgs, cmd: &UpgradeCommand) -> miette::Result<ExitCode> {
+pub fn run(global: &GlobalArgs, cmd: UpgradeCommand) -> miette::Result<ExitCode> {
     match cmd {
-        UpgradeCommand::Apply(args) => apply(global, args),
+        UpgradeCommand::Plan(args) => plan(global, &args),
+        UpgradeCommand::Apply(args) => apply(global, &args),
     }
 }
 
-/// `--max-unavailable`: `N` or `P%` of `workers`, at least 1.
-pub fn max_unavailable(text: &str, workers: usize) -> Result<usize, BadInput> {
-    let bad = || {
+/// `--to`: a release version, `vMAJOR.MINOR.PATCH`.
+pub(crate) fn parse_target(text: &str) -> Result<Version, BadInput> {
+    Version::parse(text.trim()).ok_or_else(|| {
         BadInput::new(
-            format!("--max-unavailable {text} is neither a number nor a percentage"),
-            "give a count of workers (2) or a percentage of them (25%)",
+            format!("--to `{text}` is not a Kubernetes release version"),
+            "write it as vMAJOR.MINOR.PATCH, e.g. --to v1.33.1 (`capstan upgrade plan` lists the allowed targets)",
         )
+    })
+}
+
+fn plan(global: &GlobalArgs, args: &UpgradePlanArgs) -> miette::Result<ExitCode> {
+    let inventory = super::load_inventory(global)?;
+    let to = args.to.as_deref().map(parse_target).transpose()?;
+    let max_unavailable = MaxUnavailable::parse(&args.max_unavailable)
+        .map_err(|e| BadInput::new(e, "e.g. --max-unavailable 2, or --max-unavailable 25%"))?;
+    let session = SessionOptions::from_flags(global, &inventory)?;
+    let opts = upgrade_plan::PlanOptions {
+        to,
+        max_unavailable,
     };
-    let n = if let Some(p) = text.strip_suffix('%') {
-        let p: usize = p.trim().parse().map_err(|_| bad())?;
-        if p == 0 || p > 100 {
-            return Err(bad());
-        }
-        (workers * p).div_ceil(100)
-    } else {
-        text.trim().parse().map_err(|_| bad())?
-    };
-    Ok(n.max(1))
+    let plan = super::runtime()?.block_on(upgrade_plan::run(&inventory, &session, &opts))?;
+    upgrade_plan::print(&plan)?;
+    if let Some(r) = &plan.refused {
+        eprintln!(
+            "capstan: upgrade to {} refused: {}\n  allowed path: {}",
+            r.target, r.reason, r.path
+        );
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    if !plan.complete() {
+        eprintln!(
+            "capstan: the plan is incomplete: some hosts or every API server could not be read (see above)"
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCode> {
     let inventory = super::load_inventory(global)?;
-    let to = Version::parse(&args.to).ok_or_else(|| {
-        BadInput::new(
-            format!("--to {} is not a version", args.to),
-            "versions look like v1.32.4",
-        )
-    })?;
+    let to = parse_target(&args.to)?;
     let workers = inventory
         .hosts
         .iter()
         .filter(|h| h.has_role(Role::Worker) && !h.has_role(Role::ControlPlane))
         .count();
-    let max_unavailable = max_unavailable(&args.max_unavailable, workers)?;
+    let max_unavailable = MaxUnavailable::parse(&args.max_unavailable)
+        .map_err(|e| BadInput::new(e, "e.g. --max-unavailable 2, or --max-unavailable 25%"))?
+        .batch_size(workers);
     for name in &args.allow_not_ready {
         if inventory.host(name).is_none() {
             return Err(BadInput::new(
@@ -112,11 +130,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_unavailable_counts_or_percentages() {
-        assert_eq!(max_unavailable("2", 5).unwrap(), 2);
-        assert_eq!(max_unavailable("25%", 5).unwrap(), 2);
-        assert_eq!(max_unavailable("0", 5).unwrap(), 1);
-        assert!(max_unavailable("x", 5).is_err());
-        assert!(max_unavailable("150%", 5).is_err());
+    fn targets_must_be_release_versions() {
+        assert_eq!(parse_target(" v1.33.1").unwrap().to_string(), "v1.33.1");
+        for bad in ["1.33.1", "v1.33", "latest", "v1.33.1-rc.0"] {
+            let err = parse_target(bad).unwrap_err();
+            assert!(err.message.contains(bad), "{bad}: {err}");
+        }
     }
 }

@@ -35,6 +35,7 @@ use serde::{Serialize, Serializer};
 use crate::inventory::Version;
 
 pub use parse::parse;
+pub(crate) use parse::{lenient_semver, parse_version_output};
 pub use script::{probe_script, sh_quote};
 
 /// The probe output format version (first line: `::capstan:: probe 1`).

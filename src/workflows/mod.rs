@@ -11,6 +11,7 @@ pub mod membership;
 pub mod reset;
 pub mod snapshot;
 pub mod upgrade;
+pub mod upgrade_plan;
 
 use std::time::Duration;
 
