@@ -27,9 +27,9 @@ for n in "${sizes[@]}"; do
   trap '"$bin" lab down --name "$name" --out "$out" >/dev/null 2>&1 || true' EXIT
   "$bin" lab up --name "$name" --control-planes 1 --workers $((n - 1)) --out "$out" --mirror "$mirror" -q >/dev/null
   # Warm the artifact cache so the first run measures the hosts, not the mirror.
-  "$bin" plan -i "$out" --cache-dir "$cache" -q >/dev/null
+  "$bin" plan -i "$out" --roles common,containerd --cache-dir "$cache" -q >/dev/null
   s=$(date +%s.%N)
-  first=$("$bin" apply -i "$out" --cache-dir "$cache" --output json)
+  first=$("$bin" apply -i "$out" --roles common,containerd --cache-dir "$cache" --output json)
   e=$(date +%s.%N)
   printf 'apply from bare hosts, %d hosts: %.2f s wall, %s changes, round trips per host %s\n' \
     "$n" "$(echo "$e - $s" | bc)" "$(changes <<<"$first")" "$(trips <<<"$first")"
@@ -37,7 +37,7 @@ for n in "${sizes[@]}"; do
     for i in $(seq 1 "$runs"); do
       c0=$(hosts_cpu_ns "$name")
       s=$(date +%s.%N)
-      doc=$("$bin" "$verb" -i "$out" --cache-dir "$cache" --output json)
+      doc=$("$bin" "$verb" -i "$out" --roles common,containerd --cache-dir "$cache" --output json)
       e=$(date +%s.%N)
       c1=$(hosts_cpu_ns "$name")
       printf 'no-op %s, %d hosts, run %d: %.3f s wall (%.1f ms per host), hosts CPU %.1f ms per host, %s changes, round trips per host %s, load %s\n' \

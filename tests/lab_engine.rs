@@ -140,7 +140,16 @@ fn apply_common_and_containerd_on_three_hosts() {
         "{}",
         r.stdout
     );
-    let r = run(&["plan", "--detailed-exitcode"], &inv, cache);
+    let r = run(
+        &[
+            "plan",
+            "--roles",
+            "common,containerd",
+            "--detailed-exitcode",
+        ],
+        &inv,
+        cache,
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("3 hosts, 0 changes"), "{}", r.stdout);
 
@@ -152,7 +161,16 @@ fn apply_common_and_containerd_on_three_hosts() {
         "-c",
         "echo '# edited by hand' >> /etc/containerd/config.toml",
     ]);
-    let r = run(&["plan", "--detailed-exitcode"], &inv, cache);
+    let r = run(
+        &[
+            "plan",
+            "--roles",
+            "common,containerd",
+            "--detailed-exitcode",
+        ],
+        &inv,
+        cache,
+    );
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("cp1 no changes") && r.stdout.contains("w2 no changes"),
@@ -191,7 +209,7 @@ fn apply_common_and_containerd_on_three_hosts() {
     ]);
 
     // A real run puts both back, and converges.
-    let r = run(&["apply"], &inv, cache);
+    let r = run(&["apply", "--roles", "common,containerd"], &inv, cache);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout
@@ -222,7 +240,17 @@ fn apply_common_and_containerd_on_three_hosts() {
             reference
         );
     }
-    let r = run(&["plan", "--detailed-exitcode", "--verify"], &inv, cache);
+    let r = run(
+        &[
+            "plan",
+            "--roles",
+            "common,containerd",
+            "--detailed-exitcode",
+            "--verify",
+        ],
+        &inv,
+        cache,
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 
     // A hand-replaced binary of the same size and mtime is caught by --verify.
@@ -234,7 +262,15 @@ fn apply_common_and_containerd_on_three_hosts() {
         "f=/usr/local/sbin/runc; t=$(stat -c %y $f); s=$(stat -c %s $f); head -c $s /dev/zero > $f.x && cat $f.x > $f && rm $f.x && touch -d \"$t\" $f",
     ]);
     let r = run(
-        &["plan", "--detailed-exitcode", "--verify", "--hosts", "w2"],
+        &[
+            "plan",
+            "--roles",
+            "common,containerd",
+            "--detailed-exitcode",
+            "--verify",
+            "--hosts",
+            "w2",
+        ],
         &inv,
         cache,
     );
@@ -244,9 +280,30 @@ fn apply_common_and_containerd_on_three_hosts() {
         "{}",
         r.stdout
     );
-    let r = run(&["apply", "--verify", "--hosts", "w2"], &inv, cache);
+    let r = run(
+        &[
+            "apply",
+            "--roles",
+            "common,containerd",
+            "--verify",
+            "--hosts",
+            "w2",
+        ],
+        &inv,
+        cache,
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let r = run(&["plan", "--detailed-exitcode", "--verify"], &inv, cache);
+    let r = run(
+        &[
+            "plan",
+            "--roles",
+            "common,containerd",
+            "--detailed-exitcode",
+            "--verify",
+        ],
+        &inv,
+        cache,
+    );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 }
 

@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 ./tests/lab/build-image.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --all-targets --locked -- --test-threads "${CAPSTAN_TEST_THREADS:-2}"
+cargo test --workspace --all-targets --locked --no-fail-fast -- --test-threads "${CAPSTAN_TEST_THREADS:-2}"
