@@ -280,3 +280,179 @@ fn plan_on_a_v1_31_cluster_refuses_skipping_a_minor() {
     assert_eq!(json["refused"]["detail"]["kind"], "skips-minor");
     assert_eq!(json["refused"]["detail"]["next"], "v1.32.5");
 }
+
+/// Polls the API through the load balancer (real kubectl, the operator's admin.conf) until
+/// told to stop: how many polls failed twice in a row, and the most workers ever cordoned.
+fn watch_api(
+    inv: &Path,
+    workers: &'static [&'static str],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, usize, usize)> {
+    let conf = inv.parent().expect("dir").join(".capstan/admin.conf");
+    std::thread::spawn(move || {
+        let kubectl = |args: &[&str]| {
+            std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&conf)
+                .arg("--request-timeout=5s")
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let (mut polls, mut failed, mut most_cordoned) = (0, 0, 0);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            polls += 1;
+            // One retry: a connection cut by an API server's restart is retried by every
+            // client; two failures in a row mean the API was not there.
+            let nodes = kubectl(&["get", "nodes", "-o", "json"])
+                .or_else(|| kubectl(&["get", "nodes", "-o", "json"]));
+            match nodes.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
+                None => failed += 1,
+                Some(v) => {
+                    let cordoned = v["items"].as_array().map_or(0, |items| {
+                        items
+                            .iter()
+                            .filter(|n| {
+                                workers.contains(&n["metadata"]["name"].as_str().unwrap_or(""))
+                                    && n["spec"]["unschedulable"] == true
+                            })
+                            .count()
+                    });
+                    most_cordoned = most_cordoned.max(cordoned);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        (polls, failed, most_cordoned)
+    })
+}
+
+/// Every Node at `version`, Ready and schedulable; the API server of every control plane
+/// reports it.
+fn assert_all_at(lab: &Lab, inv: &Path, version: &str, cps: &[&str]) {
+    let conf = inv.parent().expect("dir").join(".capstan/admin.conf");
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&conf)
+        .args(["get", "nodes", "-o", "json"])
+        .output()
+        .expect("kubectl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nodes JSON");
+    for n in v["items"].as_array().expect("items") {
+        assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], version, "{n:#}");
+        assert_ne!(n["spec"]["unschedulable"], true, "{n:#}");
+    }
+    for cp in cps {
+        let got = docker(&[
+            "exec",
+            &lab.container(cp),
+            "/usr/local/bin/kubectl",
+            "--kubeconfig=/etc/kubernetes/admin.conf",
+            "get",
+            "--raw=/version",
+        ]);
+        assert!(
+            got.contains(&format!("\"gitVersion\": \"{version}\"")),
+            "{cp}: {got}"
+        );
+        let manifest = docker(&[
+            "exec",
+            &lab.container(cp),
+            "cat",
+            "/etc/kubernetes/manifests/kube-scheduler.yaml",
+        ]);
+        assert!(
+            manifest.contains(&format!("kube-scheduler:{version}")),
+            "{manifest}"
+        );
+    }
+}
+
+#[test]
+fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving() {
+    const WORKERS: &[&str] = &["w1", "w2"];
+    let lab = lab(
+        "upapply",
+        &[
+            "--control-planes",
+            "3",
+            "--workers",
+            "2",
+            "--load-balancers",
+            "1",
+        ],
+    );
+    let inv = lab.inventory();
+    set_version(&inv, "v1.31.9");
+    init(&inv);
+
+    // The dry run shows the sequence and changes nothing.
+    let dry = run_capstan(&["upgrade", "apply", "--to", "v1.32.5", "--dry-run"], &inv);
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    assert!(
+        dry.stdout.contains("would wait for etcd snapshot"),
+        "{}",
+        dry.all()
+    );
+    assert!(
+        dry.stdout.contains("kube-apiserver:v1.32.5"),
+        "{}",
+        dry.all()
+    );
+    // Without a terminal a real run needs --yes.
+    let refused = run_capstan(&["upgrade", "apply", "--to", "v1.32.5"], &inv);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+
+    for (to, from) in [("v1.32.5", "v1.31.9"), ("v1.33.1", "v1.32.5")] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = watch_api(&inv, WORKERS, std::sync::Arc::clone(&stop));
+        let run = run_capstan(&["upgrade", "apply", "--to", to, "--yes"], &inv);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (polls, failed, most_cordoned) = watcher.join().expect("watcher");
+        assert_eq!(run.code, 0, "{}", run.all());
+        assert!(polls > 5, "only {polls} polls");
+        assert_eq!(
+            failed, 0,
+            "the API did not answer through the LB {failed} of {polls} times"
+        );
+        assert!(
+            most_cordoned <= 1,
+            "{most_cordoned} workers were unschedulable at once"
+        );
+        assert_all_at(&lab, &inv, to, &["cp1", "cp2", "cp3"]);
+        // The snapshot taken before the first control plane changed, named after the
+        // version it holds, and readable by this machine's etcdctl.
+        let backups = inv.parent().expect("dir").join(".capstan/backups");
+        let snap = std::fs::read_dir(&backups)
+            .expect("backups")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.display().to_string().contains(from))
+            .unwrap_or_else(|| panic!("no snapshot of {from} in {}", backups.display()));
+        let status = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "status", "-w", "json"])
+            .arg(&snap)
+            .output()
+            .expect("etcdctl");
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        // The inventory says what runs now; a second apply changes nothing.
+        assert!(
+            std::fs::read_to_string(&inv)
+                .expect("inventory")
+                .contains(&format!("kubernetes_version: {to}"))
+        );
+        let again = run_capstan(&["upgrade", "apply", "--to", to, "--yes"], &inv);
+        assert_eq!(again.code, 0, "{}", again.all());
+        assert!(again.stdout.contains(" 0 changes"), "{}", again.all());
+    }
+    let journal = std::fs::read_to_string(inv.parent().expect("dir").join(".capstan/journal.log"))
+        .expect("journal");
+    assert!(journal.contains("upgrade v1.33.1\tw2\tdone"), "{journal}");
+}
