@@ -11,10 +11,7 @@ use std::process::Command;
 use support::lab::{Lab, Run, bed_flags, docker, run_capstan};
 
 fn lab(what: &str, flags: &[&str]) -> Lab {
-    let mut all: Vec<String> = flags.iter().map(|f| (*f).to_string()).collect();
-    all.extend(bed_flags());
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Lab::up(what, &refs)
+    support::lab::bed_lab(what, flags)
 }
 
 fn init(inv: &Path) -> Run {

@@ -8,13 +8,10 @@ mod support;
 
 use std::path::Path;
 
-use support::lab::{Lab, Run, bed, bed_flags, docker, run_capstan};
+use support::lab::{Lab, Run, bed, docker, run_capstan};
 
 fn lab(what: &str, flags: &[&str]) -> Lab {
-    let mut all: Vec<String> = flags.iter().map(|f| (*f).to_string()).collect();
-    all.extend(bed_flags());
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    Lab::up(what, &refs)
+    support::lab::bed_lab(what, flags)
 }
 
 /// Sets the inventory's `kubernetes_version`.

@@ -164,6 +164,34 @@ impl<'a> ClusterRun<'a> {
         self.inventory.hosts.iter().position(|h| h.name == name)
     }
 
+    /// The hosts of the inventory that hold `role`, by index.
+    pub fn with_role(&self, role: crate::inventory::Role) -> Vec<usize> {
+        (0..self.inventory.hosts.len())
+            .filter(|&i| self.host(i).has_role(role))
+            .collect()
+    }
+
+    /// Workers that are not also control planes.
+    pub fn workers(&self) -> Vec<usize> {
+        use crate::inventory::Role;
+        (0..self.inventory.hosts.len())
+            .filter(|&i| {
+                self.host(i).has_role(Role::Worker) && !self.host(i).has_role(Role::ControlPlane)
+            })
+            .collect()
+    }
+
+    /// The hosts that run an etcd member under the inventory's topology.
+    pub fn etcd_members(&self) -> Vec<usize> {
+        (0..self.inventory.hosts.len())
+            .filter(|&i| {
+                self.inventory
+                    .etcd_members()
+                    .any(|m| m.name == self.host(i).name)
+            })
+            .collect()
+    }
+
     /// Hosts still in the run.
     pub fn alive(&self, i: usize) -> bool {
         self.hosts[i].error.is_none() && self.hosts[i].conn.is_some()

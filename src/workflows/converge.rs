@@ -209,18 +209,20 @@ pub fn prepare(
 
 /// Orders roles so that each comes after those it builds on (a fixed list; unknown roles
 /// after, by name).
+/// Roles in the order they build on each other (`pki`, the virtual role, comes first).
+pub const ORDER: &[&str] = &[
+    "common",
+    "containerd",
+    "etcd",
+    "lb-haproxy",
+    "lb-nginx",
+    "local-proxy",
+    "kubelet",
+    "control-plane",
+    "addons",
+];
+
 fn ordered(roles: Vec<&Role>) -> Vec<&Role> {
-    const ORDER: &[&str] = &[
-        "common",
-        "containerd",
-        "etcd",
-        "lb-haproxy",
-        "lb-nginx",
-        "local-proxy",
-        "kubelet",
-        "control-plane",
-        "addons",
-    ];
     let mut roles = roles;
     roles.sort_by_key(|r| {
         (

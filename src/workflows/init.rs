@@ -76,23 +76,9 @@ pub async fn run(
 async fn phases(run: &mut ClusterRun<'_>, opts: &InitOptions) -> Result<(), Stop> {
     let inv = run.inventory;
     let all: Vec<usize> = (0..inv.hosts.len()).collect();
-    let cps: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| run.host(i).has_role(Role::ControlPlane))
-        .collect();
-    let members: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| inv.etcd_members().any(|m| m.name == run.host(i).name))
-        .collect();
-    let workers: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| {
-            run.host(i).has_role(Role::Worker) && !run.host(i).has_role(Role::ControlPlane)
-        })
-        .collect();
+    let cps = run.with_role(Role::ControlPlane);
+    let members = run.etcd_members();
+    let workers = run.workers();
 
     // Control planes and etcd members are the cluster: without one of them there is none.
     critical(run, &cps, "connect")?;

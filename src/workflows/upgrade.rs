@@ -97,23 +97,9 @@ async fn steps(
 ) -> Result<(), Stop> {
     let inv = run.inventory;
     let all: Vec<usize> = (0..inv.hosts.len()).collect();
-    let cps: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| run.host(i).has_role(Role::ControlPlane))
-        .collect();
-    let workers: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| {
-            run.host(i).has_role(Role::Worker) && !run.host(i).has_role(Role::ControlPlane)
-        })
-        .collect();
-    let members: Vec<usize> = all
-        .iter()
-        .copied()
-        .filter(|&i| inv.etcd_members().any(|m| m.name == run.host(i).name))
-        .collect();
+    let cps = run.with_role(Role::ControlPlane);
+    let workers = run.workers();
+    let members = run.etcd_members();
     let to = opts.to.to_string();
 
     // 1. Preflight: everything reachable and healthy before anything changes.
@@ -256,17 +242,10 @@ async fn steps(
     // 5. The rest at the target: addons (kube-proxy's image), proxies, everything else.
     run.converge("addons", &[first], &["addons"], &BTreeMap::new())
         .await;
-    let everything = [
-        "pki",
-        "common",
-        "containerd",
-        "etcd",
-        "lb-haproxy",
-        "lb-nginx",
-        "local-proxy",
-        "kubelet",
-        "control-plane",
-    ];
+    // Every role but the addons (done above), with the hosts' PKI files.
+    let everything: Vec<&str> = std::iter::once(converge::PKI_ROLE)
+        .chain(converge::ORDER.iter().copied().filter(|r| *r != "addons"))
+        .collect();
     let failed = run
         .converge(
             "every host at the target",

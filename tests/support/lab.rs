@@ -120,6 +120,15 @@ pub fn bed_flags() -> Vec<String> {
     ]
 }
 
+/// A lab whose hosts have the bed's mirror and image store (see [`bed_flags`]).
+#[allow(dead_code)]
+pub fn bed_lab(what: &str, flags: &[&str]) -> Lab {
+    let mut all: Vec<String> = flags.iter().map(|f| (*f).to_string()).collect();
+    all.extend(bed_flags());
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    Lab::up(what, &refs)
+}
+
 /// The output of a capstan run.
 #[allow(dead_code)]
 pub struct Run {
