@@ -317,6 +317,10 @@ pub struct CertsRenewArgs {
     /// Show what would be renewed; write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Renew in the local PKI only: no host is contacted (install later with `init`,
+    /// `apply --roles pki` or `certs distribute`)
+    #[arg(long)]
+    pub local: bool,
 }
 
 #[derive(Debug, Args)]

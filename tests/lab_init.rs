@@ -526,6 +526,38 @@ fn single_control_plane_one_worker_and_a_foreign_ca_is_refused() {
     );
     assert!(doc["total_keys"].as_i64().expect("keys") > 10, "{doc}");
 
+    // certs renew: re-issued, installed, and the API server restarted with it (the serial
+    // it serves changes); init afterwards has nothing to do.
+    let serial = || {
+        docker(&[
+            "exec",
+            &lab.container("cp1"),
+            "sh",
+            "-c",
+            "echo | openssl s_client -connect $(hostname -i | cut -d' ' -f1):6443 2>/dev/null | openssl x509 -noout -serial",
+        ])
+    };
+    let before = serial();
+    let renewed = run_capstan(&["certs", "renew", "apiserver"], &inv);
+    assert_eq!(renewed.code, 0, "{}", renewed.all());
+    assert!(
+        renewed.stdout.contains("cp1: certificates"),
+        "{}",
+        renewed.all()
+    );
+    let started = std::time::Instant::now();
+    while serial() == before {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the API server still serves the old certificate ({before})"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(!renewed.all().contains("PRIVATE KEY"));
+    let settled = init(&inv);
+    assert_eq!(settled.code, 0, "{}", settled.all());
+    assert!(settled.stdout.contains(" 0 changes"), "{}", settled.all());
+
     // Another PKI (another cluster's inventory): init refuses before changing anything.
     let state = inv.parent().expect("dir").join(".capstan");
     std::fs::rename(state.join("pki"), state.join("pki.mine")).expect("move the PKI");

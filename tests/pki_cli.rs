@@ -66,19 +66,22 @@ fn local_certs_commands() {
     let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(doc["written"].as_array().map(Vec::len), Some(0));
 
-    let (code, out, _) = run(dir.path(), &["certs", "renew", "apiserver", "--dry-run"]);
+    let (code, out, _) = run(
+        dir.path(),
+        &["certs", "renew", "apiserver", "--dry-run", "--local"],
+    );
     assert_eq!(code, 0);
     assert!(
         out.contains("renewal requested") && out.contains("would re-issue 1"),
         "{out}"
     );
 
-    let (code, out, _) = run(dir.path(), &["certs", "renew"]);
+    let (code, out, _) = run(dir.path(), &["certs", "renew", "--local"]);
     assert_eq!(code, 0);
     assert!(out.contains("re-issue 15"), "{out}");
-    assert!(out.contains("capstan certs distribute"), "{out}");
+    assert!(out.contains("local PKI only (--local)"), "{out}");
 
-    let (code, _, err) = run(dir.path(), &["certs", "renew", "apiservr"]);
+    let (code, _, err) = run(dir.path(), &["certs", "renew", "apiservr", "--local"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("apiservr"), "{err}");
 

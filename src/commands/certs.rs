@@ -43,19 +43,36 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
         CertsCommand::Renew(args) => {
             let report =
                 certs::renew(&inventory, &args.names, now, args.dry_run).map_err(classify)?;
-            if as_json {
+            if as_json && args.local {
                 json(&report)?;
-            } else {
+            } else if !as_json {
                 certs::print_pki(&report);
-                if !args.dry_run {
+                if args.local && !args.dry_run {
                     crate::ui::emit(
-                        "The renewed certificates are in the local PKI only. Install them with \
-                         `capstan certs distribute`; restarting the components that use them \
-                         (static pods, etcd, kubelet) is not automated yet.\n",
+                        "The renewed certificates are in the local PKI only (--local). Install \
+                         them, restarting what uses them, with `capstan certs renew` without \
+                         --local, or `capstan init`.\n",
                     );
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            if args.local {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Install the renewed certificates and restart what uses them, control planes
+            // and etcd members one at a time (on a dry run: what that would change).
+            let session = crate::workflows::SessionOptions::from_flags(global, &inventory)?;
+            let rolled = super::runtime()?.block_on(crate::workflows::renew::roll(
+                &inventory,
+                &session,
+                super::cache(global),
+                args.dry_run,
+            ))?;
+            crate::workflows::cluster::print_report(&rolled)?;
+            Ok(if rolled.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(crate::error::EXIT_FAILED)
+            })
         }
         CertsCommand::Distribute(args) => {
             for name in &args.hosts {

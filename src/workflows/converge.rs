@@ -381,6 +381,20 @@ pub fn desired_for(
         out.extend(pki_desired(inventory, host, prepared.pki.as_ref(), mode)?);
     }
     let mut ctx = context(inventory, host, facts, &prepared.computed);
+    // The fingerprint of the host's PKI files: static pod manifests carry it, so that the
+    // kubelet restarts them when a certificate they use is renewed.
+    if mode == desired::Mode::Full
+        && let Some(state) = &prepared.pki
+    {
+        let files = crate::pki::host_files(inventory, host, state).map_err(|e| e.to_string())?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        for f in &files {
+            sha2::Digest::update(&mut hasher, f.path.as_bytes());
+            sha2::Digest::update(&mut hasher, &f.bytes);
+        }
+        let fingerprint = hex::encode(sha2::Digest::finalize(hasher));
+        ctx = minijinja::context! { pki_fingerprint => fingerprint[..16].to_string(), ..ctx };
+    }
     if let Some(o) = what.overrides {
         ctx = minijinja::context! { var_overrides => o.clone(), ..ctx };
     }

@@ -8,6 +8,7 @@ pub mod gates;
 pub mod init;
 pub mod kubeconfig;
 pub mod membership;
+pub mod renew;
 pub mod reset;
 pub mod snapshot;
 pub mod upgrade;
