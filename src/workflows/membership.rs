@@ -241,10 +241,23 @@ pub async fn add_member(
                 crate::ssh::quote(&host.name),
                 crate::ssh::quote(&url)
             ));
-            let out = run
-                .exec(current.asked, &script)
-                .await
-                .map_err(|e| Stop(format!("etcd member add {}: {e}", host.name)))?;
+            // etcd refuses a new member ("unhealthy cluster") until every started member
+            // has been connected for a few seconds (its strict reconfiguration check): a
+            // member that joined a moment ago needs that time.
+            let started = std::time::Instant::now();
+            let out = loop {
+                let out = run
+                    .exec(current.asked, &script)
+                    .await
+                    .map_err(|e| Stop(format!("etcd member add {}: {e}", host.name)))?;
+                if out.success()
+                    || !out.stderr_text().contains("unhealthy cluster")
+                    || started.elapsed() > std::time::Duration::from_secs(60)
+                {
+                    break out;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            };
             if !out.success() {
                 return Err(Stop(format!(
                     "etcd member add {} failed: {}",
