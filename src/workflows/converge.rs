@@ -381,19 +381,13 @@ pub fn desired_for(
         out.extend(pki_desired(inventory, host, prepared.pki.as_ref(), mode)?);
     }
     let mut ctx = context(inventory, host, facts, &prepared.computed);
-    // The fingerprint of the host's PKI files: static pod manifests carry it, so that the
-    // kubelet restarts them when a certificate they use is renewed.
+    // Per static pod, the fingerprint of the PKI files it uses: its manifest carries it,
+    // so the kubelet restarts exactly the pods whose certificates were renewed.
     if mode == desired::Mode::Full
         && let Some(state) = &prepared.pki
     {
         let files = crate::pki::host_files(inventory, host, state).map_err(|e| e.to_string())?;
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        for f in &files {
-            sha2::Digest::update(&mut hasher, f.path.as_bytes());
-            sha2::Digest::update(&mut hasher, &f.bytes);
-        }
-        let fingerprint = hex::encode(sha2::Digest::finalize(hasher));
-        ctx = minijinja::context! { pki_fingerprint => fingerprint[..16].to_string(), ..ctx };
+        ctx = minijinja::context! { pki_fingerprints => pki_fingerprints(&files), ..ctx };
     }
     if let Some(o) = what.overrides {
         ctx = minijinja::context! { var_overrides => o.clone(), ..ctx };
@@ -752,4 +746,101 @@ pub fn render_changes(p: &HostPlan, diffs: bool, indent: &str) -> String {
         }
     }
     out
+}
+
+/// The fingerprints (16 hex digits of a sha256) of the PKI files each control-plane static
+/// pod reads, by component: what makes its manifest change when one of them is renewed.
+pub fn pki_fingerprints(files: &[HostFile]) -> BTreeMap<&'static str, String> {
+    const PKI: &str = "/etc/kubernetes/pki/";
+    let uses = |component: &str, path: &str| -> bool {
+        let rel = path.strip_prefix(PKI);
+        match component {
+            // Everything under pki/ but the etcd members' own pairs and the etcd CA key.
+            "apiserver" => rel.is_some_and(|r| !r.starts_with("etcd/") || r == "etcd/ca.crt"),
+            "controller_manager" => {
+                path == "/etc/kubernetes/controller-manager.conf"
+                    || matches!(
+                        rel,
+                        Some("ca.crt" | "ca.key" | "sa.key" | "front-proxy-ca.crt")
+                    )
+            }
+            _ => path == "/etc/kubernetes/scheduler.conf",
+        }
+    };
+    ["apiserver", "controller_manager", "scheduler"]
+        .into_iter()
+        .map(|component| {
+            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            for f in files.iter().filter(|f| uses(component, &f.path)) {
+                sha2::Digest::update(&mut hasher, f.path.as_bytes());
+                sha2::Digest::update(&mut hasher, &f.bytes);
+            }
+            let hex = hex::encode(sha2::Digest::finalize(hasher));
+            (component, hex[..16].to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, bytes: &str) -> HostFile {
+        HostFile {
+            path: path.into(),
+            bytes: bytes.as_bytes().to_vec(),
+            mode: 0o600,
+            owner: "root".into(),
+            group: "root".into(),
+            secret: true,
+        }
+    }
+
+    #[test]
+    fn a_renewed_certificate_changes_the_fingerprint_of_its_users_only() {
+        let base = vec![
+            file("/etc/kubernetes/pki/apiserver.crt", "a1"),
+            file("/etc/kubernetes/pki/ca.crt", "ca"),
+            file("/etc/kubernetes/pki/etcd/server.crt", "s1"),
+            file("/etc/kubernetes/pki/etcd/ca.crt", "eca"),
+            file("/etc/kubernetes/scheduler.conf", "sc1"),
+            file("/etc/kubernetes/controller-manager.conf", "cm1"),
+            file("/var/lib/kubelet/pki/kubelet.crt", "k1"),
+        ];
+        let before = pki_fingerprints(&base);
+        let with = |path: &str, bytes: &str| {
+            let mut files = base.clone();
+            for f in &mut files {
+                if f.path == path {
+                    f.bytes = bytes.as_bytes().to_vec();
+                }
+            }
+            pki_fingerprints(&files)
+        };
+        let changed = |after: &BTreeMap<&str, String>| -> Vec<&str> {
+            before
+                .iter()
+                .filter(|(k, v)| after.get(*k) != Some(*v))
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        assert_eq!(
+            changed(&with("/etc/kubernetes/pki/apiserver.crt", "a2")),
+            ["apiserver"]
+        );
+        assert_eq!(
+            changed(&with("/etc/kubernetes/pki/ca.crt", "ca2")),
+            ["apiserver", "controller_manager"]
+        );
+        assert_eq!(
+            changed(&with("/etc/kubernetes/scheduler.conf", "sc2")),
+            ["scheduler"]
+        );
+        assert!(changed(&with("/etc/kubernetes/pki/etcd/server.crt", "s2")).is_empty());
+        assert!(changed(&with("/var/lib/kubelet/pki/kubelet.crt", "k2")).is_empty());
+        assert_eq!(
+            changed(&with("/etc/kubernetes/pki/etcd/ca.crt", "e2")),
+            ["apiserver"]
+        );
+    }
 }
