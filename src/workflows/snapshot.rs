@@ -30,8 +30,6 @@ pub struct Snapshot {
 
 #[derive(Debug, serde::Deserialize)]
 struct Status {
-    #[serde(default)]
-    hash: u64,
     revision: i64,
     #[serde(rename = "totalKey")]
     total_key: i64,
@@ -84,7 +82,6 @@ pub async fn take(
         .and_then(|l| l.split_whitespace().next())
         .ok_or_else(|| format!("no sha256 of the snapshot on {host}"))?
         .to_string();
-    let _ = status.hash;
 
     let copy = conn
         .exec(&format!("cat {q}"))
