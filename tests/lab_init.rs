@@ -130,18 +130,7 @@ fn assert_etcd_healthy(lab: &Lab, host: &str, members: usize) {
 /// The controller-manager and the scheduler each have one lease holder, a control plane.
 fn assert_leases(inv: &Path, cps: &[&str]) {
     for lease in ["kube-controller-manager", "kube-scheduler"] {
-        let holder = kubectl(
-            inv,
-            &[
-                "-n",
-                "kube-system",
-                "get",
-                "lease",
-                lease,
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-        );
+        let holder = lease_holder(inv, lease);
         assert!(
             cps.iter().any(|cp| holder.starts_with(cp)),
             "{lease} lease held by `{holder}`"
