@@ -6,45 +6,15 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::lab::{Lab, capstan, docker};
+use support::lab::{Lab, Run, bed, docker, run_capstan_cached};
 
-/// The test mirror (tests/lab/build-mirror.sh; skipped when up to date).
+/// The test mirror: the test bed's (tests/lab/prepare.sh), shared by every lab test.
 fn mirror() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-mirror");
-    let out = std::process::Command::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/build-mirror.sh"),
-    )
-    .arg(&dir)
-    .output()
-    .expect("run build-mirror.sh");
-    assert!(
-        out.status.success(),
-        "build-mirror.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+    bed().join("mirror")
 }
 
 fn run(args: &[&str], inv: &Path, cache: &Path) -> Run {
-    let out = capstan()
-        .args(args)
-        .arg("-i")
-        .arg(inv)
-        .arg("--cache-dir")
-        .arg(cache)
-        .output()
-        .expect("run capstan");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_capstan_cached(args, inv, cache)
 }
 
 const HOSTS: [&str; 3] = ["cp1", "w1", "w2"];

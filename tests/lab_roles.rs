@@ -10,49 +10,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::lab::{Lab, capstan};
-
-/// The whole test bed (tests/lab/prepare.sh: stand-ins, mirror, image store; each step
-/// skipped when up to date).
-fn bed() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("roles-bed");
-    let out = std::process::Command::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/prepare.sh"),
-    )
-    .arg(&dir)
-    .output()
-    .expect("run prepare.sh");
-    assert!(
-        out.status.success(),
-        "prepare.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use support::lab::{Lab, Run, bed, run_capstan_cached};
 
 fn run(args: &[&str], inv: &Path, cache: &Path) -> Run {
-    let out = capstan()
-        .args(args)
-        .arg("-i")
-        .arg(inv)
-        .arg("--cache-dir")
-        .arg(cache)
-        .output()
-        .expect("run capstan");
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let r = run_capstan_cached(args, inv, cache);
     assert!(
         !r.stdout.contains("PRIVATE KEY") && !r.stderr.contains("PRIVATE KEY"),
         "key material in the output of {args:?}"

@@ -43,7 +43,8 @@ for v in $VERSIONS; do
             continue
         fi
         mkdir -p "$(dirname "$dest")"
-        cp "$src" "$dest.tmp.$$"
+        # A hard link costs no disk; a copy only where OUT spans file systems.
+        ln -f "$src" "$dest.tmp.$$" 2>/dev/null || cp "$src" "$dest.tmp.$$"
         chmod 0755 "$dest.tmp.$$"
         mv -f "$dest.tmp.$$" "$dest"
     done

@@ -148,7 +148,12 @@ impl Run {
 /// Runs capstan with `args` and `-i inv`, with the artifact cache under the lab's dir.
 #[allow(dead_code)]
 pub fn run_capstan(args: &[&str], inv: &Path) -> Run {
-    let cache = inv.parent().unwrap_or(inv).join("cache");
+    run_capstan_cached(args, inv, &inv.parent().unwrap_or(inv).join("cache"))
+}
+
+/// [`run_capstan`] with the artifact cache in `cache`.
+#[allow(dead_code)]
+pub fn run_capstan_cached(args: &[&str], inv: &Path, cache: &Path) -> Run {
     let out = capstan()
         .args(args)
         .arg("-i")
