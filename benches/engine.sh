@@ -12,7 +12,7 @@ runs=${RUNS:-3}
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/capstan
 ./tests/lab/build-image.sh >/dev/null
-mirror=$PWD/target/bench-mirror
+mirror=${CARGO_TARGET_DIR:-$PWD/target}/bench-mirror
 ./tests/lab/build-mirror.sh "$mirror" >/dev/null
 sysctl -qw fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=524288 2>/dev/null || true
 cache=$(mktemp -d)
@@ -29,8 +29,18 @@ for n in "${sizes[@]}"; do
   # Warm the artifact cache so the first run measures the hosts, not the mirror.
   "$bin" plan -i "$out" --roles common,containerd --cache-dir "$cache" -q >/dev/null
   s=$(date +%s.%N)
-  first=$("$bin" apply -i "$out" --roles common,containerd --cache-dir "$cache" --output json)
+  rc=0
+  first=$("$bin" apply -i "$out" --roles common,containerd --cache-dir "$cache" --output json 2>"$out/first.err") || rc=$?
   e=$(date +%s.%N)
+  if [ "$rc" -ne 0 ]; then
+    # Say why rather than stop silently: the failed hosts with their errors, then stderr's end.
+    echo "apply from bare hosts on $n hosts exited $rc after $(echo "$e - $s" | bc) s" >&2
+    python3 -c 'import sys,json
+for h in json.load(sys.stdin).get("hosts", []):
+    if h.get("error"): print("  " + h["host"] + ": " + str(h["error"]))' <<<"$first" >&2 || true
+    tail -20 "$out/first.err" >&2
+    exit 1
+  fi
   printf 'apply from bare hosts, %d hosts: %.2f s wall, %s changes, round trips per host %s\n' \
     "$n" "$(echo "$e - $s" | bc)" "$(changes <<<"$first")" "$(trips <<<"$first")"
   for verb in apply plan; do

@@ -105,22 +105,26 @@ fn assert_nodes_ready(inv: &Path, names: &[&str]) {
     }
 }
 
-/// Real etcdctl on `host`, over TLS with the healthcheck client cert: every member healthy.
-fn assert_etcd_healthy(lab: &Lab, host: &str, members: usize) {
-    let out = docker(&[
+/// `docker` arguments running the host's real etcdctl against its local member over TLS,
+/// with the healthcheck client cert.
+fn etcdctl_on(container: &str) -> Vec<&str> {
+    vec![
         "exec",
-        &lab.container(host),
+        container,
         "/usr/local/bin/etcdctl",
         "--endpoints=https://127.0.0.1:2379",
         "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
         "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
         "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
-        "endpoint",
-        "health",
-        "--cluster",
-        "-w",
-        "json",
-    ]);
+    ]
+}
+
+/// Real etcdctl on `host`, over TLS with the healthcheck client cert: every member healthy.
+fn assert_etcd_healthy(lab: &Lab, host: &str, members: usize) {
+    let container = lab.container(host);
+    let mut args = etcdctl_on(&container);
+    args.extend(["endpoint", "health", "--cluster", "-w", "json"]);
+    let out = docker(&args);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("well-formed");
     let list = v.as_array().expect("well-formed");
     assert_eq!(list.len(), members, "{out}");
@@ -271,18 +275,10 @@ fn failover(lab: &Lab, inv: &Path) {
         .find(|c| *c != host)
         .expect("another control plane");
     // etcd keeps quorum: 2 of 3 healthy, writes go through (the lease moved).
+    let container = lab.container(survivor);
     let out = Command::new("docker")
-        .args([
-            "exec",
-            &lab.container(survivor),
-            "/usr/local/bin/etcdctl",
-            "--endpoints=https://127.0.0.1:2379",
-            "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
-            "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
-            "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
-            "endpoint",
-            "health",
-        ])
+        .args(etcdctl_on(&container))
+        .args(["endpoint", "health"])
         .output()
         .expect("etcdctl");
     assert!(
