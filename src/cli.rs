@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Declarative, SSH-driven Kubernetes cluster provisioning",
     long_about = "capstan reads an inventory of hosts, connects to all of them over SSH in \
                   parallel and converges them into a Kubernetes cluster.\n\n\
-                  Exit codes: 0 ok, 1 some host or step failed, 2 bad input.",
+                  Exit codes: 0 ok, 1 some host or step failed, 2 bad input, 3 changes pending \
+                  (plan --detailed-exitcode), 4 the cluster is locked by another run, 130 \
+                  interrupted by Ctrl-C (143 by SIGTERM).",
     propagate_version = true
 )]
 pub struct Cli {
@@ -65,6 +67,11 @@ pub struct GlobalArgs {
     /// Ask for the sudo password on the terminal (else CAPSTAN_BECOME_PASSWORD, else none)
     #[arg(long, global = true)]
     pub ask_become_pass: bool,
+
+    /// Take over a stale cluster lock (one whose heartbeat stopped: its run was killed or
+    /// lost its network); a live lock is never broken
+    #[arg(long, global = true)]
+    pub break_lock: bool,
 
     /// Where downloaded artifacts are cached (default ~/.cache/capstan)
     #[arg(long, global = true, env = "CAPSTAN_CACHE_DIR")]

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use crate::cli::{ApplyArgs, GlobalArgs};
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> miette::Result<ExitCode> {
-    let report = super::converge(global, &args.selection, args.dry_run)?;
-    Ok(if report.failed() > 0 {
-        ExitCode::from(crate::error::EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
+    super::converge(global, &args.selection, args.dry_run, |report| {
+        if report.failed() > 0 {
+            ExitCode::from(crate::error::EXIT_FAILED)
+        } else {
+            ExitCode::SUCCESS
+        }
     })
 }

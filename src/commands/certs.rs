@@ -61,18 +61,27 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
             // Install the renewed certificates and restart what uses them, control planes
             // and etcd members one at a time (on a dry run: what that would change).
             let session = crate::workflows::SessionOptions::from_flags(global, &inventory)?;
-            let rolled = super::runtime()?.block_on(crate::workflows::renew::roll(
+            super::mutating(
+                global,
                 &inventory,
                 &session,
-                super::cache(global),
+                "certs renew",
                 args.dry_run,
-            ))?;
-            crate::workflows::cluster::print_report(&rolled)?;
-            Ok(if rolled.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(crate::error::EXIT_FAILED)
-            })
+                |rt| {
+                    let rolled = rt.block_on(crate::workflows::renew::roll(
+                        &inventory,
+                        &session,
+                        super::cache(global),
+                        args.dry_run,
+                    ))?;
+                    crate::workflows::cluster::print_report(&rolled)?;
+                    Ok(if rolled.ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(crate::error::EXIT_FAILED)
+                    })
+                },
+            )
         }
         CertsCommand::Distribute(args) => {
             for name in &args.hosts {
@@ -85,23 +94,32 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
                 }
             }
             let session = workflows::SessionOptions::from_flags(global, &inventory)?;
-            let report = super::runtime()?.block_on(certs::distribute(
+            super::mutating(
+                global,
                 &inventory,
                 &session,
-                &args.hosts,
-                now,
+                "certs distribute",
                 args.dry_run,
-            ))?;
-            if as_json {
-                json(&report)?;
-            } else {
-                certs::print_distribute(&report);
-            }
-            Ok(if report.failed() > 0 {
-                ExitCode::from(EXIT_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            })
+                |rt| {
+                    let report = rt.block_on(certs::distribute(
+                        &inventory,
+                        &session,
+                        &args.hosts,
+                        now,
+                        args.dry_run,
+                    ))?;
+                    if as_json {
+                        json(&report)?;
+                    } else {
+                        certs::print_distribute(&report);
+                    }
+                    Ok(if report.failed() > 0 {
+                        ExitCode::from(EXIT_FAILED)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                },
+            )
         }
         CertsCommand::CheckExpiration => {
             let session = workflows::SessionOptions::from_flags(global, &inventory)?;

@@ -24,12 +24,17 @@ pub(super) fn build(
         verify: args.verify,
         ignore_preflight: args.ignore_preflight_errors.clone(),
     };
-    let report =
-        super::runtime()?.block_on(init::run(&inventory, &session, super::cache(global), &opts))?;
-    cluster::print_report(&report)?;
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::error::EXIT_FAILED)
+    let command = match opts.mode {
+        init::Mode::Init => "init",
+        init::Mode::Join { .. } => "join",
+    };
+    super::mutating(global, &inventory, &session, command, args.dry_run, |rt| {
+        let report = rt.block_on(init::run(&inventory, &session, super::cache(global), &opts))?;
+        cluster::print_report(&report)?;
+        Ok(if report.ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(crate::error::EXIT_FAILED)
+        })
     })
 }

@@ -48,6 +48,72 @@ pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
         .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))
 }
 
+/// Runs `body`, a command that changes hosts, under the cluster lock (see [`crate::lock`]):
+/// takes the lock first (refused: exit 4), handles Ctrl-C and SIGTERM (see
+/// [`crate::interrupt`]), journals the run, releases the lock at the end, also on failure
+/// or interrupt, and maps an interrupt to its exit code (130 for SIGINT, 143 for SIGTERM).
+/// A dry run changes nothing and takes no lock.
+pub(crate) fn mutating(
+    global: &crate::cli::GlobalArgs,
+    inventory: &crate::inventory::Inventory,
+    session: &crate::workflows::SessionOptions,
+    command: &str,
+    dry_run: bool,
+    body: impl FnOnce(&tokio::runtime::Runtime) -> miette::Result<ExitCode>,
+) -> miette::Result<ExitCode> {
+    let rt = runtime()?;
+    if dry_run {
+        return body(&rt);
+    }
+    crate::journal::open(inventory.state_dir(), command);
+    crate::interrupt::install(
+        &rt,
+        format!(
+            "The cluster lock stays until it turns stale ({}s without heartbeat); then `capstan {command} --break-lock`. \
+             The journal, {}, says where the run got to.",
+            crate::lock::stale_after().as_secs(),
+            inventory.state_dir().join("journal.log").display()
+        ),
+    );
+    let lock = rt.block_on(crate::lock::ClusterLock::acquire(
+        inventory,
+        session,
+        command,
+        global.break_lock,
+    ))?;
+    crate::journal::append(
+        "-",
+        &format!(
+            "start, by {} (pid {}), lock on {}",
+            crate::lock::holder(),
+            std::process::id(),
+            lock.host()
+        ),
+    );
+    let result = body(&rt);
+    rt.block_on(lock.release());
+    if let Some(why) = crate::interrupt::interrupted() {
+        crate::journal::append("-", &format!("stopped: {}; lock released", why.reason));
+        if let Err(e) = &result {
+            eprintln!("{e:?}");
+        }
+        eprintln!(
+            "capstan: {command} {}: stopped between steps, the cluster lock is released; \
+             re-run `capstan {command}` to finish",
+            why.reason
+        );
+        return Ok(ExitCode::from(why.exit_code()));
+    }
+    crate::journal::append(
+        "-",
+        match &result {
+            Ok(code) if *code == ExitCode::SUCCESS => "end: ok",
+            _ => "end: failed",
+        },
+    );
+    result
+}
+
 /// The artifact cache chosen by `--cache-dir`, else the default.
 pub(crate) fn cache(global: &crate::cli::GlobalArgs) -> crate::artifacts::cache::Cache {
     crate::artifacts::cache::Cache::new(
@@ -64,17 +130,31 @@ pub(crate) fn converge(
     global: &crate::cli::GlobalArgs,
     selection: &crate::cli::Selection,
     dry_run: bool,
-) -> miette::Result<crate::workflows::converge::ConvergeReport> {
-    use crate::workflows::converge;
+    exit: impl Fn(&crate::workflows::converge::ConvergeReport) -> ExitCode,
+) -> miette::Result<ExitCode> {
     let inventory = load_inventory(global)?;
     let session = crate::workflows::SessionOptions::from_flags(global, &inventory)?;
+    mutating(global, &inventory, &session, "apply", dry_run, |rt| {
+        converge_with(global, selection, dry_run, &inventory, &session, rt).map(|r| exit(&r))
+    })
+}
+
+fn converge_with(
+    global: &crate::cli::GlobalArgs,
+    selection: &crate::cli::Selection,
+    dry_run: bool,
+    inventory: &crate::inventory::Inventory,
+    session: &crate::workflows::SessionOptions,
+    rt: &tokio::runtime::Runtime,
+) -> miette::Result<crate::workflows::converge::ConvergeReport> {
+    use crate::workflows::converge;
     let opts = converge::ConvergeOptions {
         roles: selection.roles.clone(),
         hosts: selection.hosts.clone(),
         dry_run,
         verify: selection.verify,
     };
-    let report = runtime()?.block_on(converge::run(&inventory, &session, cache(global), &opts))?;
+    let report = rt.block_on(converge::run(inventory, session, cache(global), &opts))?;
     converge::print(&report)?;
     Ok(report)
 }

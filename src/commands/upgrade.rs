@@ -86,18 +86,27 @@ fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCod
         dry_run: args.dry_run,
         allow_not_ready: args.allow_not_ready.clone(),
     };
-    let report = super::runtime()?.block_on(upgrade::apply(
+    super::mutating(
+        global,
         &inventory,
         &session,
-        super::cache(global),
-        &opts,
-    ))?;
-    cluster::print_report(&report)?;
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::error::EXIT_FAILED)
-    })
+        "upgrade apply",
+        args.dry_run,
+        |rt| {
+            let report = rt.block_on(upgrade::apply(
+                &inventory,
+                &session,
+                super::cache(global),
+                &opts,
+            ))?;
+            cluster::print_report(&report)?;
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(crate::error::EXIT_FAILED)
+            })
+        },
+    )
 }
 
 /// Asks before a real upgrade; without a terminal, `--yes` is required.

@@ -274,6 +274,25 @@ pub fn script(
     Ok(s)
 }
 
+/// Shell lines that remove what an interrupted apply left on a host: the staging folder
+/// and the half-written `<target>.capstan-new` beside any managed file of `shape` (and of
+/// the installed-files record). Built-ins only (no process) unless something is left.
+/// Runs at the start of the probe of every run that changes hosts, under the cluster lock,
+/// so a killed run's leftovers go at the next run even on a host with nothing to change.
+pub fn leftovers_cleanup(shape: &[Desired]) -> String {
+    let state = INSTALLED_STATE;
+    let mut s = format!(
+        "[ -e {STAGING_DIR} ] && rm -rf {STAGING_DIR} >/dev/null 2>&1\n         for f in {state}{NEW_SUFFIX} {state}.new-entries"
+    );
+    for d in shape {
+        if let Desired::File(f) = d {
+            let _ = write!(s, " {}", q(&format!("{}{NEW_SUFFIX}", f.path)));
+        }
+    }
+    s.push_str("; do [ -e \"$f\" ] && rm -f \"$f\" >/dev/null 2>&1; done; f=\n");
+    s
+}
+
 /// The step a failed apply was in: the last marker it printed.
 pub fn last_step(stdout: &str) -> Option<&str> {
     stdout
@@ -481,5 +500,50 @@ mod tests {
             PackageManager::detect("linuxmint", &["ubuntu".into()]),
             Some(PackageManager::Apt)
         );
+    }
+
+    /// The leftovers of a killed apply (staging, `.capstan-new` beside targets) go; the
+    /// targets and unrelated files stay.
+    #[test]
+    fn leftovers_of_a_killed_apply_are_removed_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let staging = format!("{root}/staging");
+        std::fs::create_dir_all(format!("{staging}/run1")).unwrap();
+        std::fs::write(format!("{staging}/run1/abc"), b"half").unwrap();
+        let target = format!("{root}/app.conf");
+        std::fs::write(&target, b"old\n").unwrap();
+        std::fs::write(format!("{target}{NEW_SUFFIX}"), b"ne").unwrap();
+        std::fs::write(format!("{root}/other{NEW_SUFFIX}"), b"not ours").unwrap();
+        let shape = vec![
+            Desired::File(inline_file(
+                target.clone(),
+                b"new\n".to_vec(),
+                "root".into(),
+                "root".into(),
+                0o644,
+                false,
+            )),
+            Desired::File(inline_file(
+                format!("{root}/absent"),
+                b"x".to_vec(),
+                "root".into(),
+                "root".into(),
+                0o644,
+                false,
+            )),
+        ];
+        let script = leftovers_cleanup(&shape).replace(STAGING_DIR, &staging);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{script}echo probe-goes-on"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "probe-goes-on\n");
+        assert!(!std::path::Path::new(&staging).exists());
+        assert!(!std::path::Path::new(&format!("{target}{NEW_SUFFIX}")).exists());
+        assert_eq!(std::fs::read(&target).unwrap(), b"old\n");
+        assert!(std::path::Path::new(&format!("{root}/other{NEW_SUFFIX}")).exists());
     }
 }

@@ -61,6 +61,12 @@ pub struct RunReport {
     /// Set when the run stopped before its last phase.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// Set when the run was interrupted (Ctrl-C, SIGTERM, lost lock): why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
+    /// Phases that did not start because the run was interrupted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_started: Vec<String>,
     /// SSH round trips per host (execs after the handshake).
     pub round_trips: BTreeMap<String, u64>,
     pub seconds: f64,
@@ -108,6 +114,8 @@ pub struct ClusterRun<'a> {
     pub phases: Vec<PhaseReport>,
     started: Instant,
     command: String,
+    /// Phases skipped after an interrupt (see [`crate::interrupt`]).
+    not_started: Vec<String>,
 }
 
 impl<'a> ClusterRun<'a> {
@@ -153,6 +161,7 @@ impl<'a> ClusterRun<'a> {
             phases: Vec::new(),
             started,
             command: command.to_string(),
+            not_started: Vec::new(),
         }
     }
 
@@ -211,6 +220,7 @@ impl<'a> ClusterRun<'a> {
         let inventory = self.inventory;
         let prepared = Arc::clone(&self.prepared);
         let verify = self.verify;
+        let dry_run = self.dry_run;
         let progress = ui::HostProgress::new("probing", self.hosts.len());
         let work = self.hosts.iter().enumerate().map(|(i, slot)| {
             let prepared = Arc::clone(&prepared);
@@ -237,7 +247,14 @@ impl<'a> ClusterRun<'a> {
                         );
                         match shape {
                             Ok(shape) => Some(
-                                converge::probe_host(conn, &shape, verify, ProbeKind::Full).await,
+                                converge::probe_host(
+                                    conn,
+                                    &shape,
+                                    verify,
+                                    ProbeKind::Full,
+                                    !dry_run,
+                                )
+                                .await,
                             ),
                             Err(e) => Some(Err(e)),
                         }
@@ -276,6 +293,15 @@ impl<'a> ClusterRun<'a> {
         let dry_run = self.dry_run;
         let archives = &self.archives;
         let selected: Vec<usize> = hosts.iter().copied().filter(|&i| self.alive(i)).collect();
+        // Interrupted: this phase does not start; its hosts count as not done, so that
+        // the workflow stops at its next critical step.
+        if !dry_run && crate::interrupt::check().is_err() {
+            self.not_started.push(name.to_string());
+            return selected;
+        }
+        if !dry_run {
+            crate::journal::append(name, "start");
+        }
         let slots = &self.hosts;
         let work = selected.iter().map(|&i| {
             let prepared = Arc::clone(&prepared);
@@ -349,6 +375,24 @@ impl<'a> ClusterRun<'a> {
             }
         }
         report.seconds = t0.elapsed().as_secs_f64();
+        if !dry_run {
+            let event = if report.failed.is_empty() {
+                format!(
+                    "done ({} changes)",
+                    report
+                        .hosts
+                        .iter()
+                        .map(|h| h.plan.changes.len())
+                        .sum::<usize>()
+                )
+            } else {
+                format!(
+                    "failed on {}",
+                    report.failed.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            crate::journal::append(name, &event);
+        }
         print_phase(&report, dry_run);
         self.phases.push(report);
         failed
@@ -356,6 +400,9 @@ impl<'a> ClusterRun<'a> {
 
     /// Runs `script` on host `i` (a gate, a query): one exec.
     pub async fn exec(&self, i: usize, script: &str) -> Result<ExecOutput, String> {
+        if !self.dry_run {
+            crate::interrupt::check()?;
+        }
         let conn = self.hosts[i]
             .conn
             .as_ref()
@@ -410,16 +457,76 @@ impl<'a> ClusterRun<'a> {
                 c.close().await;
             }
         }
+        let interrupted = if self.dry_run {
+            None
+        } else {
+            crate::interrupt::interrupted().map(|i| i.reason)
+        };
+        // After an interrupt, the stop is its consequence: say what is done and what not.
+        let stopped = match (&interrupted, stopped) {
+            (Some(why), stopped) => Some(interrupted_summary(
+                &self.command,
+                why,
+                &self.phases,
+                &self.not_started,
+                stopped.map(|s| s.0),
+            )),
+            (None, stopped) => stopped.map(|s| s.0),
+        };
         RunReport {
             command: self.command,
             dry_run: self.dry_run,
             phases: self.phases,
             failed,
-            stopped: stopped.map(|s| s.0),
+            stopped,
+            interrupted,
+            not_started: self.not_started,
             round_trips,
             seconds: self.started.elapsed().as_secs_f64(),
         }
     }
+}
+
+/// What an interrupted run did and did not do, for the report's `stopped` line.
+fn interrupted_summary(
+    command: &str,
+    why: &str,
+    phases: &[PhaseReport],
+    not_started: &[String],
+    stop: Option<String>,
+) -> String {
+    let done: Vec<&str> = phases
+        .iter()
+        .filter(|p| p.failed.is_empty())
+        .map(|p| p.phase.as_str())
+        .collect();
+    let mut not_done: Vec<String> = phases
+        .iter()
+        .filter(|p| !p.failed.is_empty())
+        .map(|p| {
+            format!(
+                "{} (unfinished on {})",
+                p.phase,
+                p.failed.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    not_done.extend(not_started.iter().cloned());
+    if not_done.is_empty()
+        && let Some(stop) = stop
+    {
+        not_done.push(stop);
+    }
+    not_done.push("every later step".into());
+    format!(
+        "{why}: the host steps in flight were finished and nothing new was started.\n  done: {}\n  not done: {}\n  re-run `capstan {command}` to finish",
+        if done.is_empty() {
+            "nothing".to_string()
+        } else {
+            done.join("; ")
+        },
+        not_done.join("; ")
+    )
 }
 
 /// One phase as it finishes: its title, then per host what changed (or would).
@@ -539,6 +646,7 @@ where
     let t0 = Instant::now();
     let mut last = String::new();
     loop {
+        crate::interrupt::check()?;
         match check().await {
             Ok(true) => return Ok(Some(t0.elapsed().as_secs_f64())),
             Ok(false) => {}

@@ -342,7 +342,7 @@ async fn converge_host(
     // The shape of the desired state (paths, units, keys) decides what to probe; it
     // cannot depend on facts, which the probe is about to gather.
     let shape = desired_for(inventory, host, &what, prepared, None, desired::Mode::Shape)?;
-    let probed = probe_host(conn, &shape, opts.verify, ProbeKind::Light).await?;
+    let probed = probe_host(conn, &shape, opts.verify, ProbeKind::Light, !opts.dry_run).await?;
     let desired = desired_for(
         inventory,
         host,
@@ -473,6 +473,7 @@ pub async fn probe_host(
     shape: &[Desired],
     verify: bool,
     kind: ProbeKind,
+    clean_leftovers: bool,
 ) -> Result<Probed, String> {
     let mut request = probe::request(shape, verify);
     if kind == ProbeKind::Full {
@@ -483,8 +484,13 @@ pub async fn probe_host(
             }
         }
     }
-    let script =
+    let mut script =
         facts::probe_script(&request).map_err(|e| format!("cannot build the probe: {e}"))?;
+    if clean_leftovers {
+        // A run that changes hosts (under the cluster lock) first removes what an
+        // interrupted run left: no extra round trip.
+        script = format!("{}{script}", apply::leftovers_cleanup(shape));
+    }
     let out = conn.exec(&script).await.map_err(|e| e.to_string())?;
     if out.exit_status != 0 {
         return Err(format!(
@@ -521,6 +527,8 @@ pub async fn plan_apply(
     if dry_run || host_plan.is_empty() {
         return Ok((host_plan, false));
     }
+    // Cancelled (Ctrl-C): a host whose apply has not started does not start it.
+    crate::interrupt::check()?;
 
     let files = apply::uploads(desired, &host_plan);
     let key: Vec<String> = files.keys().map(|k| (*k).to_string()).collect();

@@ -1,0 +1,80 @@
+//! The run journal: `.capstan/journal.log` beside the inventory, one line per event of a run
+//! that changes hosts (start, each phase started and done, interrupted, aborted, end), so
+//! that after a crash, a Ctrl-C or a second Ctrl-C the operator can see where a run got to.
+//!
+//! Line format (tab-separated): RFC 3339 time (UTC), the command, the subject (a phase, a
+//! host, or `-` for the run), the event. `upgrade apply` writes its per-host steps in the
+//! same file and format.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+struct Journal {
+    path: PathBuf,
+    command: String,
+}
+
+static JOURNAL: Mutex<Option<Journal>> = Mutex::new(None);
+
+/// Starts journaling `command` into `state_dir/journal.log` for the rest of the process.
+pub fn open(state_dir: PathBuf, command: &str) {
+    if let Ok(mut j) = JOURNAL.lock() {
+        *j = Some(Journal {
+            path: state_dir.join("journal.log"),
+            command: command.to_string(),
+        });
+    }
+}
+
+/// One line, when a journal is open; a journal that cannot be written never fails a run.
+pub fn append(subject: &str, event: &str) {
+    let Ok(guard) = JOURNAL.lock() else { return };
+    let Some(j) = guard.as_ref() else { return };
+    if let Some(dir) = j.path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+    }
+    let line = line(&j.command, subject, event, time::OffsetDateTime::now_utc());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&j.path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn line(command: &str, subject: &str, event: &str, at: time::OffsetDateTime) -> String {
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    format!(
+        "{at}\t{}\t{}\t{}\n",
+        clean(command),
+        clean(subject),
+        clean(event)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_four_tab_separated_fields() {
+        let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(
+            line("init", "etcd", "done\nforged\tfield", at),
+            "2023-11-14T22:13:20Z\tinit\tetcd\tdone forged field\n"
+        );
+    }
+}

@@ -1,0 +1,437 @@
+//! Faults on real lab hosts: the cluster lock (two runs at once, a stale lock and
+//! `--break-lock`), Ctrl-C in the middle of `init`, and SIGKILL in the middle of an apply on
+//! five hosts. Each scenario ends with a run that converges and one more that changes
+//! nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::lab::{Lab, Run, bed, bed_lab, capstan, docker};
+
+const LOCK: &str = "/var/lib/capstan/lock";
+
+fn cache(inv: &Path) -> std::path::PathBuf {
+    inv.parent().expect("well-formed").join("cache")
+}
+
+fn command(args: &[&str], inv: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = capstan();
+    cmd.args(args)
+        .arg("-i")
+        .arg(inv)
+        .arg("--cache-dir")
+        .arg(cache(inv));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run(args: &[&str], inv: &Path, env: &[(&str, &str)]) -> Run {
+    let out = command(args, inv, env).output().expect("run capstan");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A capstan run in the background whose stdout lines arrive on a channel.
+struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Background {
+    fn start(args: &[&str], inv: &Path) -> Background {
+        let mut child = command(args, inv, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn capstan");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
+            s
+        });
+        Background {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Waits (at most `timeout`) for a stdout line starting with `prefix`.
+    fn wait_for_line(&mut self, prefix: &str, timeout: Duration) {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let hit = line.starts_with(prefix);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!(
+            "no line starting with {prefix:?} within {timeout:?}:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> Run {
+        let status = self.child.wait().expect("wait capstan");
+        let mut stdout = self.seen.join("\n");
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            stdout.push('\n');
+            stdout.push_str(&line);
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr: self.stderr.join().unwrap_or_default(),
+        }
+    }
+}
+
+fn sh(lab: &Lab, host: &str, script: &str) -> String {
+    docker(&["exec", &lab.container(host), "sh", "-c", script])
+}
+
+fn lock_exists(lab: &Lab, host: &str) -> bool {
+    sh(lab, host, &format!("test -e {LOCK} && echo yes || echo no")).trim() == "yes"
+}
+
+/// The "N changes" of a run's summary line.
+fn changes(r: &Run) -> usize {
+    let line = r
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" hosts, ") && l.contains(" changes"))
+        .unwrap_or_else(|| panic!("no summary line:\n{}", r.all()));
+    let before = line
+        .split(" changes")
+        .next()
+        .expect("well-formed")
+        .rsplit(' ')
+        .next()
+        .expect("well-formed");
+    before
+        .parse()
+        .unwrap_or_else(|_| panic!("no change count in {line:?}"))
+}
+
+fn assert_no_changes(r: &Run) {
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(changes(r), 0, "the run changed something:\n{}", r.all());
+}
+
+/// Ctrl-C in the middle of init; then two inits at once; then a stale lock and
+/// `--break-lock`. One cluster (1 control plane, 1 worker) throughout.
+#[test]
+fn init_interrupted_then_two_at_once_then_a_stale_lock() {
+    let lab = bed_lab("lock", &["--control-planes", "1", "--workers", "1"]);
+    let inv = lab.inventory();
+
+    // 1. SIGINT once the etcd phase is done: the run stops between steps, exit 130, the
+    //    lock is released, the output says what is done and what is not.
+    let mut bg = Background::start(&["init"], &inv);
+    bg.wait_for_line("==> etcd", Duration::from_secs(300));
+    bg.signal("-INT");
+    let r = bg.wait();
+    assert_eq!(r.code, 130, "{}", r.all());
+    assert!(r.stderr.contains("SIGINT received"), "{}", r.all());
+    assert!(
+        r.stdout.contains("stopped: interrupted by SIGINT"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("not done:"), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("done: hosts: certificates, base system, containerd; etcd"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stderr.contains("the cluster lock is released"),
+        "{}",
+        r.all()
+    );
+    assert!(!lock_exists(&lab, "cp1"), "the lock was not released");
+    let journal = std::fs::read_to_string(
+        inv.parent()
+            .expect("well-formed")
+            .join(".capstan/journal.log"),
+    )
+    .expect("the journal exists");
+    assert!(
+        journal.contains("\tinit\t-\tinterrupted: interrupted by SIGINT"),
+        "{journal}"
+    );
+    assert!(journal.contains("\tinit\tetcd\tdone"), "{journal}");
+
+    // 2. Two inits at once: exactly one is refused by the lock, naming the holder; the
+    //    other completes the interrupted cluster.
+    let a = Background::start(&["init"], &inv);
+    let b = Background::start(&["init"], &inv);
+    let (a_pid, b_pid) = (a.child.id(), b.child.id());
+    let (a, b) = (a.wait(), b.wait());
+    let (winner, loser, winner_pid) = if a.code == 4 {
+        (b, a, b_pid)
+    } else {
+        (a, b, a_pid)
+    };
+    assert_eq!(
+        loser.code,
+        4,
+        "one init must be refused:\n{}\n{}",
+        loser.all(),
+        winner.all()
+    );
+    assert_eq!(winner.code, 0, "{}", winner.all());
+    assert!(changes(&winner) > 0, "{}", winner.all());
+    for want in [
+        "the cluster is locked on cp1",
+        "/var/lib/capstan/lock",
+        "`init` by ",
+        &format!("(pid {winner_pid})"),
+        "since ",
+        "last heartbeat ",
+    ] {
+        assert!(loser.stderr.contains(want), "{want:?}:\n{}", loser.all());
+    }
+    assert!(!lock_exists(&lab, "cp1"));
+    // After the first ends, init again is a no-op.
+    assert_no_changes(&run(&["init"], &inv, &[]));
+
+    // 3. A stale lock, written by hand: refused as stale (exit 4, the holder named);
+    //    `--break-lock` says whose it was and proceeds (a no-op here); the lock is gone.
+    sh(
+        &lab,
+        "cp1",
+        &format!(
+            "mkdir -p /var/lib/capstan && printf 'capstan-lock 1\\ntoken=deadbeef\\nholder=mallory@elsewhere\\npid=777\\ncommand=upgrade apply\\nstarted=1000\\nheartbeat=1000\\n' > {LOCK}"
+        ),
+    );
+    let r = run(&["init"], &inv, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    for want in [
+        "is stale",
+        "mallory@elsewhere (pid 777)",
+        "`upgrade apply`",
+        "--break-lock",
+    ] {
+        assert!(r.stderr.contains(want), "{want:?}:\n{}", r.all());
+    }
+    assert!(lock_exists(&lab, "cp1"));
+    // A dry run takes no lock: it works while the lock is held.
+    let r = run(&["init", "--dry-run"], &inv, &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run(&["init", "--break-lock"], &inv, &[]);
+    assert!(
+        r.stderr
+            .contains("breaking the stale cluster lock on cp1: it was held by `upgrade apply` by mallory@elsewhere"),
+        "{}",
+        r.all()
+    );
+    assert_no_changes(&r);
+    assert!(!lock_exists(&lab, "cp1"));
+    assert_no_changes(&run(&["init"], &inv, &[]));
+}
+
+/// sha256 of every regular file on `host`'s root file system modified since the marker
+/// file `/root/.t0` was made: path -> sha256.
+fn written_since_marker(lab: &Lab, host: &str) -> BTreeMap<String, String> {
+    let out = sh(
+        lab,
+        host,
+        "find / -xdev -type f -newer /root/.t0 ! -path '/proc/*' -exec sha256sum {} + 2>/dev/null; true",
+    );
+    out.lines()
+        .filter_map(|l| l.split_once("  "))
+        .map(|(h, p)| (p.to_string(), h.to_string()))
+        .collect()
+}
+
+/// Leftovers of an interrupted apply on `host`: staging and `*.capstan-new` files.
+fn leftovers(lab: &Lab, host: &str) -> String {
+    sh(
+        lab,
+        host,
+        "ls -d /var/lib/capstan/staging 2>/dev/null; \
+         find / -xdev -name '*.capstan-new' 2>/dev/null; true",
+    )
+}
+
+/// SIGKILL during `apply --roles common,containerd` on five hosts: no file is partial,
+/// the lock stays (live, then stale; `--break-lock` takes it), the re-run does only what
+/// is left and cleans the staging leftovers, and one more run changes nothing.
+#[test]
+fn sigkill_during_apply_on_five_hosts() {
+    let mirror = bed().join("mirror");
+    let lab = Lab::up(
+        "kill",
+        &[
+            "--control-planes",
+            "1",
+            "--workers",
+            "4",
+            "--mirror",
+            mirror.to_str().expect("utf-8 path"),
+        ],
+    );
+    let inv = lab.inventory();
+    let hosts = ["cp1", "w1", "w2", "w3", "w4"];
+    let args = ["apply", "--roles", "common,containerd"];
+
+    let plan = run(&["plan", "--roles", "common,containerd"], &inv, &[]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let total = changes(&plan);
+    assert!(total > 0, "{}", plan.all());
+
+    for h in hosts {
+        sh(&lab, h, "touch /root/.t0 && sleep 1");
+    }
+    // Kill as soon as one host has finished its apply (its record exists, no staging)
+    // while capstan still runs; at the latest when any host is staging.
+    let bg = Background::start(&args, &inv);
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no host started its apply"
+        );
+        let states: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                sh(
+                    &lab,
+                    h,
+                    "if [ -d /var/lib/capstan/staging ]; then echo staging; \
+                     elif grep -q containerd /var/lib/capstan/installed.tsv 2>/dev/null; then echo done; \
+                     else echo waiting; fi",
+                )
+                .trim()
+                .to_string()
+            })
+            .collect();
+        let done = states.iter().filter(|s| *s == "done").count();
+        let staging = states.iter().filter(|s| *s == "staging").count();
+        if (done > 0 && done < hosts.len())
+            || (staging > 0 && t0.elapsed() > Duration::from_secs(60))
+        {
+            break;
+        }
+        if done == hosts.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bg.signal("-KILL");
+    let killed = bg.wait();
+    assert_eq!(killed.code, -1, "killed by a signal:\n{}", killed.all());
+    let after_kill: Vec<String> = hosts.iter().map(|h| leftovers(&lab, h)).collect();
+    let written: Vec<BTreeMap<String, String>> = hosts
+        .iter()
+        .map(|h| written_since_marker(&lab, h))
+        .collect();
+
+    // The killed run's lock stays: a live one (recent heartbeat) refuses the next run.
+    assert!(lock_exists(&lab, "cp1"));
+    let r = run(&args, &inv, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        r.stderr.contains("the cluster is locked on cp1"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stderr.contains("`apply` by "), "{}", r.all());
+    // Once its heartbeat is older than the timeout it is stale, and --break-lock takes it.
+    std::thread::sleep(Duration::from_secs(12));
+    let stale = [("CAPSTAN_LOCK_STALE_AFTER", "10")];
+    let r = run(&args, &inv, &stale);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(r.stderr.contains("is stale"), "{}", r.all());
+    let rerun = run(
+        &["apply", "--roles", "common,containerd", "--break-lock"],
+        &inv,
+        &stale,
+    );
+    assert_eq!(rerun.code, 0, "{}", rerun.all());
+    assert!(
+        rerun
+            .stderr
+            .contains("breaking the stale cluster lock on cp1"),
+        "{}",
+        rerun.all()
+    );
+    let remaining = changes(&rerun);
+    assert!(
+        remaining < total,
+        "the re-run redid everything ({remaining} of {total}):\n{}",
+        rerun.all()
+    );
+    assert!(!lock_exists(&lab, "cp1"));
+    // Every leftover of the killed run is gone, on every host (also those with nothing
+    // left to change).
+    for h in hosts {
+        assert_eq!(leftovers(&lab, h), "", "{h} after the re-run");
+    }
+    // No managed file was partial: every managed file the killed run wrote (changed
+    // since the marker) already held exactly its final content, which the record of
+    // installed files gives with its sha256; the others it had not touched.
+    let mut written_by_kill = 0;
+    for (n, h) in hosts.iter().enumerate() {
+        let record = sh(&lab, h, "cut -f1,5 /var/lib/capstan/installed.tsv");
+        assert!(
+            record.contains("/usr/local/bin/containerd"),
+            "{h}: {record}"
+        );
+        for line in record.lines() {
+            let (sha, path) = line.split_once('\t').expect("well-formed");
+            if let Some(then) = written[n].get(path) {
+                written_by_kill += 1;
+                assert_eq!(then, sha, "{h}:{path} was partial after the kill");
+            }
+        }
+    }
+    assert!(written_by_kill > 0, "the killed run installed nothing");
+    println!(
+        "killed run left: {after_kill:?}, wrote {written_by_kill} final files; re-run did {remaining} of {total} changes:\n{}",
+        rerun.stdout
+    );
+    assert_no_changes(&run(&args, &inv, &[]));
+}
