@@ -25,8 +25,10 @@ for v in $VERSIONS; do
     [[ "$v" =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "version '$v' is not vX.Y.Z"
 done
 
-echo "build-standins: cargo build -p capstan-standins" >&2
-(cd "$ROOT" && cargo build -q -p capstan-standins >&2) || die "cargo build failed"
+# The whole workspace with every target, as the test command builds it: `-p capstan-standins`
+# alone resolves other dependency features and would compile every shared dependency again.
+echo "build-standins: cargo build --workspace --all-targets" >&2
+(cd "$ROOT" && cargo build -q --locked --workspace --all-targets >&2) || die "cargo build failed"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN="$TARGET/debug/standin"
 [ -x "$BIN" ] || die "$BIN was not built"
