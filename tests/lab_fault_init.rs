@@ -8,27 +8,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::lab::{bed_lab, capstan, docker, run_capstan};
+use support::lab::{bed_lab, capstan, docker, kubectl_admin, run_capstan};
 
 /// Real kubectl on this machine with the operator's admin.conf: the nodes' names and whether
 /// each is Ready.
 fn nodes(inv: &Path) -> Vec<(String, bool)> {
-    let conf = inv
-        .parent()
-        .expect("well-formed")
-        .join(".capstan/admin.conf");
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&conf)
-        .args(["--request-timeout=10s", "get", "nodes", "-o", "json"])
-        .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl get nodes: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let out = kubectl_admin(inv, &["get", "nodes", "-o", "json"])
+        .unwrap_or_else(|e| panic!("kubectl get nodes: {e}"));
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     doc["items"]
         .as_array()
         .expect("items")

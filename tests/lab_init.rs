@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::lab::{Lab, Run, bed_flags, docker, run_capstan};
+use support::lab::{Lab, Run, bed_flags, docker, kubectl_admin, run_capstan};
 
 fn lab(what: &str, flags: &[&str]) -> Lab {
     support::lab::bed_lab(what, flags)
@@ -34,41 +34,12 @@ fn init_twice(inv: &Path) -> Run {
 
 /// Real kubectl on this machine with the operator's admin.conf; `None` when it fails.
 fn try_kubectl(inv: &Path, args: &[&str]) -> Option<String> {
-    let conf = inv
-        .parent()
-        .expect("well-formed")
-        .join(".capstan/admin.conf");
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&conf)
-        .arg("--request-timeout=5s")
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    kubectl_admin(inv, args).ok()
 }
 
 /// Real kubectl on this machine with the operator's admin.conf.
 fn kubectl(inv: &Path, args: &[&str]) -> String {
-    let conf = inv
-        .parent()
-        .expect("well-formed")
-        .join(".capstan/admin.conf");
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&conf)
-        .arg("--request-timeout=10s")
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    kubectl_admin(inv, args).unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
 }
 
 fn version(inv: &Path) -> String {

@@ -86,6 +86,28 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
+/// Real kubectl on this machine with the operator's admin.conf (`.capstan/admin.conf` beside
+/// the inventory): stdout, or stderr as the error.
+#[allow(dead_code)]
+pub fn kubectl_admin(inv: &Path, args: &[&str]) -> Result<String, String> {
+    let conf = inv
+        .parent()
+        .expect("the inventory is in a folder")
+        .join(".capstan/admin.conf");
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&conf)
+        .arg("--request-timeout=10s")
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// The test bed (tests/lab/prepare.sh): stand-ins at every version, the artifact mirror
 /// and the image store, under the target dir; skipped when up to date. Once per test binary.
 #[allow(dead_code)]
