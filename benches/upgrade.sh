@@ -12,7 +12,7 @@ mu=${MAX_UNAVAILABLE:-1}
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/capstan
 bed=${CARGO_TARGET_DIR:-$PWD/target}/bench-bed
-./tests/lab/prepare.sh "$bed" >/dev/null
+./tests/lab/prepare.sh "$bed" >/dev/null 2>&1
 cache=$(mktemp -d)
 name=bench-upgrade
 out=$(mktemp -d)
@@ -55,19 +55,22 @@ doc=$("$bin" upgrade apply -i "$out" --cache-dir "$cache" --to v1.32.5 --yes \
 e=$(date +%s.%N)
 printf 'upgrade apply v1.31.9 -> v1.32.5, 7 hosts, --max-unavailable %s: %.1f s wall\n' \
   "$mu" "$(echo "$e - $s" | bc)"
-python3 -c '
-import sys, json
-d = json.load(sys.stdin)
+printf '%s' "$doc" > "$out/upgrade.json"
+python3 - "$out/upgrade.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
 if d.get("stopped"):
-    print("STOPPED:", d["stopped"]); sys.exit(1)
+    print("STOPPED:", d["stopped"])
+    sys.exit(1)
 t = d["timings"]
-print("  phases: " + ", ".join(f"{p[\"name\"]} {p[\"seconds\"]:.1f} s" for p in t["phases"]))
-print("  hosts:  " + ", ".join(f"{h[\"name\"]} {h[\"seconds\"]:.1f} s" for h in t["hosts"]))
-drain = [g for p in d["phases"] for g in p["gates"] if "drained" in g]
-print("  drains: " + ", ".join(drain))
+print("  phases: " + ", ".join("%s %.1f s" % (p["name"], p["seconds"]) for p in t["phases"]))
+print("  hosts:  " + ", ".join("%s %.1f s" % (h["name"], h["seconds"]) for h in t["hosts"]))
+drains = [g for p in d["phases"] for g in p["gates"] if "drained" in g]
+print("  drains: " + ", ".join(drains))
+changes = sum(len(h["plan"]["changes"]) for p in d["phases"] for h in p["hosts"])
 rt = list(d["round_trips"].values())
-print(f"  changes: {sum(len(h[\"plan\"][\"changes\"]) for p in d[\"phases\"] for h in p[\"hosts\"])}, round trips per host {min(rt)}-{max(rt)}")
-' <<<"$doc"
+print("  changes: %d, round trips per host %d-%d" % (changes, min(rt), max(rt)))
+PY
 
 s=$(date +%s.%N)
 doc=$("$bin" upgrade apply -i "$out" --cache-dir "$cache" --to v1.32.5 --yes --output json)
