@@ -215,6 +215,10 @@ pub struct UpgradeApplyArgs {
     /// How long a drain may wait for evictions (PodDisruptionBudgets), in seconds
     #[arg(long, default_value_t = 300)]
     pub drain_timeout: u64,
+    /// How long each health gate of the rollout waits, in seconds (an upgraded API server
+    /// ready at the target, the API through the endpoint, Nodes Ready) before it stops
+    #[arg(long, default_value_t = crate::workflows::upgrade::GATE_TIMEOUT_SECS)]
+    pub gate_timeout: u64,
     /// Nodes that may be NotReady when the upgrade starts
     #[arg(long, value_delimiter = ',')]
     pub allow_not_ready: Vec<String>,

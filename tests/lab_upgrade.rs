@@ -278,52 +278,174 @@ fn plan_on_a_v1_31_cluster_refuses_skipping_a_minor() {
     assert_eq!(json["refused"]["detail"]["next"], "v1.32.5");
 }
 
+/// What the background poll saw.
+#[derive(Debug, Default)]
+struct Watched {
+    polls: usize,
+    /// Polls where the API did not answer through the LB (twice in a row).
+    failed: usize,
+    /// The most workers unschedulable at once.
+    most_cordoned: usize,
+    /// The fewest Running pods of the Deployment at any poll.
+    fewest_running: usize,
+    /// Polls that broke the PodDisruptionBudget: (poll, running pods).
+    violations: Vec<(usize, usize)>,
+}
+
+/// Real kubectl with the operator's admin.conf: through the load balancer.
+fn kubectl_lb(inv: &Path, args: &[&str]) -> Option<String> {
+    let conf = inv.parent().expect("dir").join(".capstan/admin.conf");
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&conf)
+        .arg("--request-timeout=5s")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The Deployment's pods that are Running and not being deleted.
+fn running_web_pods(pods: &serde_json::Value) -> usize {
+    pods["items"].as_array().map_or(0, |items| {
+        items
+            .iter()
+            .filter(|p| {
+                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .count()
+    })
+}
+
 /// Polls the API through the load balancer (real kubectl, the operator's admin.conf) until
-/// told to stop: how many polls failed twice in a row, and the most workers ever cordoned.
+/// told to stop: whether it answered, how many workers were unschedulable, and how many of
+/// the Deployment's pods ran (the PodDisruptionBudget wants at least `min_available`).
 fn watch_api(
     inv: &Path,
     workers: &'static [&'static str],
+    min_available: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(usize, usize, usize)> {
-    let conf = inv.parent().expect("dir").join(".capstan/admin.conf");
+) -> std::thread::JoinHandle<Watched> {
+    let inv = inv.to_path_buf();
     std::thread::spawn(move || {
-        let kubectl = |args: &[&str]| {
-            std::process::Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&conf)
-                .arg("--request-timeout=5s")
-                .args(args)
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        let mut w = Watched {
+            fewest_running: usize::MAX,
+            ..Watched::default()
         };
-        let (mut polls, mut failed, mut most_cordoned) = (0, 0, 0);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            polls += 1;
+            w.polls += 1;
             // One retry: a connection cut by an API server's restart is retried by every
             // client; two failures in a row mean the API was not there.
-            let nodes = kubectl(&["get", "nodes", "-o", "json"])
-                .or_else(|| kubectl(&["get", "nodes", "-o", "json"]));
-            match nodes.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
-                None => failed += 1,
-                Some(v) => {
-                    let cordoned = v["items"].as_array().map_or(0, |items| {
-                        items
-                            .iter()
-                            .filter(|n| {
-                                workers.contains(&n["metadata"]["name"].as_str().unwrap_or(""))
-                                    && n["spec"]["unschedulable"] == true
-                            })
-                            .count()
-                    });
-                    most_cordoned = most_cordoned.max(cordoned);
-                }
+            let get = |args: &[&str]| {
+                kubectl_lb(&inv, args)
+                    .or_else(|| kubectl_lb(&inv, args))
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            };
+            let (Some(nodes), Some(pods)) = (
+                get(&["get", "nodes", "-o", "json"]),
+                get(&[
+                    "get", "pods", "-n", "default", "-l", "app=web", "-o", "json",
+                ]),
+            ) else {
+                w.failed += 1;
+                continue;
+            };
+            let cordoned = nodes["items"].as_array().map_or(0, |items| {
+                items
+                    .iter()
+                    .filter(|n| {
+                        workers.contains(&n["metadata"]["name"].as_str().unwrap_or(""))
+                            && n["spec"]["unschedulable"] == true
+                    })
+                    .count()
+            });
+            w.most_cordoned = w.most_cordoned.max(cordoned);
+            let running = running_web_pods(&pods);
+            w.fewest_running = w.fewest_running.min(running);
+            if running < min_available {
+                w.violations.push((w.polls, running));
             }
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
-        (polls, failed, most_cordoned)
+        w
     })
+}
+
+/// The poll's verdict: the API always answered through the LB, at most `max_unavailable`
+/// workers were unschedulable at once, and the PodDisruptionBudget always held.
+fn assert_watched(w: &Watched, max_unavailable: usize) {
+    assert!(w.polls > 5, "only {} polls", w.polls);
+    assert_eq!(
+        w.failed, 0,
+        "the API did not answer through the LB {} of {} times",
+        w.failed, w.polls
+    );
+    assert!(
+        w.most_cordoned <= max_unavailable,
+        "{} workers were unschedulable at once",
+        w.most_cordoned
+    );
+    assert!(
+        w.violations.is_empty(),
+        "the PodDisruptionBudget (minAvailable 3) was broken at polls (poll, running): {:?}",
+        w.violations
+    );
+    assert!(w.fewest_running >= 3, "{w:?}");
+}
+
+const WEB: &str = r"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 4
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+        - name: web
+          image: registry.k8s.io/pause:3.10
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: web
+  namespace: default
+spec:
+  minAvailable: 3
+  selector:
+    matchLabels:
+      app: web
+";
+
+/// A Deployment of 4 replicas and a PodDisruptionBudget (minAvailable 3), applied with
+/// real kubectl through the LB; returns when all 4 pods run.
+fn deploy_web(inv: &Path) {
+    let manifest = inv.parent().expect("dir").join("web.yaml");
+    std::fs::write(&manifest, WEB).expect("write web.yaml");
+    let path = manifest.display().to_string();
+    let out = kubectl_lb(inv, &["apply", "-f", &path]);
+    assert!(out.is_some(), "kubectl apply -f web.yaml failed");
+    let t0 = std::time::Instant::now();
+    loop {
+        let pods = kubectl_lb(inv, &["get", "pods", "-l", "app=web", "-o", "json"])
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if pods.as_ref().map(running_web_pods) == Some(4) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(90),
+            "the Deployment's 4 pods did not run: {pods:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// Every Node at `version`, Ready and schedulable; the API server of every control plane
@@ -340,6 +462,12 @@ fn assert_all_at(lab: &Lab, inv: &Path, version: &str, cps: &[&str]) {
     for n in v["items"].as_array().expect("items") {
         assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], version, "{n:#}");
         assert_ne!(n["spec"]["unschedulable"], true, "{n:#}");
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        assert!(ready, "{n:#}");
     }
     for cp in cps {
         let got = docker(&[
@@ -365,8 +493,79 @@ fn assert_all_at(lab: &Lab, inv: &Path, version: &str, cps: &[&str]) {
     }
 }
 
+/// The image store's folder of the v1.32.5 kube-apiserver image, inside the lab hosts.
+const APISERVER_IMAGE: &str = "/var/lib/standin-images/registry.k8s.io/kube-apiserver/v1.32.5";
+
+/// Makes `image` unavailable on `host` (an empty folder mounted over it: what the kubelet
+/// sees when a pull fails), or available again.
+fn shadow_image(lab: &Lab, host: &str, image: &str, shadow: bool) {
+    let script = if shadow {
+        format!("mkdir -p /run/capstan-test-empty && mount --bind /run/capstan-test-empty {image}")
+    } else {
+        format!("umount {image}")
+    };
+    docker(&["exec", &lab.container(host), "sh", "-c", &script]);
+}
+
+fn journal(inv: &Path) -> String {
+    std::fs::read_to_string(inv.parent().expect("dir").join(".capstan/journal.log"))
+        .expect("journal")
+}
+
+/// Whether `node` is cordoned.
+fn unschedulable(inv: &Path, node: &str) -> bool {
+    let out = kubectl_lb(
+        inv,
+        &["get", "node", node, "-o", "jsonpath={.spec.unschedulable}"],
+    )
+    .unwrap_or_else(|| panic!("kubectl get node {node} through the LB failed"));
+    out.trim() == "true"
+}
+
+/// The snapshot taken before the first control plane changed, named after the version it
+/// holds, is readable by this machine's etcdctl.
+fn assert_snapshot(inv: &Path, from: &str) {
+    let backups = inv.parent().expect("dir").join(".capstan/backups");
+    let snap = std::fs::read_dir(&backups)
+        .expect("backups")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.display().to_string().contains(from))
+        .unwrap_or_else(|| panic!("no snapshot of {from} in {}", backups.display()));
+    let status = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(&snap)
+        .output()
+        .expect("etcdctl");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+/// The inventory says what runs now; a second apply changes nothing.
+fn assert_converged(inv: &Path, to: &str) {
+    assert!(
+        std::fs::read_to_string(inv)
+            .expect("inventory")
+            .contains(&format!("kubernetes_version: {to}"))
+    );
+    let again = run_capstan(&["upgrade", "apply", "--to", to, "--yes"], inv);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(again.stdout.contains(" 0 changes"), "{}", again.all());
+}
+
+/// 3 control planes, 2 workers and an LB; a Deployment of 4 and a PDB (minAvailable 3).
+/// v1.31.9 → v1.32.5 with a fault: cp2's target kube-apiserver image is unavailable, so
+/// the rollout stops there (cp2 named, exit 1, cp2 cordoned, the journal says where, the
+/// cluster serving); with the image back a re-run skips cp1 and completes. Then
+/// v1.32.5 → v1.33.1. All along a background poll checks the API through the LB, the
+/// cordoned workers and the PDB.
 #[test]
-fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving() {
+#[allow(clippy::too_many_lines)]
+fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving_and_resumes() {
     const WORKERS: &[&str] = &["w1", "w2"];
     let lab = lab(
         "upapply",
@@ -382,6 +581,7 @@ fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving() {
     let inv = lab.inventory();
     set_version(&inv, "v1.31.9");
     init(&inv);
+    deploy_web(&inv);
 
     // The dry run shows the sequence and changes nothing.
     let dry = run_capstan(&["upgrade", "apply", "--to", "v1.32.5", "--dry-run"], &inv);
@@ -396,58 +596,147 @@ fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving() {
         "{}",
         dry.all()
     );
-    // Without a terminal a real run needs --yes.
+    // Without a terminal a real run needs --yes; a skipped minor is refused (exit 2) by
+    // the version-skew policy, with the path, before anything changes.
     let refused = run_capstan(&["upgrade", "apply", "--to", "v1.32.5"], &inv);
     assert_eq!(refused.code, 2, "{}", refused.all());
+    let skip = run_capstan(&["upgrade", "apply", "--to", "v1.33.1", "--yes"], &inv);
+    assert_eq!(skip.code, 2, "{}", skip.all());
+    assert!(
+        skip.stdout
+            .contains("upgrade to v1.32.5 first, then to v1.33.1"),
+        "{}",
+        skip.all()
+    );
 
-    for (to, from) in [("v1.32.5", "v1.31.9"), ("v1.33.1", "v1.32.5")] {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watcher = watch_api(&inv, WORKERS, std::sync::Arc::clone(&stop));
-        let run = run_capstan(&["upgrade", "apply", "--to", to, "--yes"], &inv);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (polls, failed, most_cordoned) = watcher.join().expect("watcher");
-        assert_eq!(run.code, 0, "{}", run.all());
-        assert!(polls > 5, "only {polls} polls");
-        assert_eq!(
-            failed, 0,
-            "the API did not answer through the LB {failed} of {polls} times"
-        );
-        assert!(
-            most_cordoned <= 1,
-            "{most_cordoned} workers were unschedulable at once"
-        );
-        assert_all_at(&lab, &inv, to, &["cp1", "cp2", "cp3"]);
-        // The snapshot taken before the first control plane changed, named after the
-        // version it holds, and readable by this machine's etcdctl.
-        let backups = inv.parent().expect("dir").join(".capstan/backups");
-        let snap = std::fs::read_dir(&backups)
-            .expect("backups")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.display().to_string().contains(from))
-            .unwrap_or_else(|| panic!("no snapshot of {from} in {}", backups.display()));
-        let status = std::process::Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["snapshot", "status", "-w", "json"])
-            .arg(&snap)
-            .output()
-            .expect("etcdctl");
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-        // The inventory says what runs now; a second apply changes nothing.
-        assert!(
-            std::fs::read_to_string(&inv)
-                .expect("inventory")
-                .contains(&format!("kubernetes_version: {to}"))
-        );
-        let again = run_capstan(&["upgrade", "apply", "--to", to, "--yes"], &inv);
-        assert_eq!(again.code, 0, "{}", again.all());
-        assert!(again.stdout.contains(" 0 changes"), "{}", again.all());
+    // v1.31.9 → v1.32.5, stopped at cp2 by a real fault, then resumed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_api(&inv, WORKERS, 3, std::sync::Arc::clone(&stop));
+    shadow_image(&lab, "cp2", APISERVER_IMAGE, true);
+    let failed = run_capstan(
+        &[
+            "upgrade",
+            "apply",
+            "--to",
+            "v1.32.5",
+            "--yes",
+            "--gate-timeout",
+            "30",
+        ],
+        &inv,
+    );
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(
+        failed
+            .stdout
+            .contains("stopped: gate `the API server of cp2 ready at v1.32.5`"),
+        "{}",
+        failed.all()
+    );
+    assert!(
+        failed.stdout.contains("not reached after 30s"),
+        "{}",
+        failed.all()
+    );
+    // The cluster serves through the LB (cp1 at the target, cp3 not yet), cp2 stays
+    // cordoned, and the journal says where the rollout stopped.
+    assert!(kubectl_lb(&inv, &["get", "nodes"]).is_some());
+    assert!(unschedulable(&inv, "cp2"));
+    let j = journal(&inv);
+    assert!(j.contains("upgrade v1.32.5\tcp1\tdone"), "{j}");
+    assert!(
+        j.contains("upgrade v1.32.5\tcp2\tfailed: gate `the API server of cp2"),
+        "{j}"
+    );
+    assert!(!j.contains("upgrade v1.32.5\tcp3"), "{j}");
+    // The image back: the re-run skips cp1 (no change on it), retries cp2, completes.
+    shadow_image(&lab, "cp2", APISERVER_IMAGE, false);
+    let resumed = run_capstan(
+        &[
+            "upgrade", "apply", "--to", "v1.32.5", "--yes", "--output", "json",
+        ],
+        &inv,
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let watched = watcher.join().expect("watcher");
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let report: serde_json::Value = serde_json::from_str(&resumed.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", resumed.all()));
+    // cp1 is not cordoned, drained or converged by the rollout (only the final converge,
+    // which brings the addons and the rest of every host to the target, visits it).
+    for phase in report["phases"].as_array().expect("phases") {
+        let name = phase["phase"].as_str().unwrap_or_default();
+        assert!(!name.starts_with("cp1:"), "{phase:#}");
+        let gates = phase["gates"].to_string();
+        assert!(!gates.contains("cp1 cordoned"), "{phase:#}");
+        if name == "addons" || name == "every host at the target" {
+            continue;
+        }
+        for h in phase["hosts"].as_array().expect("hosts") {
+            if h["host"] == "cp1" {
+                assert_eq!(h["plan"]["changes"], serde_json::json!([]), "{phase:#}");
+            }
+        }
     }
-    let journal = std::fs::read_to_string(inv.parent().expect("dir").join(".capstan/journal.log"))
-        .expect("journal");
-    assert!(journal.contains("upgrade v1.33.1\tw2\tdone"), "{journal}");
+    assert!(
+        report["phases"]
+            .as_array()
+            .expect("phases")
+            .iter()
+            .any(|p| p["phase"] == "cp2: kube-apiserver v1.32.5"),
+        "{report:#}"
+    );
+    let outcome = |host: &str| {
+        report["timings"]["hosts"]
+            .as_array()
+            .expect("timings")
+            .iter()
+            .find(|t| t["name"] == host)
+            .map(|t| t["outcome"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(outcome("cp1").as_deref(), Some("skipped"), "{report:#}");
+    assert_eq!(outcome("cp2").as_deref(), Some("done"), "{report:#}");
+    assert_eq!(outcome("w2").as_deref(), Some("done"), "{report:#}");
+    let phases: Vec<&str> = report["timings"]["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "preflight",
+            "etcd snapshot",
+            "control planes",
+            "workers",
+            "final converge"
+        ]
+    );
+    assert!(journal(&inv).contains("upgrade v1.32.5\tcp1\tskipped"));
+    assert_watched(&watched, 1);
+    assert_all_at(&lab, &inv, "v1.32.5", &["cp1", "cp2", "cp3"]);
+    assert_snapshot(&inv, "v1.31.9");
+    assert_converged(&inv, "v1.32.5");
+
+    // v1.32.5 → v1.33.1 in one go; the summary gives per-phase and per-host times.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_api(&inv, WORKERS, 3, std::sync::Arc::clone(&stop));
+    let run = run_capstan(&["upgrade", "apply", "--to", "v1.33.1", "--yes"], &inv);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let watched = watcher.join().expect("watcher");
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("Timings:"), "{}", run.all());
+    assert!(run.stdout.contains("control planes"), "{}", run.all());
+    assert_watched(&watched, 1);
+    assert_all_at(&lab, &inv, "v1.33.1", &["cp1", "cp2", "cp3"]);
+    assert_snapshot(&inv, "v1.32.5");
+    assert_converged(&inv, "v1.33.1");
+    let j = journal(&inv);
+    assert!(j.contains("upgrade v1.33.1\tw2\tdone"), "{j}");
+    // The workload survived both upgrades.
+    let pods = kubectl_lb(&inv, &["get", "pods", "-l", "app=web", "-o", "json"])
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .expect("pods");
+    assert!(running_web_pods(&pods) >= 3, "{pods:#}");
 }

@@ -8,7 +8,7 @@ use crate::cli::{GlobalArgs, UpgradeApplyArgs, UpgradeCommand, UpgradePlanArgs};
 use crate::error::{BadInput, EXIT_BAD_INPUT, EXIT_FAILED};
 use crate::inventory::{Role, Version};
 use crate::upgrade::MaxUnavailable;
-use crate::workflows::{SessionOptions, cluster, upgrade, upgrade_plan};
+use crate::workflows::{SessionOptions, upgrade, upgrade_plan};
 
 pub fn run(global: &GlobalArgs, cmd: UpgradeCommand) -> miette::Result<ExitCode> {
     match cmd {
@@ -66,6 +66,13 @@ fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCod
     let max_unavailable = MaxUnavailable::parse(&args.max_unavailable)
         .map_err(|e| BadInput::new(e, "e.g. --max-unavailable 2, or --max-unavailable 25%"))?
         .batch_size(workers);
+    if args.gate_timeout == 0 {
+        return Err(BadInput::new(
+            "--gate-timeout 0 would let no health gate pass",
+            "give the seconds each gate may wait, e.g. --gate-timeout 60",
+        )
+        .into());
+    }
     for name in &args.allow_not_ready {
         if inventory.host(name).is_none() {
             return Err(BadInput::new(
@@ -83,6 +90,7 @@ fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCod
         to,
         max_unavailable,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        gate_timeout: Duration::from_secs(args.gate_timeout),
         dry_run: args.dry_run,
         allow_not_ready: args.allow_not_ready.clone(),
     };
@@ -99,11 +107,13 @@ fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCod
                 super::cache(global),
                 &opts,
             ))?;
-            cluster::print_report(&report)?;
-            Ok(if report.ok() {
+            upgrade::print(&report)?;
+            Ok(if report.refused.is_some() {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else if report.ok() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(crate::error::EXIT_FAILED)
+                ExitCode::from(EXIT_FAILED)
             })
         },
     )

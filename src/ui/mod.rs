@@ -6,7 +6,7 @@ mod table;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
-pub use progress::HostProgress;
+pub use progress::{HostProgress, PhaseProgress};
 pub use table::Table;
 
 use crate::cli::{GlobalArgs, OutputFormat};
@@ -101,8 +101,16 @@ pub enum Color {
 /// the rest of the output is simply not wanted.
 pub fn emit(text: &str) {
     use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let result = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    let write = || {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes()).and_then(|()| out.flush())
+    };
+    // Above any progress bar on the terminal, not through it.
+    let result = if ui().progress {
+        progress::multi().suspend(write)
+    } else {
+        write()
+    };
     if let Err(e) = result
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {

@@ -462,6 +462,32 @@ pub async fn read_live(
     )
     .await;
     progress.finish();
+    assemble(&hosts, results)
+}
+
+/// The same reading as [`read_live`] over connections a run already holds (`conns[i]` is
+/// host `i` of the inventory, `None` when it is not connected: reported unreachable).
+pub async fn read_over(
+    inventory: &Inventory,
+    conns: &[Option<&ssh::Connection>],
+    apiserver_port: u16,
+) -> LiveRead {
+    let hosts = LiveHost::for_inventory(inventory, apiserver_port);
+    let work = hosts.iter().zip(conns).map(|(host, conn)| async move {
+        let Some(conn) = conn else {
+            return Err(format!("{} is not connected", host.name));
+        };
+        match conn.exec(&host_script(host)).await {
+            Ok(out) => Ok(parse_output(host, &out.stdout_text())),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    let results = futures::future::join_all(work).await;
+    assemble(&hosts, results)
+}
+
+/// The readings of every host (in inventory order), the Nodes merged in, sorted.
+fn assemble(hosts: &[LiveHost], results: Vec<Result<HostRead, String>>) -> LiveRead {
     let mut live = LiveRead::default();
     let mut reads = Vec::new();
     for (h, r) in hosts.iter().zip(results) {
@@ -479,7 +505,7 @@ pub async fn read_live(
             }
         }
     }
-    merge_nodes(&hosts, &reads, &mut live);
+    merge_nodes(hosts, &reads, &mut live);
     // Readings in a stable order: by part, then inventory order, then source.
     let order: BTreeMap<&str, usize> = hosts
         .iter()

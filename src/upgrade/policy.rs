@@ -536,11 +536,24 @@ pub fn check_target(
             source: source.to_string(),
         });
     }
-    let violations = skew_violations(live);
+    let violations = violations_toward(live, target);
     if !violations.is_empty() {
         return Err(Refusal::OutsideSkew { violations });
     }
     Ok(())
+}
+
+/// The skew violations that block an upgrade to `target`: every one of
+/// [`skew_violations`] but those of components that already run `target` itself. Those are
+/// the mark of an upgrade to `target` that stopped half-way (the first control plane's
+/// kubelet at the target beside an API server not upgraded yet): finishing it is the way
+/// back inside the policy, so it is allowed. Only meaningful for a target within one minor
+/// of the oldest API server (see [`check_target`]).
+pub fn violations_toward(live: &LiveVersions, target: Version) -> Vec<Violation> {
+    skew_violations(live)
+        .into_iter()
+        .filter(|v| v.version != target)
+        .collect()
 }
 
 /// How many workers may be down at once: `N` or `P%` of the workers.
@@ -977,6 +990,37 @@ mod tests {
         let mut live = cluster("v1.32.4");
         set(&mut live, Part::Kubelet, "w1", Source::Node, "v1.32.5");
         assert!(skew_violations(&live).is_empty());
+    }
+
+    #[test]
+    fn an_upgrade_stopped_half_way_may_be_finished_but_not_redirected() {
+        // cp1 upgraded to v1.32.5 (API server, controller-manager, scheduler, kubelet),
+        // cp2 not yet: cp1's parts are newer than cp2's API server.
+        let mut live = cluster("v1.31.9");
+        for (part, source) in [
+            (Part::ApiServer, Source::Version),
+            (Part::ApiServer, Source::Manifest),
+            (Part::ControllerManager, Source::Manifest),
+            (Part::Scheduler, Source::Manifest),
+            (Part::Kubelet, Source::Binary),
+            (Part::Kubelet, Source::Node),
+        ] {
+            set(&mut live, part, "cp1", source, "v1.32.5");
+        }
+        live.readings
+            .push(reading(Part::ApiServer, "cp2", Source::Version, "v1.31.9"));
+        assert!(!skew_violations(&live).is_empty());
+        assert_eq!(live.cluster_version(), Some(v("v1.31.9")));
+        // Finishing it is the way back inside the policy.
+        assert_eq!(check_target(&live, v("v1.32.5"), &mirror(), "m"), Ok(()));
+        assert!(violations_toward(&live, v("v1.32.5")).is_empty());
+        // Another target is not: cp1's parts are outside the policy for it.
+        let err = check_target(&live, v("v1.32.4"), &mirror(), "m").unwrap_err();
+        assert!(matches!(err, Refusal::Downgrade { .. }), "{err:?}");
+        let mut other = mirror();
+        other.push(v("v1.32.6"));
+        let err = check_target(&live, v("v1.32.6"), &other, "m").unwrap_err();
+        assert!(matches!(err, Refusal::OutsideSkew { .. }), "{err:?}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `capstan upgrade apply --to V`: a rolling upgrade, one minor at a time.
 //!
-//! preflight (every host reachable, etcd healthy, every API server ready, every node Ready)
-//! → etcd snapshot in `.capstan/backups/` → control planes one at a time (cordon, drain, the
-//! API server's manifest first, gate on its `/readyz` and `/version`, then controller-manager
+//! preflight (every host reachable, the versions read live and the target checked against
+//! the version-skew policy, etcd healthy, every API server ready, every node Ready) → etcd
+//! snapshot in `.capstan/backups/` → control planes one at a time (cordon, drain, the API
+//! server's manifest first, gate on its `/readyz` and `/version`, then controller-manager
 //! and scheduler, then kubelet and kubectl, gate on the Node, uncordon) → workers in batches
 //! of `--max-unavailable` (cordon, drain through the eviction API, kubelet, Ready, uncordon)
 //! → addons at the target → the inventory's `kubernetes_version` set to the target.
@@ -10,20 +11,26 @@
 //! Every step is the engine's converge against the inventory at the target version, so a
 //! host already at the target has nothing to do and is skipped: re-running after a failure
 //! resumes where it stopped, and re-running after success changes nothing. Each host step
-//! is appended to `.capstan/journal.log`.
+//! (start, skipped, done, failed with why) is appended to `.capstan/journal.log`.
+//!
+//! Progress: a bar per phase (its hosts) and, above it, a line per finished host step;
+//! the summary gives the time of every phase and every host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::io::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::cluster::{ClusterRun, RunReport, Stop, wait_for};
+use serde::Serialize;
+
+use super::cluster::{self, ClusterRun, RunReport, Stop, wait_for};
 use super::converge::{self, ConvergeOptions};
-use super::init::{self, nodes_ready};
-use super::{SessionOptions, gates, snapshot};
+use super::{SessionOptions, gates, init, snapshot, upgrade_plan};
 use crate::artifacts::cache::Cache;
 use crate::inventory::{Inventory, Role, Version};
-use crate::pki;
-use crate::ssh;
+use crate::ui::{self, Color, PhaseProgress, Table};
+use crate::upgrade::{Refusal, available, live, policy};
+use crate::{pki, ssh};
 
 #[derive(Debug, Clone)]
 pub struct UpgradeOptions {
@@ -31,44 +38,205 @@ pub struct UpgradeOptions {
     /// Workers upgraded at once.
     pub max_unavailable: usize,
     pub drain_timeout: Duration,
+    /// How long each health gate of the rollout waits (an API server ready at the target,
+    /// the API through the endpoint, Nodes Ready) before the rollout stops.
+    pub gate_timeout: Duration,
     pub dry_run: bool,
     /// Nodes that may be NotReady at the start.
     pub allow_not_ready: Vec<String>,
 }
 
-/// The running cluster's version: `/version` of the API through the endpoint.
-pub async fn cluster_version(run: &ClusterRun<'_>, on: usize) -> Result<Version, Stop> {
-    let out = run
-        .exec(on, &gates::kubectl(None, "version -o json"))
-        .await
-        .map_err(|e| Stop(format!("cannot ask the API for its version: {e}")))?;
-    let v: serde_json::Value = serde_json::from_str(out.stdout_text().trim()).map_err(|e| {
-        Stop(format!(
-            "the API did not say its version ({e}): {}",
-            out.stderr_text().trim()
-        ))
-    })?;
-    let text = v["serverVersion"]["gitVersion"]
-        .as_str()
-        .unwrap_or_default();
-    Version::parse(text).ok_or_else(|| Stop(format!("the API reports version `{text}`")))
+/// The default of `--gate-timeout`, in seconds.
+pub const GATE_TIMEOUT_SECS: u64 = 120;
+
+/// What `upgrade apply` did: the run, the timings, and a refused target.
+#[derive(Debug, Serialize)]
+pub struct UpgradeReport {
+    /// The target version.
+    pub to: Version,
+    #[serde(flatten)]
+    pub run: RunReport,
+    pub timings: Timings,
+    /// Set when the target was refused by the version-skew policy (nothing was changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+    /// The inventory file whose `kubernetes_version` was set to the target (absent when it
+    /// said the target already).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory_updated: Option<std::path::PathBuf>,
 }
 
-/// Refuses what the version-skew policy forbids: a downgrade, a skipped minor.
-pub fn check_target(current: &Version, to: &Version) -> Result<(), String> {
-    if to < current {
-        return Err(format!(
-            "{to} is older than the cluster ({current}): capstan does not downgrade"
+impl UpgradeReport {
+    pub fn ok(&self) -> bool {
+        self.run.ok() && self.refused.is_none()
+    }
+}
+
+/// How long each phase and each host took.
+#[derive(Debug, Default, Serialize)]
+pub struct Timings {
+    pub phases: Vec<Timed>,
+    pub hosts: Vec<Timed>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Timed {
+    pub name: String,
+    pub seconds: f64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Done,
+    /// Already at the target: nothing to do.
+    Skipped,
+    Failed,
+}
+
+impl Outcome {
+    fn word(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The phase and the hosts under way: their bar, their clocks, the journal.
+struct Track<'i> {
+    inv: &'i Inventory,
+    to: String,
+    dry_run: bool,
+    timings: Timings,
+    phase: Option<(String, Instant, PhaseProgress)>,
+    hosts: Vec<(String, Instant)>,
+}
+
+impl<'i> Track<'i> {
+    fn new(inv: &'i Inventory, to: &Version, dry_run: bool) -> Self {
+        Track {
+            inv,
+            to: to.to_string(),
+            dry_run,
+            timings: Timings::default(),
+            phase: None,
+            hosts: Vec::new(),
+        }
+    }
+
+    /// Closes the phase under way (done) and opens `name`, with `steps` steps on its bar.
+    fn phase(&mut self, name: &str, steps: usize) {
+        self.end_phase(Outcome::Done);
+        self.phase = Some((
+            name.to_string(),
+            Instant::now(),
+            PhaseProgress::new(name, steps),
         ));
     }
-    if to.major != current.major || to.minor > current.minor + 1 {
-        return Err(format!(
-            "{current} → {to} skips a minor version; upgrade to v{}.{}.z first",
-            current.major,
-            current.minor + 1
-        ));
+
+    fn end_phase(&mut self, outcome: Outcome) {
+        if let Some((name, t0, bar)) = self.phase.take() {
+            bar.finish();
+            self.timings.phases.push(Timed {
+                name,
+                seconds: t0.elapsed().as_secs_f64(),
+                outcome,
+            });
+        }
     }
-    Ok(())
+
+    fn doing(&self, what: &str) {
+        if let Some((_, _, bar)) = &self.phase {
+            bar.doing(what);
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if let Some((_, _, bar)) = &self.phase {
+            bar.line(text);
+        }
+    }
+
+    fn host_start(&mut self, name: &str) {
+        self.journal(name, "start");
+        self.hosts.push((name.to_string(), Instant::now()));
+    }
+
+    /// A host already at the target.
+    fn host_skipped(&mut self, name: &str) {
+        self.journal(name, "skipped: at the target already");
+        self.line(&format!(
+            "  {} {name}: runs {} already, skipped",
+            ui::paint("-", Color::Dim),
+            self.to
+        ));
+        self.timings.hosts.push(Timed {
+            name: name.to_string(),
+            seconds: 0.0,
+            outcome: Outcome::Skipped,
+        });
+        if let Some((_, _, bar)) = &self.phase {
+            bar.inc();
+        }
+    }
+
+    fn host_done(&mut self, name: &str) {
+        let Some(at) = self.hosts.iter().position(|(h, _)| h == name) else {
+            return;
+        };
+        let (name, t0) = self.hosts.remove(at);
+        self.journal(&name, "done");
+        let seconds = t0.elapsed().as_secs_f64();
+        self.line(&format!(
+            "  {} {name} at {} ({seconds:.1}s)",
+            ui::paint("done", Color::Green),
+            self.to
+        ));
+        self.timings.hosts.push(Timed {
+            name,
+            seconds,
+            outcome: Outcome::Done,
+        });
+        if let Some((_, _, bar)) = &self.phase {
+            bar.inc();
+        }
+    }
+
+    /// The run stopped: the phase and the hosts under way failed, the journal says why.
+    fn stopped(&mut self, why: &str) {
+        let first_line = why.lines().next().unwrap_or_default().to_string();
+        for (name, t0) in std::mem::take(&mut self.hosts) {
+            self.journal(&name, &format!("failed: {first_line}"));
+            self.timings.hosts.push(Timed {
+                name,
+                seconds: t0.elapsed().as_secs_f64(),
+                outcome: Outcome::Failed,
+            });
+        }
+        self.end_phase(Outcome::Failed);
+    }
+
+    /// Appends one line to `.capstan/journal.log`: when, the target, the host, the step.
+    /// A dry run writes nothing.
+    fn journal(&self, host: &str, step: &str) {
+        if self.dry_run {
+            return;
+        }
+        let path = self.inv.state_dir().join("journal.log");
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            let _ = writeln!(f, "{now}\tupgrade {}\t{host}\t{step}", self.to);
+        }
+    }
 }
 
 pub async fn apply(
@@ -76,46 +244,200 @@ pub async fn apply(
     session: &SessionOptions,
     cache: Cache,
     opts: &UpgradeOptions,
-) -> miette::Result<RunReport> {
+) -> miette::Result<UpgradeReport> {
     // Every converge is against the inventory at the target version.
     let target = inventory.at_version(opts.to);
     let prepared = converge::prepare(&target, &ConvergeOptions::default(), cache)?;
     let mut run =
         ClusterRun::connect("upgrade", &target, session, prepared, opts.dry_run, false).await;
-    let stopped = steps(&mut run, inventory, opts).await.err();
+    let mut track = Track::new(inventory, &opts.to, opts.dry_run);
+    let mut refused = None;
+    let stopped = match steps(&mut run, &mut track, inventory, opts).await {
+        Ok(()) => {
+            track.end_phase(Outcome::Done);
+            None
+        }
+        Err(Halt::Refused(r)) => {
+            track.end_phase(Outcome::Failed);
+            let why = format!(
+                "upgrade to {} refused: {}; nothing was changed. Allowed path: {}",
+                opts.to,
+                r.reason(),
+                r.path()
+            );
+            refused = Some(r);
+            Some(Stop(why))
+        }
+        Err(Halt::Stop(stop)) => {
+            track.stopped(&stop.0);
+            Some(stop)
+        }
+    };
     let report = run.finish(stopped).await;
-    if report.ok() && !opts.dry_run {
-        set_inventory_version(inventory, &opts.to)?;
-    }
-    Ok(report)
+    let inventory_updated = if report.ok() && !opts.dry_run {
+        set_inventory_version(inventory, &opts.to)?
+    } else {
+        None
+    };
+    Ok(UpgradeReport {
+        to: opts.to,
+        run: report,
+        timings: track.timings,
+        refused,
+        inventory_updated,
+    })
 }
 
+/// Prints the report: the timings and the run's last lines, or the JSON document.
+pub fn print(report: &UpgradeReport) -> miette::Result<()> {
+    if ui::ui().json {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
+        ui::emit(&format!("{text}\n"));
+        return Ok(());
+    }
+    if !ui::ui().quiet {
+        ui::emit(&render_timings(&report.timings));
+        if let Some(path) = &report.inventory_updated {
+            ui::emit(&format!(
+                "{}: kubernetes_version is now {}\n",
+                path.display(),
+                report.to
+            ));
+        }
+    }
+    cluster::print_report(&report.run)
+}
+
+/// The summary's timings: each phase, then each host.
+pub fn render_timings(t: &Timings) -> String {
+    let mut out = String::new();
+    if t.phases.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "{}", ui::paint("Timings:", Color::Bold));
+    let mut table = Table::new(["PHASE", "SECONDS", ""]);
+    for p in &t.phases {
+        table.row([
+            p.name.clone(),
+            format!("{:.1}", p.seconds),
+            if p.outcome == Outcome::Done {
+                String::new()
+            } else {
+                p.outcome.word().to_string()
+            },
+        ]);
+    }
+    out.push_str(&table.render());
+    if !t.hosts.is_empty() {
+        let mut table = Table::new(["HOST", "SECONDS", ""]);
+        for h in &t.hosts {
+            table.row([
+                h.name.clone(),
+                format!("{:.1}", h.seconds),
+                h.outcome.word().to_string(),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
+    out
+}
+
+/// Why the steps ended early.
+enum Halt {
+    /// The target is refused by the version-skew policy: nothing was touched.
+    Refused(Refusal),
+    Stop(Stop),
+}
+
+impl From<Stop> for Halt {
+    fn from(s: Stop) -> Self {
+        Halt::Stop(s)
+    }
+}
+
+/// The versions every host runs (one exec per host over the run's connections), checked
+/// against the target with the version-skew policy.
+async fn check_versions(run: &ClusterRun<'_>, to: Version) -> Result<(), Halt> {
+    let inv = run.inventory;
+    let conns: Vec<Option<&ssh::Connection>> =
+        run.hosts.iter().map(|slot| slot.conn.as_ref()).collect();
+    let read = live::read_over(inv, &conns, upgrade_plan::apiserver_port(inv)).await;
+    if !read.unreachable.is_empty() {
+        let list: Vec<String> = read
+            .unreachable
+            .iter()
+            .map(|(h, e)| format!("{h}: {e}"))
+            .collect();
+        return Err(Stop(format!(
+            "cannot read the versions of every host ({}); nothing was changed",
+            list.join("; ")
+        ))
+        .into());
+    }
+    if read.versions.cluster_version().is_none() {
+        return Err(Stop(
+            "no API server reported its version: check the control planes (`capstan check`); nothing was changed"
+                .into(),
+        )
+        .into());
+    }
+    let arches: Vec<_> = read
+        .arches
+        .values()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let available = available::available(&inv.cluster.artifacts, &arches).map_err(|e| {
+        Stop(format!(
+            "cannot tell which Kubernetes releases are available ({e}); check \
+             `cluster.artifacts.mirror` in the inventory"
+        ))
+    })?;
+    policy::check_target(&read.versions, to, &available.versions, &available.source)
+        .map_err(Halt::Refused)
+}
+
+#[allow(clippy::too_many_lines)]
 async fn steps(
     run: &mut ClusterRun<'_>,
+    track: &mut Track<'_>,
     current_inventory: &Inventory,
     opts: &UpgradeOptions,
-) -> Result<(), Stop> {
+) -> Result<(), Halt> {
     let inv = run.inventory;
     let all: Vec<usize> = (0..inv.hosts.len()).collect();
     let cps = run.with_role(Role::ControlPlane);
     let workers = run.workers();
     let members = run.etcd_members();
     let to = opts.to.to_string();
+    let gate_timeout = opts.gate_timeout;
 
     // 1. Preflight: everything reachable and healthy before anything changes.
+    track.phase("preflight", 1);
     init::critical(run, &all, "connect")?;
     init::ensure_pki(run).await?;
     run.probe().await;
     init::critical(run, &all, "probe")?;
     init::same_ca(run)?;
     let first = cps[0];
-    let current = cluster_version(run, first).await?;
-    check_target(&current, &opts.to).map_err(Stop)?;
+    track.doing("versions and the skew policy");
+    check_versions(run, opts.to).await?;
+    track.doing("etcd");
     init::etcd_gate(run, members[0], members.len()).await?;
     for &cp in &cps {
         let server = pki::spec::local_api_url(inv, run.host(cp));
         let name = run.host(cp).name.clone();
-        init::api_gate(run, cp, Some(server), &format!("the API server of {name}")).await?;
+        track.doing(&format!("the API server of {name}"));
+        readyz_gate(
+            run,
+            cp,
+            Some(server),
+            &format!("the API server of {name}"),
+            gate_timeout,
+        )
+        .await?;
     }
     let nodes: Vec<String> = all
         .iter()
@@ -123,28 +445,33 @@ async fn steps(
         .map(|&i| run.host(i).name.clone())
         .filter(|n| !opts.allow_not_ready.contains(n))
         .collect();
-    nodes_ready_any_version(run, first, &nodes).await?;
+    track.doing("nodes Ready");
+    nodes_gate(run, first, &nodes, None, gate_timeout).await?;
 
     // 2. A snapshot before the first control plane changes (a cluster already at the target
     // needs none).
     let pending: Vec<usize> = all
         .iter()
         .copied()
-        .filter(|&i| host_pending(run, i))
+        .filter(|&i| host_pending(run, i, false))
         .collect();
     if pending.is_empty() {
         run.record_note("upgrade", vec![format!("every host runs {to} already")]);
         return Ok(());
     }
+    track.phase("etcd snapshot", 1);
     take_snapshot(run, current_inventory, members[0]).await?;
 
     // 3. Control planes, one at a time.
+    track.phase("control planes", cps.len());
     for &cp in &cps {
-        if !host_pending(run, cp) {
+        let name = run.host(cp).name.clone();
+        if !host_pending(run, cp, true) {
+            track.host_skipped(&name);
             continue;
         }
-        let name = run.host(cp).name.clone();
-        journal(inv, &name, "start", &to);
+        track.host_start(&name);
+        track.doing(&format!("{name}: cordon, drain"));
         cordon_drain(run, first, cp, opts.drain_timeout).await?;
         let keep_old = BTreeMap::from([(
             cp,
@@ -170,17 +497,28 @@ async fn steps(
             };
         step(
             run,
+            track,
             &format!("{name}: kube-apiserver {to}"),
             cp,
             &["pki", "control-plane"],
             &overrides,
         )
         .await?;
+        track.doing(&format!("{name}: waiting for its API server at {to}"));
         let server = pki::spec::local_api_url(inv, run.host(cp));
-        api_version_gate(run, cp, &server, &to).await?;
-        init::api_gate(run, first, None, "the API through the endpoint").await?;
+        api_version_gate(run, cp, &server, &to, gate_timeout).await?;
+        track.doing("the API through the endpoint");
+        readyz_gate(
+            run,
+            first,
+            None,
+            "the API through the endpoint",
+            gate_timeout,
+        )
+        .await?;
         step(
             run,
+            track,
             &format!("{name}: controller-manager, scheduler {to}"),
             cp,
             &["control-plane"],
@@ -189,37 +527,55 @@ async fn steps(
         .await?;
         step(
             run,
+            track,
             &format!("{name}: kubelet, kubectl {to}"),
             cp,
             &["containerd", "kubelet"],
             &BTreeMap::new(),
         )
         .await?;
-        nodes_ready(run, first, std::slice::from_ref(&name), &to).await?;
+        track.doing(&format!("{name}: waiting for the Node at {to}"));
+        nodes_gate(
+            run,
+            first,
+            std::slice::from_ref(&name),
+            Some(&to),
+            gate_timeout,
+        )
+        .await?;
         uncordon(run, first, cp).await?;
-        journal(inv, &name, "done", &to);
+        track.host_done(&name);
     }
 
     // 4. Workers, in batches.
+    track.phase("workers", workers.len());
     let batch = if workers.len() <= 1 {
         1
     } else {
         opts.max_unavailable.max(1)
     };
-    let todo: Vec<usize> = workers
-        .iter()
-        .copied()
-        .filter(|&i| host_pending(run, i))
-        .collect();
+    let mut todo = Vec::new();
+    for &w in &workers {
+        if host_pending(run, w, true) {
+            todo.push(w);
+        } else {
+            track.host_skipped(&run.host(w).name);
+        }
+    }
     for chunk in todo.chunks(batch) {
         let names: Vec<String> = chunk.iter().map(|&i| run.host(i).name.clone()).collect();
         for &w in chunk {
-            journal(inv, &run.host(w).name, "start", &to);
+            let name = run.host(w).name.clone();
+            track.host_start(&name);
+            track.doing(&format!("{name}: cordon, drain"));
             cordon_drain(run, first, w, opts.drain_timeout).await?;
         }
+        let title = format!("workers {}: kubelet {to}", names.join(", "));
+        track.doing(&title);
+        let t0 = Instant::now();
         let failed = run
             .converge(
-                &format!("workers {}: kubelet {to}", names.join(", ")),
+                &title,
                 chunk,
                 &["pki", "containerd", "kubelet"],
                 &BTreeMap::new(),
@@ -230,22 +586,35 @@ async fn steps(
                 "the upgrade of {} failed; it stays cordoned and the cluster serves. Fix it \
                  and run `capstan upgrade apply --to {to}` again: finished hosts are skipped",
                 run.host(f).name
-            )));
+            ))
+            .into());
         }
-        nodes_ready(run, first, &names, &to).await?;
+        track.line(&format!(
+            "  {} {title} ({:.1}s)",
+            ui::paint("ok", Color::Green),
+            t0.elapsed().as_secs_f64()
+        ));
+        track.doing(&format!(
+            "{}: waiting for the Nodes at {to}",
+            names.join(", ")
+        ));
+        nodes_gate(run, first, &names, Some(&to), gate_timeout).await?;
         for &w in chunk {
             uncordon(run, first, w).await?;
-            journal(inv, &run.host(w).name, "done", &to);
+            track.host_done(&run.host(w).name);
         }
     }
 
     // 5. The rest at the target: addons (kube-proxy's image), proxies, everything else.
+    track.phase("final converge", 1);
+    track.doing("addons");
     run.converge("addons", &[first], &["addons"], &BTreeMap::new())
         .await;
     // Every role but the addons (done above), with the hosts' PKI files.
     let everything: Vec<&str> = std::iter::once(converge::PKI_ROLE)
         .chain(converge::ORDER.iter().copied().filter(|r| *r != "addons"))
         .collect();
+    track.doing("every host at the target");
     let failed = run
         .converge(
             "every host at the target",
@@ -291,14 +660,25 @@ fn pending_paths(run: &ClusterRun<'_>, i: usize, only: &[&str]) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// The host still has something to change at the target version.
-fn host_pending(run: &ClusterRun<'_>, i: usize) -> bool {
+/// The roles a host's own upgrade step converges (with its PKI files); the others
+/// (common, the API endpoint, the addons) follow in the final converge.
+const UPGRADE_ROLES: &[&str] = &["control-plane", "containerd", "kubelet"];
+
+/// The host still has something to change at the target version: in every role, or
+/// only in those of its upgrade step (`step_only`). A host whose step has nothing to do is
+/// skipped by the rollout (not cordoned, not drained).
+fn host_pending(run: &ClusterRun<'_>, i: usize, step_only: bool) -> bool {
     let inv = run.inventory;
     let host = run.host(i);
     let Some(probed) = run.hosts[i].probed.as_ref() else {
         return true;
     };
-    let Ok(roles) = converge::roles_for(inv, host, &run.prepared, &[]) else {
+    let only: Vec<String> = if step_only {
+        UPGRADE_ROLES.iter().map(|r| (*r).to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    let Ok(roles) = converge::roles_for(inv, host, &run.prepared, &only) else {
         return true;
     };
     let Ok(desired) = converge::desired_for(
@@ -321,13 +701,21 @@ fn host_pending(run: &ClusterRun<'_>, i: usize) -> bool {
 /// One converge step on one host; a failure stops the rollout with the host named.
 async fn step(
     run: &mut ClusterRun<'_>,
+    track: &Track<'_>,
     title: &str,
     host: usize,
     roles: &[&str],
     overrides: &BTreeMap<usize, BTreeMap<String, String>>,
 ) -> Result<(), Stop> {
+    track.doing(title);
+    let t0 = Instant::now();
     let failed = run.converge(title, &[host], roles, overrides).await;
     if failed.is_empty() {
+        track.line(&format!(
+            "  {} {title} ({:.1}s)",
+            ui::paint("ok", Color::Green),
+            t0.elapsed().as_secs_f64()
+        ));
         Ok(())
     } else {
         let name = &run.host(host).name;
@@ -380,34 +768,77 @@ async fn take_snapshot(
     Ok(())
 }
 
-/// Every listed node Ready, whatever its version (the preflight of an upgrade).
-async fn nodes_ready_any_version(
+/// Every listed node Ready (with kubelet `version` when given), asked on host `on`.
+async fn nodes_gate(
     run: &mut ClusterRun<'_>,
     on: usize,
     expected: &[String],
+    version: Option<&str>,
+    timeout: Duration,
 ) -> Result<(), Stop> {
-    let what = format!("{} nodes Ready", expected.len());
+    let who = if expected.len() == 1 {
+        format!("node {}", expected[0])
+    } else {
+        format!("{} nodes", expected.len())
+    };
+    let what = match version {
+        Some(v) => format!("{who} Ready with kubelet {v}"),
+        None => format!("{who} Ready"),
+    };
     let run_ref = &*run;
     let check = || async move {
         let out = run_ref.exec(on, &gates::nodes_script()).await?;
-        let nodes = gates::parse_nodes(&out.stdout_text())?;
-        let bad: Vec<&String> = expected
+        let nodes = gates::parse_nodes(&out.stdout_text())
+            .map_err(|e| format!("{e} {}", out.stderr_text().trim()))?;
+        let waiting: Vec<String> = expected
             .iter()
-            .filter(|n| !nodes.get(*n).is_some_and(|s| s.ready))
+            .filter_map(|n| match nodes.get(n) {
+                None => Some(format!("{n} not registered")),
+                Some(s) if !s.ready => Some(format!("{n} not Ready")),
+                Some(s) if version.is_some_and(|v| s.kubelet_version != v) => {
+                    Some(format!("{n} runs kubelet {}", s.kubelet_version))
+                }
+                Some(_) => None,
+            })
             .collect();
-        if bad.is_empty() {
+        if waiting.is_empty() {
             Ok(true)
         } else {
-            Err(format!(
-                "not Ready: {}",
-                bad.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+            Err(waiting.join(", "))
         }
     };
-    let result = wait_for(run.dry_run, Duration::from_secs(30), check).await;
+    let result = wait_for(run.dry_run, timeout, check).await;
+    run.record_gate(&what, result)
+}
+
+/// `/readyz` of one API server (`server`), or of the API through the endpoint (`None`),
+/// asked on host `on`.
+async fn readyz_gate(
+    run: &mut ClusterRun<'_>,
+    on: usize,
+    server: Option<String>,
+    what: &str,
+    timeout: Duration,
+) -> Result<(), Stop> {
+    let what = format!("{what} ready (/readyz)");
+    let run_ref = &*run;
+    let script = gates::readyz_script(server.as_deref());
+    let check = || {
+        let script = script.clone();
+        async move {
+            let out = run_ref.exec(on, &script).await?;
+            if gates::readyz_ok(&out.stdout_text()) {
+                Ok(true)
+            } else {
+                Err(format!(
+                    "{}{}",
+                    out.stdout_text().trim(),
+                    out.stderr_text().trim()
+                ))
+            }
+        }
+    };
+    let result = wait_for(run.dry_run, timeout, check).await;
     run.record_gate(&what, result)
 }
 
@@ -417,6 +848,7 @@ async fn api_version_gate(
     on: usize,
     server: &str,
     to: &str,
+    timeout: Duration,
 ) -> Result<(), Stop> {
     let what = format!("the API server of {} ready at {to}", run.host(on).name);
     let run_ref = &*run;
@@ -443,7 +875,7 @@ async fn api_version_gate(
             }
         }
     };
-    let result = wait_for(run.dry_run, Duration::from_secs(120), check).await;
+    let result = wait_for(run.dry_run, timeout, check).await;
     run.record_gate(&what, result)
 }
 
@@ -467,6 +899,7 @@ async fn cordon_drain(
             timeout.as_secs()
         ),
     );
+    let t0 = Instant::now();
     let out = run
         .exec(on, &script)
         .await
@@ -478,7 +911,10 @@ async fn cordon_drain(
             out.stderr_text().trim()
         )));
     }
-    run.record_gate(&format!("{name} cordoned and drained"), Ok(Some(0.0)))
+    run.record_gate(
+        &format!("{name} cordoned and drained"),
+        Ok(Some(t0.elapsed().as_secs_f64())),
+    )
 }
 
 async fn uncordon(run: &mut ClusterRun<'_>, on: usize, host: usize) -> Result<(), Stop> {
@@ -502,24 +938,13 @@ async fn uncordon(run: &mut ClusterRun<'_>, on: usize, host: usize) -> Result<()
     run.record_gate(&format!("{name} uncordoned"), Ok(Some(0.0)))
 }
 
-/// Appends one line to `.capstan/journal.log`: when, which host, which step, which target.
-fn journal(inv: &Inventory, host: &str, step: &str, to: &str) {
-    let path = inv.state_dir().join("journal.log");
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        let _ = writeln!(f, "{now}\tupgrade {to}\t{host}\t{step}");
-    }
-}
-
 /// Sets `kubernetes_version:` in the inventory file to the version the cluster now runs
 /// (one line changed; comments and everything else stay).
-fn set_inventory_version(inv: &Inventory, to: &Version) -> miette::Result<()> {
+/// Returns the file when it changed.
+fn set_inventory_version(
+    inv: &Inventory,
+    to: &Version,
+) -> miette::Result<Option<std::path::PathBuf>> {
     let path = &inv.path;
     let text = std::fs::read_to_string(path)
         .map_err(|e| miette::miette!("cannot read {}: {e}", path.display()))?;
@@ -549,31 +974,62 @@ fn set_inventory_version(inv: &Inventory, to: &Version) -> miette::Result<()> {
             path.display()
         ));
     }
+    if out == text {
+        return Ok(None);
+    }
     crate::fsutil::write_atomic(path, out.as_bytes(), 0o644)
         .map_err(|e| miette::miette!("cannot write {}: {e}", path.display()))?;
-    crate::ui::emit(&format!(
-        "{}: kubernetes_version is now {to}\n",
-        path.display()
-    ));
-    Ok(())
+    Ok(Some(path.clone()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn v(s: &str) -> Version {
-        Version::parse(s).expect("version")
-    }
-
     #[test]
-    fn targets_follow_the_skew_policy() {
-        assert!(check_target(&v("v1.31.9"), &v("v1.32.4")).is_ok());
-        assert!(check_target(&v("v1.32.4"), &v("v1.32.5")).is_ok());
-        assert!(check_target(&v("v1.32.4"), &v("v1.32.4")).is_ok());
-        let skip = check_target(&v("v1.31.9"), &v("v1.33.1")).unwrap_err();
-        assert!(skip.contains("upgrade to v1.32.z first"), "{skip}");
-        let down = check_target(&v("v1.32.5"), &v("v1.32.4")).unwrap_err();
-        assert!(down.contains("does not downgrade"), "{down}");
+    fn the_summary_gives_every_phase_and_host_with_its_outcome() {
+        let t = Timings {
+            phases: vec![
+                Timed {
+                    name: "preflight".into(),
+                    seconds: 1.3,
+                    outcome: Outcome::Done,
+                },
+                Timed {
+                    name: "control planes".into(),
+                    seconds: 31.0,
+                    outcome: Outcome::Failed,
+                },
+            ],
+            hosts: vec![
+                Timed {
+                    name: "cp1".into(),
+                    seconds: 0.0,
+                    outcome: Outcome::Skipped,
+                },
+                Timed {
+                    name: "cp2".into(),
+                    seconds: 30.5,
+                    outcome: Outcome::Failed,
+                },
+            ],
+        };
+        let text = render_timings(&t);
+        assert!(text.starts_with("Timings:"), "{text}");
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no {start} in {text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(line("preflight"), "preflight 1.3");
+        assert_eq!(line("control planes"), "control planes 31.0 failed");
+        assert_eq!(line("cp1"), "cp1 0.0 skipped");
+        assert_eq!(line("cp2"), "cp2 30.5 failed");
+        assert_eq!(render_timings(&Timings::default()), "");
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["hosts"][0]["outcome"], "skipped");
     }
 }

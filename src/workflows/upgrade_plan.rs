@@ -86,7 +86,7 @@ impl UpgradePlan {
 }
 
 /// The port each API server listens on (as the roles configure it).
-fn apiserver_port(inventory: &Inventory) -> u16 {
+pub(crate) fn apiserver_port(inventory: &Inventory) -> u16 {
     if inventory.cluster.api_endpoint.mode == ApiEndpointMode::Single {
         inventory.cluster.api_endpoint.port
     } else {
@@ -143,7 +143,12 @@ pub fn build(
 ) -> UpgradePlan {
     let live = read.versions;
     let current = live.cluster_version();
-    let violations = policy::skew_violations(&live);
+    // With `--to`, components already at that target are an upgrade stopped half-way,
+    // which the plan finishes (see `policy::violations_toward`).
+    let violations = match opts.to {
+        Some(to) => policy::violations_toward(&live, to),
+        None => policy::skew_violations(&live),
+    };
     let mut warnings = policy::warnings(&live);
     let allowed = match current {
         Some(c) if violations.is_empty() => policy::allowed_targets(c, &available.versions),

@@ -968,25 +968,40 @@ impl ApiServer {
                 continue;
             };
             let sel = LabelSelector::from_object(&pdb["spec"]["selector"]);
-            if sel.is_empty() || !sel.matches(&pod) {
+            if sel.is_empty() || !sel.matches(&pod) || !pod_running {
                 continue;
             }
             let matching: Vec<&Value> = pods.iter().filter(|p| sel.matches(p)).collect();
-            let healthy = matching
-                .iter()
-                .filter(|p| p["status"]["phase"].as_str() == Some("Running"))
-                .count();
-            let expected = matching.len();
-            let allowed = disruptions_allowed(&pdb["spec"], healthy, expected);
-            if pod_running && allowed < 1 {
-                let pname = pdb["metadata"]["name"].as_str().unwrap_or("");
-                return Response::json(
-                    429,
-                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": "Cannot evict pod as it would violate the pod's disruption budget.",
-                    "reason": "TooManyRequests", "code": 429,
-                    "details": {"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pname} needs {} healthy pods and has {healthy} currently", healthy.saturating_sub(usize::try_from(allowed.max(0)).unwrap_or(0)))}]}}),
-                );
+            let pname = pdb["metadata"]["name"].as_str().unwrap_or("").to_string();
+            match admit_eviction(&pdb, &matching, &name, std::time::SystemTime::now()) {
+                Err((healthy, needed)) => {
+                    return Response::json(
+                        429,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+                        "reason": "TooManyRequests", "code": 429,
+                        "details": {"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pname} needs {needed} healthy pods and has {healthy} currently")}]}}),
+                    );
+                }
+                // The eviction is recorded in the PDB's status with a compare-and-swap, as
+                // the real API server does: of two evictions racing (kubectl drain evicts
+                // a node's pods at once, through any API server), one loses and retries.
+                Ok(recorded) => {
+                    let data = serde_json::to_vec(&recorded).unwrap_or_default();
+                    match self.etcd.put_if(&kv.key, &data, kv.mod_revision) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            return status(
+                                429,
+                                "TooManyRequests",
+                                &format!(
+                                    "the disruption budget {pname} is being updated by another eviction; please retry"
+                                ),
+                            );
+                        }
+                        Err(e) => return etcd_error(&e),
+                    }
+                }
             }
         }
         match self.etcd.delete_if(&key(t.res, ns, &name), rev) {
@@ -1026,6 +1041,58 @@ fn int_or_percent(v: &Value, total: usize) -> Option<i64> {
             .map(|p| (p * total + 99) / 100),
         _ => None,
     }
+}
+
+/// How long an eviction stays counted in a PDB's `status.disruptedPods` when its pod does
+/// not go away (the disruption controller's DeletionTimeout).
+const DISRUPTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A PodDisruptionBudget's verdict on evicting pod `name` of `pods` (those it selects):
+/// the PDB with the eviction recorded in `status.disruptedPods` (pods evicted but maybe not
+/// gone yet do not count as healthy), or, refused, (healthy pods, pods it needs healthy).
+fn admit_eviction(
+    pdb: &Value,
+    pods: &[&Value],
+    name: &str,
+    now: std::time::SystemTime,
+) -> Result<Value, (usize, usize)> {
+    let exists = |n: &str| pods.iter().any(|p| p["metadata"]["name"] == n);
+    let mut disrupted = serde_json::Map::new();
+    if let Some(m) = pdb["status"]["disruptedPods"].as_object() {
+        for (pod, at) in m {
+            let fresh = at
+                .as_str()
+                .and_then(timefmt::parse)
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age < DISRUPTION_TIMEOUT);
+            if fresh && exists(pod) {
+                disrupted.insert(pod.clone(), at.clone());
+            }
+        }
+    }
+    let healthy = pods
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running"
+                && p["metadata"]["deletionTimestamp"].is_null()
+                && !p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| disrupted.contains_key(n))
+        })
+        .count();
+    let allowed = disruptions_allowed(&pdb["spec"], healthy, pods.len());
+    if allowed < 1 {
+        // healthy - allowed: what the budget wants healthy.
+        let needed = usize::try_from(i64::try_from(healthy).unwrap_or(0) - allowed).unwrap_or(0);
+        return Err((healthy, needed));
+    }
+    disrupted.insert(name.to_string(), json!(timefmt::rfc3339(now)));
+    let mut out = pdb.clone();
+    out["status"]["disruptedPods"] = Value::Object(disrupted);
+    out["status"]["disruptionsAllowed"] = json!(allowed - 1);
+    out["status"]["currentHealthy"] = json!(healthy);
+    out["status"]["expectedPods"] = json!(pods.len());
+    Ok(out)
 }
 
 fn disruptions_allowed(spec: &Value, healthy: usize, expected: usize) -> i64 {
@@ -1322,6 +1389,35 @@ mod tests {
             disruptions_allowed(&json!({"minAvailable": "50%"}), 2, 2),
             1
         );
+    }
+
+    #[test]
+    fn an_eviction_is_recorded_so_that_a_racing_one_is_refused() {
+        let pod = |n: &str| json!({"metadata": {"name": n, "labels": {"app": "web"}}, "status": {"phase": "Running"}});
+        let pods = [pod("a"), pod("b"), pod("c"), pod("d")];
+        let refs: Vec<&Value> = pods.iter().collect();
+        let pdb = json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 3}});
+        let now = std::time::SystemTime::now();
+        let first = admit_eviction(&pdb, &refs, "a", now).expect("one disruption allowed");
+        assert_eq!(first["status"]["disruptionsAllowed"], 0);
+        assert!(first["status"]["disruptedPods"]["a"].is_string());
+        // Pod a is not gone yet: a second eviction against the recorded PDB is refused.
+        assert_eq!(admit_eviction(&first, &refs, "b", now), Err((3, 3)));
+        // Once a is gone and its replacement runs, the next one may go.
+        let refs: Vec<&Value> = pods[1..].iter().collect();
+        let mut more = refs.clone();
+        let e = pod("e");
+        more.push(&e);
+        let second = admit_eviction(&first, &more, "b", now).expect("a replaced");
+        assert!(second["status"]["disruptedPods"]["a"].is_null());
+        // An eviction whose pod never went away stops counting after the timeout.
+        let later = now + DISRUPTION_TIMEOUT + Duration::from_secs(1);
+        let pods = [pod("a"), pod("b"), pod("c"), pod("d")];
+        let refs: Vec<&Value> = pods.iter().collect();
+        assert!(admit_eviction(&first, &refs, "b", later).is_ok());
+        // Too few healthy: refused with what it needs.
+        assert_eq!(admit_eviction(&pdb, &refs[..3], "a", now), Err((3, 3)));
+        assert_eq!(admit_eviction(&pdb, &refs[..2], "a", now), Err((2, 3)));
     }
 
     #[test]
