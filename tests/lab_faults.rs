@@ -354,7 +354,7 @@ fn sigkill_during_apply_on_five_hosts() {
     sh(
         &lab,
         "w4",
-        "pkill -STOP -f '^sshd: root'; pkill -STOP -f sftp-server; true",
+        "pkill -STOP -f '^sshd: root'; pkill -STOP -x sftp-server; true",
     );
     for h in &hosts[..4] {
         wait_in(
@@ -370,7 +370,7 @@ fn sigkill_during_apply_on_five_hosts() {
     sh(
         &lab,
         "w4",
-        "pkill -CONT -f '^sshd: root'; pkill -CONT -f sftp-server; true",
+        "pkill -CONT -f '^sshd: root'; pkill -CONT -x sftp-server; true",
     );
     let after_kill: Vec<String> = hosts.iter().map(|h| leftovers(&lab, h)).collect();
     let written: Vec<BTreeMap<String, String>> = hosts

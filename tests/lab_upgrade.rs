@@ -8,7 +8,7 @@ mod support;
 
 use std::path::Path;
 
-use support::lab::{Lab, Run, bed, docker, run_capstan};
+use support::lab::{Lab, Run, bed, docker, kubectl_admin, run_capstan};
 
 fn lab(what: &str, flags: &[&str]) -> Lab {
     support::lab::bed_lab(what, flags)
@@ -294,16 +294,7 @@ struct Watched {
 
 /// Real kubectl with the operator's admin.conf: through the load balancer.
 fn kubectl_lb(inv: &Path, args: &[&str]) -> Option<String> {
-    let conf = inv.parent().expect("dir").join(".capstan/admin.conf");
-    std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&conf)
-        .arg("--request-timeout=5s")
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    kubectl_admin(inv, args).ok()
 }
 
 /// The Deployment's pods that are Running and not being deleted.
@@ -584,8 +575,20 @@ fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving_and_resumes() {
     deploy_web(&inv);
 
     // The dry run shows the sequence and changes nothing.
+    let managed = "sha256sum /etc/kubernetes/manifests/* /usr/local/bin/kubelet /usr/local/bin/kubectl; \
+                   ls -a /var/lib/capstan; kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes \
+                   -o jsonpath='{.items[*].spec.unschedulable}'";
+    let before: Vec<String> = ["cp1", "cp2", "cp3"]
+        .iter()
+        .map(|h| docker(&["exec", &lab.container(h), "sh", "-c", managed]))
+        .collect();
     let dry = run_capstan(&["upgrade", "apply", "--to", "v1.32.5", "--dry-run"], &inv);
     assert_eq!(dry.code, 0, "{}", dry.all());
+    let after: Vec<String> = ["cp1", "cp2", "cp3"]
+        .iter()
+        .map(|h| docker(&["exec", &lab.container(h), "sh", "-c", managed]))
+        .collect();
+    assert_eq!(before, after, "the dry run changed a control plane");
     assert!(
         dry.stdout.contains("would wait for etcd snapshot"),
         "{}",
