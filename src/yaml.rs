@@ -206,14 +206,33 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// How deep collections may nest: an inventory needs 6 levels; deeper input is hostile
+/// or broken, and refusing it keeps every walk over the tree shallow.
+pub const MAX_DEPTH: usize = 64;
+/// How many values a document may hold once aliases are expanded (an alias copies its
+/// anchor's whole subtree): a 1000-host inventory has about 20 000.
+pub const MAX_NODES: usize = 200_000;
+
 /// Reads one YAML document into a [`Node`] tree.
+///
+/// The parser is driven event by event (its own recursive loader overflows the stack on
+/// deeply nested input), and the tree is bounded by [`MAX_DEPTH`] and [`MAX_NODES`].
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut builder = TreeBuilder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, true).map_err(|e| SyntaxError {
-        loc: Loc::from(*e.marker()),
-        message: e.info().to_string(),
-    })?;
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
+            loc: Loc::from(*e.marker()),
+            message: e.info().to_string(),
+        })?;
+        if event == Event::StreamEnd {
+            break;
+        }
+        builder.on_event(event, mark);
+        if builder.error.is_some() {
+            break;
+        }
+    }
     if let Some(err) = builder.error {
         return Err(err);
     }
@@ -242,9 +261,72 @@ struct TreeBuilder {
     anchor_ids: Vec<usize>,
     documents: Vec<Node>,
     error: Option<SyntaxError>,
+    /// Values so far, aliases counted at their expanded size.
+    nodes: usize,
+}
+
+/// How many levels of collections `node` spans (a scalar: 0).
+fn depth(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Scalar { .. } => 0,
+        NodeKind::Seq(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        NodeKind::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| depth(k).max(depth(v)))
+                .max()
+                .unwrap_or(0)
+        }
+    }
+}
+
+/// How many values `node` holds (itself included).
+fn size(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Scalar { .. } => 1,
+        NodeKind::Seq(items) => 1 + items.iter().map(size).sum::<usize>(),
+        NodeKind::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| size(k) + size(v))
+                .sum::<usize>()
+        }
+    }
 }
 
 impl TreeBuilder {
+    /// Counts `n` more values; false (and an error) past [`MAX_NODES`].
+    fn count(&mut self, n: usize, loc: Loc) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES && self.error.is_none() {
+            self.error = Some(SyntaxError {
+                loc,
+                message: format!(
+                    "the document holds more than {MAX_NODES} values once its aliases (`*name`) are expanded: an inventory is far smaller, so this looks like an alias bomb"
+                ),
+            });
+        }
+        self.error.is_none()
+    }
+
+    /// Opens a collection (an error past [`MAX_DEPTH`]).
+    fn open(&mut self, kind: NodeKind, anchor: usize, loc: Loc) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.error = Some(SyntaxError {
+                loc,
+                message: format!(
+                    "collections nest more than {MAX_DEPTH} levels deep here: an inventory needs about 6"
+                ),
+            });
+            return;
+        }
+        if !self.count(1, loc) {
+            return;
+        }
+        self.anchor_ids.push(anchor);
+        self.stack.push((Node { kind, loc }, None));
+    }
+
     fn push_value(&mut self, node: Node) {
         if self.error.is_some() {
             return;
@@ -281,9 +363,15 @@ impl TreeBuilder {
 
 impl MarkedEventReceiver for TreeBuilder {
     fn on_event(&mut self, event: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
         let loc = Loc::from(mark);
         match event {
             Event::Scalar(value, style, anchor, _tag) => {
+                if !self.count(1, loc) {
+                    return;
+                }
                 let node = Node {
                     kind: NodeKind::Scalar {
                         value,
@@ -296,26 +384,8 @@ impl MarkedEventReceiver for TreeBuilder {
                 }
                 self.push_value(node);
             }
-            Event::SequenceStart(anchor, _) => {
-                self.anchor_ids.push(anchor);
-                self.stack.push((
-                    Node {
-                        kind: NodeKind::Seq(Vec::new()),
-                        loc,
-                    },
-                    None,
-                ));
-            }
-            Event::MappingStart(anchor, _) => {
-                self.anchor_ids.push(anchor);
-                self.stack.push((
-                    Node {
-                        kind: NodeKind::Map(Vec::new()),
-                        loc,
-                    },
-                    None,
-                ));
-            }
+            Event::SequenceStart(anchor, _) => self.open(NodeKind::Seq(Vec::new()), anchor, loc),
+            Event::MappingStart(anchor, _) => self.open(NodeKind::Map(Vec::new()), anchor, loc),
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((node, _)) = self.stack.pop() {
                     let anchor = self.anchor_ids.pop().unwrap_or(0);
@@ -339,6 +409,20 @@ impl MarkedEventReceiver for TreeBuilder {
                         n
                     },
                 );
+                // Count before the copy grows the tree: a bomb stops at the first alias
+                // that would pass the limit. Nesting through aliases is bounded too.
+                if self.stack.len() + depth(&node) > MAX_DEPTH {
+                    self.error = Some(SyntaxError {
+                        loc,
+                        message: format!(
+                            "this alias nests collections more than {MAX_DEPTH} levels deep: an inventory needs about 6"
+                        ),
+                    });
+                    return;
+                }
+                if !self.count(size(&node), loc) {
+                    return;
+                }
                 self.push_value(node);
             }
             Event::Nothing

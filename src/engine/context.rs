@@ -23,6 +23,10 @@ struct HostView<'a> {
     address: &'a str,
     internal_address: &'a str,
     roles: Vec<&'static str>,
+    /// The kubelet's `--node-labels` value (`k=v,…`; empty: none).
+    node_labels: String,
+    /// The kubelet's `--register-with-taints` value (`k=v:Effect,…`; empty: none).
+    node_taints: String,
 }
 
 impl<'a> From<&'a Host> for HostView<'a> {
@@ -32,6 +36,18 @@ impl<'a> From<&'a Host> for HostView<'a> {
             address: &h.address,
             internal_address: &h.internal_address,
             roles: h.roles.iter().map(|r| r.as_str()).collect(),
+            node_labels: h
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            node_taints: h
+                .taints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! returns a validated [`Inventory`] whose values are all filled in. Nothing connects to a
 //! host before this succeeds.
 
+pub mod fuzz;
 mod model;
 mod validate;
 
@@ -19,7 +20,7 @@ use serde::Serialize;
 
 pub use model::{
     ApiEndpointMode, Become, ChecksumSource, EtcdTopology, InventoryFile, KeyAlgorithm, LbSoftware,
-    Role,
+    Role, TaintEffect,
 };
 pub use validate::resolve;
 
@@ -153,6 +154,29 @@ pub struct Host {
     pub internal_address: String,
     pub roles: BTreeSet<Role>,
     pub ssh: SshSettings,
+    /// Node labels (validated against Kubernetes' rules for label keys and values).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Node taints.
+    pub taints: Vec<Taint>,
+}
+
+/// A validated node taint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+impl fmt::Display for Taint {
+    /// The kubelet's `--register-with-taints` form: `key[=value]:Effect`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)?;
+        if let Some(v) = &self.value {
+            write!(f, "={v}")?;
+        }
+        write!(f, ":{}", self.effect.as_str())
+    }
 }
 
 impl Host {
@@ -313,16 +337,67 @@ pub fn load(path: &Path) -> Result<Inventory, InventoryErrors> {
     load_with_home(path, dirs::home_dir().as_deref())
 }
 
+/// Inventories larger than this are refused unread (a 1000-host inventory is ~150 KB).
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// [`load`], with `~/` in paths expanded against `home`.
 pub fn load_with_home(path: &Path, home: Option<&Path>) -> Result<Inventory, InventoryErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         InventoryErrors::single(
             path,
             format!("cannot read the inventory: {e}"),
             Some("check the path given with -i or CAPSTAN_INVENTORY".to_string()),
         )
-    })?;
-    load_str(&text, path, home)
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(InventoryErrors::single(
+            path,
+            "the inventory is not a regular file".to_string(),
+            Some("pass a cluster.yaml (or a folder holding one) with -i".to_string()),
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(InventoryErrors::single(
+            path,
+            format!(
+                "the inventory is {} bytes, more than the {MAX_FILE_BYTES} capstan reads",
+                meta.len()
+            ),
+            Some("check that -i names the inventory and not another file".to_string()),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    load_bytes(&bytes, path, home)
+}
+
+/// Validates inventory bytes: UTF-8 text, see [`load_str`].
+pub fn load_bytes(
+    bytes: &[u8],
+    path: &Path,
+    home: Option<&Path>,
+) -> Result<Inventory, InventoryErrors> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load_str(text, path, home),
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            let line = good.split(|b| *b == b'\n').count();
+            let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let col = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+            let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+            Err(InventoryErrors {
+                file: path.to_path_buf(),
+                problems: vec![Problem {
+                    line,
+                    col,
+                    message: format!("not UTF-8 text: byte 0x{byte:02x} is not valid here"),
+                    help: Some(
+                        "save the inventory as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8`)".into(),
+                    ),
+                }],
+            })
+        }
+    }
 }
 
 /// Validates inventory text; `path` names it in messages and anchors relative paths.

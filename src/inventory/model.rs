@@ -211,6 +211,38 @@ pub struct HostSpec {
     #[serde(default)]
     pub roles: Vec<Role>,
     pub ssh: Option<SshSpec>,
+    /// Node labels the kubelet registers the node with (`--node-labels`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Taints the kubelet registers the node with (`--register-with-taints`).
+    #[serde(default)]
+    pub taints: Vec<TaintSpec>,
+}
+
+/// A node taint: `{key: dedicated, value: gpu, effect: NoSchedule}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaintSpec {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl TaintEffect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSchedule => "NoSchedule",
+            Self::PreferNoSchedule => "PreferNoSchedule",
+            Self::NoExecute => "NoExecute",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]

@@ -204,6 +204,7 @@ pub fn resolve(
                 "the internal address becomes the kubelet's --node-ip, the API server's --advertise-address and etcd's URLs, which take IPs: add `internal_address: <IP>` (cluster traffic), keep the name in `address` for SSH",
             );
         }
+        let (labels, taints) = check_labels_and_taints(&mut c, h, &idx);
         let ssh = merge_ssh(&mut c, &file.ssh, h.ssh.as_ref(), &idx, base_dir);
         if let Some(first) = ssh_addresses.insert((h.address.clone(), ssh.port), i) {
             c.at(
@@ -227,6 +228,8 @@ pub fn resolve(
             internal_address: internal,
             roles,
             ssh,
+            labels,
+            taints,
         });
     }
 
@@ -296,9 +299,9 @@ pub fn resolve(
         .trim_end_matches('/')
         .to_string();
     if image_repository.is_empty()
-        || image_repository
-            .chars()
-            .any(|ch| ch.is_whitespace() || ch == '\'')
+        || !image_repository
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'))
     {
         c.at(
             &["cluster", "image_repository"],
@@ -489,7 +492,8 @@ fn resolve_api_endpoint(
         }
     };
     for (i, san) in spec.extra_sans.iter().enumerate() {
-        if !is_address(san) && !san.starts_with("*.") {
+        let name = san.strip_prefix("*.").unwrap_or(san.as_str());
+        if !is_address(name) || (name.len() != san.len() && super::is_ip(name)) {
             c.at(
                 &["cluster", "api_endpoint", "extra_sans", &i.to_string()],
                 format!("`{san}` is not an IP address or DNS name"),
@@ -644,6 +648,9 @@ fn resolve_artifacts(c: &mut Collector<'_>, file: &InventoryFile) -> Artifacts {
     if !(mirror.starts_with("https://")
         || mirror.starts_with("http://")
         || mirror.starts_with("file:///"))
+        || mirror
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control() || "'\"`$\\;|&<>(){}".contains(ch))
     {
         c.at(
             &["cluster", "artifacts", "mirror"],
@@ -756,6 +763,17 @@ fn merge_ssh(
             at.pop();
             p
         });
+        if let Some(user) = &b.user
+            && !is_user_name(user)
+        {
+            at.push("user".into());
+            c.at(
+                &strs(&at),
+                format!("`{user}` is not a user name"),
+                "use a POSIX user name: letters, digits, '_', '-', '.'",
+            );
+            at.pop();
+        }
         Bastion {
             address: b.address,
             port: b.port,
@@ -811,7 +829,15 @@ fn check_identity_file(
     base_dir: &Path,
 ) -> PathBuf {
     let path = expand_path(given, base_dir, c.home.as_deref());
-    if let Err(e) = std::fs::File::open(&path) {
+    // Not opened unless it is a regular file: opening a FIFO or a device could block.
+    let readable = std::fs::metadata(&path).and_then(|m| {
+        if m.is_file() {
+            std::fs::File::open(&path).map(drop)
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    });
+    if let Err(e) = readable {
         c.at(
             &strs(at),
             format!("identity file {} cannot be read: {e}", path.display()),
@@ -819,6 +845,92 @@ fn check_identity_file(
         );
     }
     path
+}
+
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// Node labels and taints of host `idx`, checked against Kubernetes' rules.
+fn check_labels_and_taints(
+    c: &mut Collector<'_>,
+    h: &super::model::HostSpec,
+    idx: &str,
+) -> (Labels, Vec<super::Taint>) {
+    const KEY_HELP: &str = "a key is NAME or PREFIX/NAME: NAME has at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; PREFIX is a lowercase DNS subdomain, e.g. topology.kubernetes.io/zone";
+    const VALUE_HELP: &str = "a value is empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+    for (key, value) in &h.labels {
+        let loc = c.root.locate_key(&["hosts", idx, "labels"], key);
+        let problem = if let Err(why) = check_qualified_name(key) {
+            Some((format!("label key `{key}` {why}"), KEY_HELP))
+        } else if !is_label_value(value) {
+            Some((
+                format!("label `{key}`: value `{value}` is not a label value"),
+                VALUE_HELP,
+            ))
+        } else {
+            None
+        };
+        if let Some((message, help)) = problem {
+            c.problems.push(Problem {
+                line: loc.line,
+                col: loc.col,
+                message,
+                help: Some(help.into()),
+            });
+        }
+    }
+    let mut taints = Vec::new();
+    for (j, t) in h.taints.iter().enumerate() {
+        let j = j.to_string();
+        if let Err(why) = check_qualified_name(&t.key) {
+            c.at(
+                &["hosts", idx, "taints", &j, "key"],
+                format!("taint key `{}` {why}", t.key),
+                KEY_HELP,
+            );
+        }
+        if let Some(v) = &t.value
+            && !is_label_value(v)
+        {
+            c.at(
+                &["hosts", idx, "taints", &j, "value"],
+                format!("taint `{}`: value `{v}` is not a taint value", t.key),
+                VALUE_HELP,
+            );
+        }
+        taints.push(super::Taint {
+            key: t.key.clone(),
+            value: t.value.clone().filter(|v| !v.is_empty()),
+            effect: t.effect,
+        });
+    }
+    (h.labels.clone(), taints)
+}
+
+/// Kubernetes' qualified name (label and taint keys): `[PREFIX/]NAME`.
+fn check_qualified_name(key: &str) -> Result<(), &'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && (p.is_empty() || !is_dns_subdomain(p))
+    {
+        return Err("has a prefix that is not a lowercase DNS subdomain");
+    }
+    if name.is_empty() || !is_label_value(name) {
+        return Err("is not a valid key");
+    }
+    Ok(())
+}
+
+/// Kubernetes' label value: empty, or at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn is_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && v.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && v.ends_with(|ch: char| ch.is_ascii_alphanumeric()))
 }
 
 fn is_dns_label(s: &str) -> bool {

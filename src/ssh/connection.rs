@@ -392,7 +392,19 @@ impl Connection {
             }
             (out, status, signal, refused)
         };
-        let (written, (mut out, status, signal, refused)) = tokio::join!(write, read);
+        // The read side ends when the channel or the whole connection closes; a write still
+        // waiting then (for window space the dead peer will never grant) is abandoned, so a
+        // connection dropped in the middle of an upload fails this command instead of
+        // hanging it.
+        tokio::pin!(write);
+        tokio::pin!(read);
+        let mut written = None;
+        let (mut out, status, signal, refused) = loop {
+            tokio::select! {
+                w = &mut write, if written.is_none() => written = Some(w),
+                r = &mut read => break r,
+            }
+        };
         tracing::debug!(
             host = %self.name,
             ms = %ms(started),
@@ -416,8 +428,11 @@ impl Connection {
             }
             None => {
                 let why = match written {
-                    Err(e) => format!("the channel closed early ({e})"),
-                    Ok(()) => "the channel closed without an exit status".to_string(),
+                    Some(Err(e)) => format!("the channel closed early ({e})"),
+                    Some(Ok(())) => "the channel closed without an exit status".to_string(),
+                    None => {
+                        "the connection closed while the command's input was being sent".to_string()
+                    }
                 };
                 return Err(self.session_error(step, &why));
             }

@@ -87,16 +87,28 @@ pub enum SshError {
 
     /// The server presented a key that differs from the one recorded. Always refused.
     #[error(
-        "{host}: the host key of {address} has CHANGED: {location} records another key of that type, the server now presents {key}. Someone may be intercepting the connection, or the host was reinstalled. If you know the new key is right, remove the old entry (`{remedy}`) and connect again"
+        "{host}: the host key of {address} has CHANGED: {location}, the server now presents {key}. Someone may be intercepting the connection, or the host was reinstalled. If you know the new key is right, remove the old entry (`{remedy}`) and connect again"
     )]
     HostKeyChanged {
         host: String,
         address: String,
+        /// What the server offers: algorithm and SHA256 fingerprint.
         key: String,
-        /// `FILE line N`.
+        /// `FILE line N records KEY`: where, and what is recorded (algorithm, fingerprint).
         location: String,
         /// The `ssh-keygen -R` command that removes the stale entry.
         remedy: String,
+    },
+
+    /// Not contacted further because another host's key changed: a run stops before it
+    /// sends anything to any host.
+    #[error(
+        "{host}: nothing was sent: the host key of {other} has changed, so the run stopped before contacting any host"
+    )]
+    StoppedByHostKey {
+        host: String,
+        address: String,
+        other: String,
     },
 
     /// A `known_hosts` file could not be read or written.
@@ -204,6 +216,7 @@ impl SshError {
             | SshError::Timeout { host, .. }
             | SshError::HostKeyUnknown { host, .. }
             | SshError::HostKeyChanged { host, .. }
+            | SshError::StoppedByHostKey { host, .. }
             | SshError::KnownHosts { host, .. }
             | SshError::Auth { host, .. }
             | SshError::Bastion { host, .. }
@@ -224,6 +237,7 @@ impl SshError {
             | SshError::Timeout { address, .. }
             | SshError::HostKeyUnknown { address, .. }
             | SshError::HostKeyChanged { address, .. }
+            | SshError::StoppedByHostKey { address, .. }
             | SshError::KnownHosts { address, .. }
             | SshError::Auth { address, .. }
             | SshError::Bastion { address, .. }
@@ -246,6 +260,7 @@ impl SshError {
             SshError::Timeout { step, .. } | SshError::Session { step, .. } => *step,
             SshError::HostKeyUnknown { .. }
             | SshError::HostKeyChanged { .. }
+            | SshError::StoppedByHostKey { .. }
             | SshError::KnownHosts { .. } => Step::HostKey,
             SshError::Auth { .. } => Step::Auth,
             SshError::Exec { .. } | SshError::Signal { .. } | SshError::Become { .. } => Step::Exec,

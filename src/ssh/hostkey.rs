@@ -96,11 +96,29 @@ impl HostKeyPolicy {
                 Ok(true) => known = true,
                 Ok(false) => {}
                 Err(russh::keys::Error::KeyChanged { line }) => {
+                    let recorded: Vec<String> =
+                        known_host_keys_path(&self.known_host, self.port, file)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|(_, k)| k.algorithm() == key.algorithm())
+                            .map(|(_, k)| {
+                                format!(
+                                    "{} key {}",
+                                    k.algorithm().as_str(),
+                                    k.fingerprint(HashAlg::Sha256)
+                                )
+                            })
+                            .collect();
+                    let expected = if recorded.is_empty() {
+                        "another key of that type".to_string()
+                    } else {
+                        recorded.join(", ")
+                    };
                     return Err(SshError::HostKeyChanged {
                         host: self.host.clone(),
                         address: self.address(),
                         key: format!("{algorithm} key {fingerprint}"),
-                        location: format!("{} line {line}", file.display()),
+                        location: format!("{} line {line} records {expected}", file.display()),
                         remedy: format!(
                             "ssh-keygen -R '{}' -f {}",
                             self.known_hosts_name(),
@@ -205,6 +223,37 @@ impl HostKeyPolicy {
     }
 }
 
+/// A run stops before it sends anything to any host when one host's key changed: every
+/// connection made is dropped unused and each host reports which key stopped it.
+pub(crate) fn stop_all_on_changed_key<T>(
+    results: Vec<Result<T, SshError>>,
+    targets: &[super::Target],
+) -> Vec<Result<T, SshError>> {
+    let changed: Vec<String> = results
+        .iter()
+        .filter_map(|r| match r {
+            Err(SshError::HostKeyChanged { host, .. }) => Some(host.clone()),
+            _ => None,
+        })
+        .collect();
+    if changed.is_empty() {
+        return results;
+    }
+    let other = changed.join(", ");
+    results
+        .into_iter()
+        .zip(targets)
+        .map(|(r, t)| match r {
+            Err(e @ SshError::HostKeyChanged { .. }) => Err(e),
+            _ => Err(SshError::StoppedByHostKey {
+                host: t.name.clone(),
+                address: t.address.clone(),
+                other: other.clone(),
+            }),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +311,8 @@ mod tests {
         let err = policy(dir.path(), true).verify(&key()).unwrap_err();
         assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err}");
         assert!(err.to_string().contains("known_hosts line 1"), "{err}");
+        let recorded = k.fingerprint(HashAlg::Sha256).to_string();
+        assert!(err.to_string().contains(&recorded), "{err}");
         assert!(err.to_string().contains("ssh-keygen -R '[10.0.0.1]:2222'"));
     }
 

@@ -169,9 +169,10 @@ pub async fn connect_all(
     .await
 }
 
-/// Connects to every target (at most `forks` connects at once) and runs `work` on each
-/// host as soon as ITS connection is up, so that one host's work overlaps the others'
-/// handshakes. `work(index, connection)` gets the connection or why there is none; the
+/// Connects to every target (at most `forks` connects at once), then runs `work` on each
+/// host. Work starts only once every handshake is done: when a host's key has changed,
+/// every host gets [`SshError::StoppedByHostKey`] instead of its connection, so nothing
+/// is sent anywhere. `work(index, connection)` gets the connection or why there is none; the
 /// results are in the order of `targets`.
 pub async fn for_each_host<T, F, Fut>(
     targets: &[Target],
@@ -185,8 +186,7 @@ where
 {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(forks.max(1)));
     let opts = Arc::new(opts.clone());
-    let work = &work;
-    let tasks = targets.iter().enumerate().map(|(i, target)| {
+    let connects = targets.iter().map(|target| {
         let target = target.clone();
         let opts = Arc::clone(&opts);
         let semaphore = Arc::clone(&semaphore);
@@ -198,18 +198,28 @@ where
                 let _permit = semaphore.acquire_owned().await;
                 Connection::connect(&target, &opts).await
             });
-            let result = task.await.unwrap_or_else(|e| {
+            task.await.unwrap_or_else(|e| {
                 Err(SshError::Session {
                     host: name,
                     address,
                     step: Step::Connect,
                     message: format!("internal error: the connect task failed ({e})"),
                 })
-            });
-            work(i, result).await
+            })
         }
     });
-    futures::future::join_all(tasks).await
+    // Every host key is checked before any work starts: a changed key on one host stops
+    // the run before anything is sent to any host.
+    let connected = futures::future::join_all(connects).await;
+    let connected = hostkey::stop_all_on_changed_key(connected, targets);
+    let work = &work;
+    futures::future::join_all(
+        connected
+            .into_iter()
+            .enumerate()
+            .map(|(i, result)| work(i, result)),
+    )
+    .await
 }
 
 /// Quotes `arg` for a POSIX shell: unchanged when it only holds characters no shell treats
