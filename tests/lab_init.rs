@@ -663,5 +663,24 @@ fn join_two_control_planes_and_a_worker_then_refuse_a_join_with_a_member_down() 
     );
     assert!(refused.all().contains("cp3"), "{}", refused.all());
     assert!(!refused.stdout.contains(" changed ("), "{}", refused.all());
+
+    // Still with cp3's member down, taking cp2 out would leave one healthy member of two:
+    // reset refuses without --force, before any change.
+    let refused = run_capstan(&["reset", "--hosts", "cp2"], &inv);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.all().contains("below the quorum of 2"),
+        "{}",
+        refused.all()
+    );
+    assert!(refused.all().contains("--force"), "{}", refused.all());
+    docker(&[
+        "exec",
+        &lab.container("cp2"),
+        "test",
+        "-f",
+        "/etc/kubernetes/manifests/kube-apiserver.yaml",
+    ]);
     docker(&["exec", &lab.container("cp3"), "systemctl", "start", "etcd"]);
+    assert_etcd_healthy(&lab, "cp1", 3);
 }

@@ -131,6 +131,22 @@ async fn remove_hosts(run: &mut ClusterRun<'_>, opts: &ResetOptions) -> Result<(
     };
     let api = staying_cps.iter().copied().find(|&i| run.alive(i));
 
+    // Quorum first, for every member that goes: a refusal must come before any Node is
+    // drained. (Checked again before each removal, against the members of that moment;
+    // with --force only there, where it warns.)
+    if let Some(cluster) = etcd.as_ref().filter(|_| !opts.force) {
+        for &i in gone.iter().filter(|i| members.contains(i)) {
+            let host = run.host(i);
+            if let Some(member) = cluster
+                .members
+                .iter()
+                .find(|m| m.name == host.name || m.peer_urls.contains(&peer_url(host)))
+            {
+                quorum_check(run, cluster.asked, &cluster.members, member, opts.force).await?;
+            }
+        }
+    }
+
     for &i in &gone {
         let host = run.host(i);
         let mut notes: Vec<String> = Vec::new();
