@@ -37,7 +37,11 @@ pub(crate) fn load_inventory(
     global: &crate::cli::GlobalArgs,
 ) -> miette::Result<crate::inventory::Inventory> {
     let path = crate::inventory::locate(global.inventory.as_deref())?;
-    Ok(crate::inventory::load(&path)?)
+    let inventory = crate::inventory::load(&path)?;
+    // The cluster's private keys: every command refuses a PKI others can read, also those
+    // that never open it, so that the operator hears of it at once.
+    crate::pki::store::Store::for_inventory(&inventory).check_permissions()?;
+    Ok(inventory)
 }
 
 /// A runtime for the async SSH work of one command.
