@@ -136,31 +136,24 @@ pub(crate) fn converge(
     dry_run: bool,
     exit: impl Fn(&crate::workflows::converge::ConvergeReport) -> ExitCode,
 ) -> miette::Result<ExitCode> {
+    use crate::workflows::converge;
     let inventory = load_inventory(global)?;
     let session = crate::workflows::SessionOptions::from_flags(global, &inventory)?;
-    mutating(global, &inventory, &session, "apply", dry_run, |rt| {
-        converge_with(global, selection, dry_run, &inventory, &session, rt).map(|r| exit(&r))
-    })
-}
-
-fn converge_with(
-    global: &crate::cli::GlobalArgs,
-    selection: &crate::cli::Selection,
-    dry_run: bool,
-    inventory: &crate::inventory::Inventory,
-    session: &crate::workflows::SessionOptions,
-    rt: &tokio::runtime::Runtime,
-) -> miette::Result<crate::workflows::converge::ConvergeReport> {
-    use crate::workflows::converge;
     let opts = converge::ConvergeOptions {
         roles: selection.roles.clone(),
         hosts: selection.hosts.clone(),
         dry_run,
         verify: selection.verify,
     };
-    let report = rt.block_on(converge::run(inventory, session, cache(global), &opts))?;
-    converge::print(&report)?;
-    Ok(report)
+    // Roles and hosts are checked here, before the lock's first connection.
+    let prepared = converge::prepare(&inventory, &opts, cache(global))?;
+    mutating(global, &inventory, &session, "apply", dry_run, |rt| {
+        let report = rt.block_on(converge::run_prepared(
+            &inventory, &session, prepared, &opts,
+        ))?;
+        converge::print(&report)?;
+        Ok(exit(&report))
+    })
 }
 
 /// `--ignore-preflight-errors` names, checked before connecting: a misspelt name would

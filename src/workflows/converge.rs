@@ -243,8 +243,19 @@ pub async fn run(
     cache: Cache,
     opts: &ConvergeOptions,
 ) -> miette::Result<ConvergeReport> {
+    run_prepared(inventory, session, prepare(inventory, opts, cache)?, opts).await
+}
+
+/// [`run`] with the shared work already [`prepare`]d (and so the selection validated), e.g.
+/// before taking the cluster lock.
+pub async fn run_prepared(
+    inventory: &Inventory,
+    session: &SessionOptions,
+    prepared: Prepared,
+    opts: &ConvergeOptions,
+) -> miette::Result<ConvergeReport> {
     let started = Instant::now();
-    let prepared = Arc::new(prepare(inventory, opts, cache)?);
+    let prepared = Arc::new(prepared);
     let hosts: Vec<&Host> = inventory
         .hosts
         .iter()
