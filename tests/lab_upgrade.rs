@@ -523,17 +523,7 @@ fn assert_snapshot(inv: &Path, from: &str) {
         .map(|e| e.path())
         .find(|p| p.display().to_string().contains(from))
         .unwrap_or_else(|| panic!("no snapshot of {from} in {}", backups.display()));
-    let status = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["snapshot", "status", "-w", "json"])
-        .arg(&snap)
-        .output()
-        .expect("etcdctl");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    support::lab::assert_snapshot_readable(&snap);
 }
 
 /// The inventory says what runs now; a second apply changes nothing.

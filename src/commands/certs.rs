@@ -9,13 +9,6 @@ use crate::error::{BadInput, EXIT_FAILED};
 use crate::pki::PkiError;
 use crate::workflows::{self, certs};
 
-fn json<T: serde::Serialize>(value: &T) -> miette::Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-    crate::ui::emit(&format!("{text}\n"));
-    Ok(())
-}
-
 /// Unknown certificate names are bad input (exit 2), like a typo in a flag.
 fn classify(e: PkiError) -> miette::Report {
     match e {
@@ -34,7 +27,7 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
         CertsCommand::Generate(args) => {
             let report = certs::generate(&inventory, now, args.dry_run).map_err(classify)?;
             if as_json {
-                json(&report)?;
+                crate::ui::emit_json(&report)?;
             } else {
                 certs::print_pki(&report);
             }
@@ -44,7 +37,7 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
             let report =
                 certs::renew(&inventory, &args.names, now, args.dry_run).map_err(classify)?;
             if as_json && args.local {
-                json(&report)?;
+                crate::ui::emit_json(&report)?;
             } else if !as_json {
                 certs::print_pki(&report);
                 if args.local && !args.dry_run {
@@ -109,7 +102,7 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
                         args.dry_run,
                     ))?;
                     if as_json {
-                        json(&report)?;
+                        crate::ui::emit_json(&report)?;
                     } else {
                         certs::print_distribute(&report);
                     }
@@ -126,7 +119,7 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
             let report =
                 super::runtime()?.block_on(certs::check_expiration(&inventory, &session, now));
             if as_json {
-                json(&report)?;
+                crate::ui::emit_json(&report)?;
             } else {
                 certs::print_expiration(&report, now);
             }

@@ -12,9 +12,7 @@ pub fn run(global: &GlobalArgs, cmd: &EtcdCommand) -> miette::Result<ExitCode> {
             let session = SessionOptions::from_flags(global, &inventory)?;
             let snap = super::runtime()?.block_on(snapshot::run(&inventory, &session))?;
             if crate::ui::ui().json {
-                let text = serde_json::to_string_pretty(&snap)
-                    .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-                crate::ui::emit(&format!("{text}\n"));
+                crate::ui::emit_json(&snap)?;
             } else {
                 crate::ui::emit(&format!(
                     "snapshot of etcd taken on {} (revision {}, {} keys, {} bytes, sha256 {})\n  {}\n",

@@ -43,9 +43,7 @@ fn emit(
     text: &impl std::fmt::Display,
 ) -> miette::Result<()> {
     if global.output == OutputFormat::Json {
-        let doc = serde_json::to_string_pretty(json)
-            .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-        crate::ui::emit(&format!("{doc}\n"));
+        crate::ui::emit_json(json)?;
     } else if !global.quiet {
         crate::ui::emit(&format!("{text}\n"));
     }

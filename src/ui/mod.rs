@@ -99,6 +99,14 @@ pub enum Color {
 
 /// Writes `text` to stdout. A reader that went away (`capstan ... | head`) is not an error:
 /// the rest of the output is simply not wanted.
+/// `value` as one pretty JSON document on stdout (see [`emit`]).
+pub fn emit_json<T: serde::Serialize + ?Sized>(value: &T) -> miette::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
+    emit(&format!("{text}\n"));
+    Ok(())
+}
+
 pub fn emit(text: &str) {
     use std::io::Write as _;
     let write = || {

@@ -375,6 +375,18 @@ pub struct LiveRead {
     pub nodes_from: Option<String>,
 }
 
+impl LiveRead {
+    /// The architectures of the reachable hosts, each once, in order.
+    pub fn distinct_arches(&self) -> Vec<Arch> {
+        self.arches
+            .values()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+}
+
 /// Adds the Nodes' kubeletVersions to the readings (from the first control plane whose
 /// listing worked).
 fn merge_nodes(hosts: &[LiveHost], reads: &[Option<HostRead>], live: &mut LiveRead) {

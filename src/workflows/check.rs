@@ -186,10 +186,7 @@ pub async fn run(
 /// Prints the report as text tables or one JSON document on stdout.
 pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()> {
     if ui::ui().json {
-        let text = serde_json::to_string_pretty(report)
-            .map_err(|e| miette::miette!("cannot render the report as JSON: {e}"))?;
-        crate::ui::emit(&format!("{text}\n"));
-        return Ok(());
+        return crate::ui::emit_json(report);
     }
     let quiet = ui::ui().quiet;
     let mut out = String::new();

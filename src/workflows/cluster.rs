@@ -585,10 +585,7 @@ fn print_phase(report: &PhaseReport, dry_run: bool) {
 /// Prints the run's last lines (or the JSON report).
 pub fn print_report(report: &RunReport) -> miette::Result<()> {
     if ui::ui().json {
-        let text = serde_json::to_string_pretty(report)
-            .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-        ui::emit(&format!("{text}\n"));
-        return Ok(());
+        return ui::emit_json(report);
     }
     let mut out = String::new();
     for (host, e) in &report.failed {

@@ -670,10 +670,7 @@ impl ArtifactSource for NoArtifacts {
 pub fn print(report: &ConvergeReport) -> miette::Result<()> {
     use crate::ui::{self, Color};
     if ui::ui().json {
-        let text = serde_json::to_string_pretty(report)
-            .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-        crate::ui::emit(&format!("{text}\n"));
-        return Ok(());
+        return ui::emit_json(report);
     }
     let quiet = ui::ui().quiet;
     let mut out = String::new();

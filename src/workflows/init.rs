@@ -435,6 +435,17 @@ pub(crate) async fn api_gate(
     server: Option<String>,
     what: &str,
 ) -> Result<(), Stop> {
+    api_gate_within(run, on, server, what, API_TIMEOUT).await
+}
+
+/// [`api_gate`] waiting at most `timeout`.
+pub(crate) async fn api_gate_within(
+    run: &mut ClusterRun<'_>,
+    on: usize,
+    server: Option<String>,
+    what: &str,
+    timeout: Duration,
+) -> Result<(), Stop> {
     let what = format!("{what} ready (/readyz)");
     let run_ref = &*run;
     let script = gates::readyz_script(server.as_deref());
@@ -453,7 +464,7 @@ pub(crate) async fn api_gate(
             }
         }
     };
-    let result = wait_for(run.dry_run, API_TIMEOUT, check).await;
+    let result = wait_for(run.dry_run, timeout, check).await;
     run.record_gate(&what, result)
 }
 

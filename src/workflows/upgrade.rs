@@ -16,7 +16,7 @@
 //! Progress: a bar per phase (its hosts) and, above it, a line per finished host step;
 //! the summary gives the time of every phase and every host.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -291,10 +291,7 @@ pub async fn apply(
 /// Prints the report: the timings and the run's last lines, or the JSON document.
 pub fn print(report: &UpgradeReport) -> miette::Result<()> {
     if ui::ui().json {
-        let text = serde_json::to_string_pretty(report)
-            .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-        ui::emit(&format!("{text}\n"));
-        return Ok(());
+        return ui::emit_json(report);
     }
     if !ui::ui().quiet {
         ui::emit(&render_timings(&report.timings));
@@ -382,13 +379,7 @@ async fn check_versions(run: &ClusterRun<'_>, to: Version) -> Result<(), Halt> {
         )
         .into());
     }
-    let arches: Vec<_> = read
-        .arches
-        .values()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let arches = read.distinct_arches();
     let available = available::available(&inv.cluster.artifacts, &arches).map_err(|e| {
         Stop(format!(
             "cannot tell which Kubernetes releases are available ({e}); check \
@@ -430,7 +421,7 @@ async fn steps(
         let server = pki::spec::local_api_url(inv, run.host(cp));
         let name = run.host(cp).name.clone();
         track.doing(&format!("the API server of {name}"));
-        readyz_gate(
+        init::api_gate_within(
             run,
             cp,
             Some(server),
@@ -508,7 +499,7 @@ async fn steps(
         let server = pki::spec::local_api_url(inv, run.host(cp));
         api_version_gate(run, cp, &server, &to, gate_timeout).await?;
         track.doing("the API through the endpoint");
-        readyz_gate(
+        init::api_gate_within(
             run,
             first,
             None,
@@ -805,37 +796,6 @@ async fn nodes_gate(
             Ok(true)
         } else {
             Err(waiting.join(", "))
-        }
-    };
-    let result = wait_for(run.dry_run, timeout, check).await;
-    run.record_gate(&what, result)
-}
-
-/// `/readyz` of one API server (`server`), or of the API through the endpoint (`None`),
-/// asked on host `on`.
-async fn readyz_gate(
-    run: &mut ClusterRun<'_>,
-    on: usize,
-    server: Option<String>,
-    what: &str,
-    timeout: Duration,
-) -> Result<(), Stop> {
-    let what = format!("{what} ready (/readyz)");
-    let run_ref = &*run;
-    let script = gates::readyz_script(server.as_deref());
-    let check = || {
-        let script = script.clone();
-        async move {
-            let out = run_ref.exec(on, &script).await?;
-            if gates::readyz_ok(&out.stdout_text()) {
-                Ok(true)
-            } else {
-                Err(format!(
-                    "{}{}",
-                    out.stdout_text().trim(),
-                    out.stderr_text().trim()
-                ))
-            }
         }
     };
     let result = wait_for(run.dry_run, timeout, check).await;

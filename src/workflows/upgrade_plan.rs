@@ -115,14 +115,7 @@ pub async fn run(
 ) -> miette::Result<UpgradePlan> {
     let t0 = Instant::now();
     let read = live::read_live(inventory, session, apiserver_port(inventory)).await;
-    let mut arches: Vec<_> = read
-        .arches
-        .values()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    arches.sort_unstable();
+    let arches = read.distinct_arches();
     let available = available::available(&inventory.cluster.artifacts, &arches).map_err(|e| {
         miette::miette!(
             help = "check `cluster.artifacts.mirror` in the inventory",
@@ -345,10 +338,7 @@ fn next(inventory: &Inventory, plan: &UpgradePlan) -> Vec<String> {
 /// Prints the plan (text or JSON).
 pub fn print(plan: &UpgradePlan) -> miette::Result<()> {
     if ui::ui().json {
-        let text = serde_json::to_string_pretty(plan)
-            .map_err(|e| miette::miette!("cannot render JSON: {e}"))?;
-        ui::emit(&format!("{text}\n"));
-        return Ok(());
+        return ui::emit_json(plan);
     }
     ui::emit(&render(plan));
     Ok(())

@@ -108,6 +108,23 @@ pub fn kubectl_admin(inv: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// This machine's real etcdctl reads the snapshot file at `path` (`snapshot status`).
+#[allow(dead_code)]
+pub fn assert_snapshot_readable(path: &Path) {
+    let status = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(path)
+        .output()
+        .expect("etcdctl");
+    assert!(
+        status.status.success(),
+        "etcdctl snapshot status {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
 /// The test bed (tests/lab/prepare.sh): stand-ins at every version, the artifact mirror
 /// and the image store, under the target dir; skipped when up to date. Once per test binary.
 #[allow(dead_code)]
