@@ -92,6 +92,9 @@ pub struct ApiServer {
     etcd: Etcd,
     client_roots: Arc<RootCertStore>,
     advertise: String,
+    /// Set once the default namespaces and RBAC policy exist: the real server's readyz
+    /// holds back on its post-start hooks the same way, so "ready" means usable.
+    bootstrapped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Response {
@@ -462,6 +465,12 @@ impl ApiServer {
     }
 
     fn readyz(&self, req: &Request) -> Response {
+        if !self.bootstrapped.load(std::sync::atomic::Ordering::Acquire) {
+            return Response::text(
+                500,
+                "[+]ping ok\n[-]poststarthook/rbac/bootstrap-roles failed: not finished\nreadyz check failed\n",
+            );
+        }
         match self.etcd.revision() {
             Ok(_) => {
                 if req.q("verbose").is_some() {
@@ -1270,6 +1279,7 @@ fn setup(
             etcd,
             client_roots,
             advertise: crate::server::join_host_port(adv, port),
+            bootstrapped: Arc::default(),
         },
         cfg,
         addr,
@@ -1296,6 +1306,8 @@ fn bootstrap(api: &ApiServer) {
         }
         if ok {
             bootstrap_policy(api);
+            api.bootstrapped
+                .store(true, std::sync::atomic::Ordering::Release);
             return;
         }
         std::thread::sleep(Duration::from_secs(2));
