@@ -394,9 +394,45 @@ fn external_etcd_two_control_planes_one_worker_nginx() {
         "    mode: external-lb\n",
         "    mode: external-lb\n    software: nginx\n",
     );
-    init_twice(&inv);
+    // One label the kubelet sets itself (--node-labels), one it may not (a real kubelet
+    // refuses to start with it, and so does the stand-in): capstan sets that through the API.
+    edit_inventory(
+        &inv,
+        "    roles: [worker]\n",
+        "    roles: [worker]\n    labels: {disk: ssd, node-role.kubernetes.io/worker: \"\"}\n",
+    );
+    let first = init_twice(&inv);
+    assert!(
+        first.stdout.contains("node labels"),
+        "no node labels phase:\n{}",
+        first.all()
+    );
     assert_etcd_healthy(&lab, "etcd1", 3);
     assert_nodes_ready(&inv, &["cp1", "cp2", "w1"]);
+    let with = |label: &str| {
+        let mut nodes: Vec<String> = kubectl(&inv, &["get", "nodes", "-l", label, "-o", "name"])
+            .lines()
+            .map(String::from)
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    assert_eq!(
+        with("node-role.kubernetes.io/control-plane"),
+        ["node/cp1", "node/cp2"]
+    );
+    assert_eq!(with("node-role.kubernetes.io/worker"), ["node/w1"]);
+    assert_eq!(with("disk=ssd"), ["node/w1"]);
+    let kubelet = docker(&[
+        "exec",
+        &lab.container("w1"),
+        "cat",
+        "/etc/systemd/system/kubelet.service",
+    ]);
+    assert!(
+        kubelet.contains("--node-labels=disk=ssd") && !kubelet.contains("node-role"),
+        "{kubelet}"
+    );
     assert_leases(&inv, &["cp1", "cp2"]);
     assert_nginx_backends(&lab, "lb1", 2);
     // No etcd on the control planes under the external topology.

@@ -37,8 +37,7 @@ impl<'a> From<&'a Host> for HostView<'a> {
             internal_address: &h.internal_address,
             roles: h.roles.iter().map(|r| r.as_str()).collect(),
             node_labels: h
-                .labels
-                .iter()
+                .kubelet_labels()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(","),

@@ -8,7 +8,7 @@ pub mod fuzz;
 mod model;
 mod validate;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -179,10 +179,63 @@ impl fmt::Display for Taint {
     }
 }
 
+/// The label a control plane's Node carries, as kubeadm sets it.
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
 impl Host {
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
+
+    /// The labels the kubelet registers the Node with (`--node-labels`): those a kubelet
+    /// may set on itself. A real kubelet refuses to start with any other label in the
+    /// `kubernetes.io` or `k8s.io` namespaces.
+    pub fn kubelet_labels(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.labels.iter().filter(|(k, _)| kubelet_may_set(k))
+    }
+
+    /// The labels capstan sets through the API once the Node exists: the inventory's
+    /// labels a kubelet may not set on itself (`node-role.kubernetes.io/…`, …), and the
+    /// control-plane role label on control planes.
+    pub fn api_labels(&self) -> BTreeMap<String, String> {
+        let mut labels: BTreeMap<String, String> = self
+            .labels
+            .iter()
+            .filter(|(k, _)| !kubelet_may_set(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if self.has_role(Role::ControlPlane) {
+            labels.entry(CONTROL_PLANE_LABEL.to_string()).or_default();
+        }
+        labels
+    }
+}
+
+/// Whether a kubelet may register its Node with label `key` (the kubelet's own rule:
+/// keys outside the `kubernetes.io` and `k8s.io` namespaces, the `kubelet.kubernetes.io`
+/// and `node.kubernetes.io` namespaces, and a fixed set of well-known keys).
+pub fn kubelet_may_set(key: &str) -> bool {
+    const WELL_KNOWN: [&str; 11] = [
+        "kubernetes.io/hostname",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+    ];
+    let Some((namespace, _)) = key.split_once('/') else {
+        return true;
+    };
+    let within = |ns: &str| namespace == ns || namespace.ends_with(&format!(".{ns}"));
+    if !within("kubernetes.io") && !within("k8s.io") {
+        return true;
+    }
+    WELL_KNOWN.contains(&key) || within("kubelet.kubernetes.io") || within("node.kubernetes.io")
 }
 
 /// SSH settings of one host: the global `ssh` block with the host's overrides applied.
@@ -459,4 +512,36 @@ pub fn load_str(
 /// Does `addr` parse as an IP address?
 pub fn is_ip(addr: &str) -> bool {
     addr.parse::<IpAddr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kubelet_may_set;
+
+    #[test]
+    fn kubelet_label_rule_matches_the_kubelets() {
+        for key in [
+            "disk",
+            "example.com/tier",
+            "kubernetes.io/hostname",
+            "topology.kubernetes.io/zone",
+            "node.kubernetes.io/instance-type",
+            "node.kubernetes.io/pool",
+            "team.node.kubernetes.io/x",
+            "kubelet.kubernetes.io/x",
+            "notkubernetes.io/x",
+        ] {
+            assert!(kubelet_may_set(key), "{key}");
+        }
+        for key in [
+            "node-role.kubernetes.io/worker",
+            "node-role.kubernetes.io/control-plane",
+            "kubernetes.io/role",
+            "node-restriction.kubernetes.io/pci",
+            "example.k8s.io/x",
+            "k8s.io/x",
+        ] {
+            assert!(!kubelet_may_set(key), "{key}");
+        }
+    }
 }

@@ -759,6 +759,7 @@ mod tests {
             NodeStatus {
                 ready: true,
                 kubelet_version: "v1.32.4".into(),
+                labels: BTreeMap::new(),
             },
         );
         let reads = vec![

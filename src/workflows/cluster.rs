@@ -431,6 +431,13 @@ impl<'a> ClusterRun<'a> {
         Ok(())
     }
 
+    /// Records a phase that is not a converge of roles (its changes done through the API,
+    /// say) and prints it like one.
+    pub fn record_phase(&mut self, report: PhaseReport) {
+        print_phase(&report, self.dry_run);
+        self.phases.push(report);
+    }
+
     /// Records a step that is not a converge (a reset's drain, member removal, cleaning)
     /// as a phase of its own, with what it did in `notes`.
     pub fn record_note(&mut self, phase: &str, notes: Vec<String>) {

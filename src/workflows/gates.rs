@@ -115,6 +115,7 @@ pub fn nodes_script() -> String {
 pub struct NodeStatus {
     pub ready: bool,
     pub kubelet_version: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 pub fn parse_nodes(stdout: &str) -> Result<BTreeMap<String, NodeStatus>, String> {
@@ -135,11 +136,20 @@ pub fn parse_nodes(stdout: &str) -> Result<BTreeMap<String, NodeStatus>, String>
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            let labels = n["metadata"]["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
             Some((
                 name,
                 NodeStatus {
                     ready,
                     kubelet_version,
+                    labels,
                 },
             ))
         })
@@ -184,12 +194,15 @@ mod tests {
     #[test]
     fn nodes_ready_and_versions() {
         let out = r#"{"items":[
-          {"metadata":{"name":"cp1"},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.32.4"}}},
+          {"metadata":{"name":"cp1","labels":{"node-role.kubernetes.io/control-plane":"","disk":"ssd"}},"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.32.4"}}},
           {"metadata":{"name":"w1"},"status":{"conditions":[{"type":"Ready","status":"Unknown"}],"nodeInfo":{"kubeletVersion":"v1.32.4"}}}]}"#;
         let n = parse_nodes(out).unwrap();
         assert!(n["cp1"].ready);
         assert!(!n["w1"].ready);
         assert_eq!(n["cp1"].kubelet_version, "v1.32.4");
+        assert_eq!(n["cp1"].labels["disk"], "ssd");
+        assert_eq!(n["cp1"].labels["node-role.kubernetes.io/control-plane"], "");
+        assert!(n["w1"].labels.is_empty());
     }
 
     #[test]

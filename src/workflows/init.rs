@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::cluster::{ClusterRun, RunReport, Stop, wait_for};
 use super::converge::{self, ConvergeOptions};
-use super::{SessionOptions, certs, gates, membership};
+use super::{SessionOptions, certs, gates, membership, node_labels};
 use crate::artifacts::cache::Cache;
 use crate::inventory::{EtcdTopology, Inventory, Role};
 use crate::pki::{self, Store, adopt};
@@ -212,7 +212,8 @@ async fn phases(run: &mut ClusterRun<'_>, opts: &InitOptions) -> Result<(), Stop
     let failed = run.converge("addons", &[first], &["addons"], &none).await;
     stop_if_critical(run, &failed, "addons")?;
 
-    nodes_gate(run, first).await?;
+    let (nodes, listed) = nodes_gate(run, first).await?;
+    node_labels::apply(run, first, &nodes, listed).await?;
     write_admin_conf(run)?;
     Ok(())
 }
@@ -469,22 +470,28 @@ pub(crate) async fn api_gate_within(
 }
 
 /// Every node that is still in the run is Ready with the cluster's kubelet version.
-async fn nodes_gate(run: &mut ClusterRun<'_>, on: usize) -> Result<(), Stop> {
+/// Every live host that runs a kubelet has its Node Ready at the inventory's version.
+/// Returns those hosts, and the Nodes as the API listed them last (none on a dry run).
+async fn nodes_gate(run: &mut ClusterRun<'_>, on: usize) -> Result<NodeList, Stop> {
     let version = run.inventory.cluster.kubernetes_version.to_string();
-    let expected: Vec<String> = (0..run.inventory.hosts.len())
+    let hosts: Vec<usize> = (0..run.inventory.hosts.len())
         .filter(|&i| run.alive(i) && pki::spec::runs_kubelet(run.host(i)))
-        .map(|i| run.host(i).name.clone())
         .collect();
-    nodes_ready(run, on, &expected, &version).await
+    let expected: Vec<String> = hosts.iter().map(|&i| run.host(i).name.clone()).collect();
+    let listed = nodes_ready(run, on, &expected, &version).await?;
+    Ok((hosts, listed))
 }
 
-/// `expected` nodes Ready with kubelet `version`, asked on host `on`.
+type NodeList = (Vec<usize>, Option<BTreeMap<String, gates::NodeStatus>>);
+
+/// `expected` nodes Ready with kubelet `version`, asked on host `on`. Returns the Nodes as
+/// the API listed them when the gate passed (`None` on a dry run, which waits for nothing).
 pub(crate) async fn nodes_ready(
     run: &mut ClusterRun<'_>,
     on: usize,
     expected: &[String],
     version: &str,
-) -> Result<(), Stop> {
+) -> Result<Option<BTreeMap<String, gates::NodeStatus>>, Stop> {
     let what = format!(
         "{} Ready with kubelet {version}",
         if expected.len() == 1 {
@@ -494,6 +501,8 @@ pub(crate) async fn nodes_ready(
         }
     );
     let run_ref = &*run;
+    let last = std::sync::Mutex::new(None);
+    let last_ref = &last;
     let check = || async move {
         let out = run_ref.exec(on, &gates::nodes_script()).await?;
         let nodes = gates::parse_nodes(&out.stdout_text())
@@ -512,13 +521,17 @@ pub(crate) async fn nodes_ready(
             })
             .collect();
         if waiting.is_empty() {
+            if let Ok(mut l) = last_ref.lock() {
+                *l = Some(nodes);
+            }
             Ok(true)
         } else {
             Err(waiting.join(", "))
         }
     };
     let result = wait_for(run.dry_run, NODES_TIMEOUT, check).await;
-    run.record_gate(&what, result)
+    run.record_gate(&what, result)?;
+    Ok(last.into_inner().ok().flatten())
 }
 
 /// The operator's kubeconfig beside the inventory, and how to use it.

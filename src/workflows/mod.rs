@@ -8,6 +8,7 @@ pub mod gates;
 pub mod init;
 pub mod kubeconfig;
 pub mod membership;
+pub mod node_labels;
 pub mod renew;
 pub mod reset;
 pub mod snapshot;

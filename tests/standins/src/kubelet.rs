@@ -787,9 +787,51 @@ fn serve(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// The real kubelet's refusal of `--node-labels` it may not set on its own Node (the
+/// NodeRestriction rule), with its message.
+fn check_node_labels(flag: &str) -> Result<(), String> {
+    const ALLOWED: [&str; 11] = [
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/instance-type",
+        "beta.kubernetes.io/os",
+        "failure-domain.beta.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "kubernetes.io/arch",
+        "kubernetes.io/hostname",
+        "kubernetes.io/os",
+        "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+    ];
+    let in_ns = |ns: &str, suffix: &str| ns == suffix || ns.ends_with(&format!(".{suffix}"));
+    let unknown: Vec<&str> = flag
+        .split(',')
+        .filter_map(|kv| kv.split('=').next())
+        .filter(|k| {
+            let Some((ns, _)) = k.split_once('/') else {
+                return false;
+            };
+            (in_ns(ns, "kubernetes.io") || in_ns(ns, "k8s.io"))
+                && !ALLOWED.contains(k)
+                && !in_ns(ns, "kubelet.kubernetes.io")
+                && !in_ns(ns, "node.kubernetes.io")
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "failed to validate kubelet flags: unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels: [{}]\n\
+         --node-labels in the 'kubernetes.io' namespace must begin with an allowed prefix (kubelet.kubernetes.io, node.kubernetes.io) or be in the specifically allowed set ({})",
+        unknown.join(" "),
+        ALLOWED.join(", ")
+    ))
+}
+
 pub fn main(args: &[String]) -> ! {
     let (p, version) = common::start(NAME, args, FLAGS);
     let setup = || -> Result<Kubelet, String> {
+        check_node_labels(p.get("node-labels").unwrap_or(""))?;
         let cfg = load_config(&p)?;
         let kc = p
             .get("kubeconfig")
@@ -857,6 +899,17 @@ pub fn main(args: &[String]) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_labels_the_kubelet_may_not_set_are_refused() {
+        assert!(check_node_labels("").is_ok());
+        assert!(
+            check_node_labels("disk=ssd,topology.kubernetes.io/zone=a,node.kubernetes.io/pool=b")
+                .is_ok()
+        );
+        let e = check_node_labels("disk=ssd,node-role.kubernetes.io/worker=").unwrap_err();
+        assert!(e.contains("[node-role.kubernetes.io/worker]"), "{e}");
+    }
 
     #[test]
     fn images() {
