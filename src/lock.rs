@@ -461,7 +461,14 @@ async fn connect_lock_host(
         .iter()
         .filter(|h| h.has_role(Role::ControlPlane))
     {
-        match Connection::connect(&target(host), &session.ssh).await {
+        // The run's own connection when it has one: no second handshake.
+        let result = match session.ssh.pool.peek(&host.name) {
+            Some(pooled) => pooled,
+            None => Connection::connect(&target(host), &session.ssh)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match result {
             Ok(conn) => return Ok((host.name.clone(), conn)),
             Err(e) => tried.push(format!("{}: {e}", host.name)),
         }

@@ -271,8 +271,25 @@ fn a_changed_host_key_stops_the_run_before_anything_is_sent() {
         )
     };
     let before = [state("cp1"), state("w1"), auths("w1")];
-    // cp1 authenticated capstan (its key is fine) but got no command: its files are as
-    // they were. w1 never got past the key exchange.
+    for args in [&["apply", "--roles", "common"][..], &["init"], &["check"]] {
+        let refused = run_capstan(args, &inv);
+        let text = refused.all();
+        assert_eq!(refused.code, 1, "{args:?}: hosts failed, exit 1:\n{text}");
+        assert!(
+            text.contains("w1: the host key of")
+                && text.contains("has CHANGED")
+                && text.contains(&old)
+                && text.contains(&new)
+                && text.contains("ssh-keygen -R"),
+            "{args:?}: the refusal names w1, both keys and the remedy:\n{text}"
+        );
+        assert!(
+            text.contains("cp1: nothing was sent: the host key of"),
+            "{args:?}: cp1 is stopped too:\n{text}"
+        );
+    }
+    // cp1 authenticated capstan (its key is fine) but got no command, not even the cluster
+    // lock: its files are as they were. w1 never got past the key exchange.
     let after = [state("cp1"), state("w1"), auths("w1")];
     assert_eq!(before[0], after[0], "cp1 changed");
     assert_eq!(before[1], after[1], "w1 changed");

@@ -711,3 +711,55 @@ async fn connect_all_reports_the_dead_host_and_connects_the_rest() {
         r.close().await;
     }
 }
+
+/// The pool hands out clones of one session: the work on a host and the cluster lock share
+/// one handshake, closing a clone keeps the session for the others, and the pool's
+/// `close_all` ends it. A connect error is handed out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_share_one_session() {
+    let t = Trusted::new();
+    let opts = t.opts();
+    let conn = t.connect().await;
+    opts.pool.put("node1", Ok(conn));
+    let work = match opts.pool.checkout("node1") {
+        Some(Ok(c)) => c,
+        other => panic!("expected the pooled connection, got {other:?}"),
+    };
+    let lock = match opts.pool.peek("node1") {
+        Some(Ok(c)) => c,
+        other => panic!("expected the pooled connection, got {other:?}"),
+    };
+    work.exec("true").await.unwrap();
+    lock.exec("true").await.unwrap();
+    // One session: both execs count on it.
+    assert_eq!(lock.round_trips(), 2);
+    work.close().await;
+    assert_eq!(
+        lock.exec("echo still").await.unwrap().stdout_text(),
+        "still\n"
+    );
+    lock.close().await;
+    // for_each_host takes the pooled connection instead of a new handshake.
+    let accepted = |log: &str| log.matches("Accepted publickey").count();
+    let before = accepted(&t.sshd.log());
+    let trips = capstan::ssh::for_each_host(&[t.target()], &opts, 4, |_, c| async move {
+        let c = c.expect("pooled");
+        c.exec("true").await.unwrap();
+        c.round_trips()
+    })
+    .await;
+    assert_eq!(trips, [4]);
+    assert_eq!(accepted(&t.sshd.log()), before, "a second handshake");
+    opts.pool.close_all().await;
+    assert!(opts.pool.checkout("node1").is_none());
+
+    // An error is handed out once; the next step connects anew.
+    let bad = capstan::ssh::Target {
+        port: Some(1),
+        ..t.target()
+    };
+    let err = Connection::connect(&bad, &opts).await.unwrap_err();
+    opts.pool.put("node1", Err(err));
+    assert!(matches!(opts.pool.checkout("node1"), Some(Err(_))));
+    assert!(opts.pool.checkout("node1").is_none());
+}

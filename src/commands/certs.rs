@@ -60,6 +60,7 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
                 &session,
                 "certs renew",
                 args.dry_run,
+                &super::all_hosts(&inventory),
                 |rt| {
                     let rolled = rt.block_on(crate::workflows::renew::roll(
                         &inventory,
@@ -93,6 +94,7 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
                 &session,
                 "certs distribute",
                 args.dry_run,
+                &distribute_hosts(&inventory, &args.hosts),
                 |rt| {
                     let report = rt.block_on(certs::distribute(
                         &inventory,
@@ -130,4 +132,24 @@ pub fn run(global: &GlobalArgs, cmd: CertsCommand) -> miette::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The hosts `certs distribute` connects to: the named ones (all when none is named), and
+/// the control planes and etcd hosts, where CAs are adopted from.
+fn distribute_hosts<'a>(
+    inventory: &'a crate::inventory::Inventory,
+    named: &[String],
+) -> Vec<&'a str> {
+    use crate::inventory::Role;
+    inventory
+        .hosts
+        .iter()
+        .filter(|h| {
+            named.is_empty()
+                || named.contains(&h.name)
+                || h.has_role(Role::ControlPlane)
+                || h.has_role(Role::Etcd)
+        })
+        .map(|h| h.name.as_str())
+        .collect()
 }

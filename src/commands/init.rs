@@ -28,13 +28,23 @@ pub(super) fn build(
         init::Mode::Init => "init",
         init::Mode::Join { .. } => "join",
     };
-    super::mutating(global, &inventory, &session, command, args.dry_run, |rt| {
-        let report = rt.block_on(init::run(&inventory, &session, super::cache(global), &opts))?;
-        cluster::print_report(&report)?;
-        Ok(if report.ok() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(crate::error::EXIT_FAILED)
-        })
-    })
+    let hosts = super::all_hosts(&inventory);
+    super::mutating(
+        global,
+        &inventory,
+        &session,
+        command,
+        args.dry_run,
+        &hosts,
+        |rt| {
+            let report =
+                rt.block_on(init::run(&inventory, &session, super::cache(global), &opts))?;
+            cluster::print_report(&report)?;
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(crate::error::EXIT_FAILED)
+            })
+        },
+    )
 }

@@ -57,21 +57,62 @@ pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
 /// [`crate::interrupt`]), journals the run, releases the lock at the end, also on failure
 /// or interrupt, and maps an interrupt to its exit code (130 for SIGINT, 143 for SIGTERM).
 /// A dry run changes nothing and takes no lock.
+///
+/// `hosts` (names) are connected to first, all at once, every host key checked: the lock
+/// is then taken over the lock host's own connection, and `body` works over the same
+/// connections (see [`crate::ssh::Pool`]). When a host key has changed, nothing is sent
+/// to any host, the lock included: `body` reports it for every host.
 pub(crate) fn mutating(
     global: &crate::cli::GlobalArgs,
     inventory: &crate::inventory::Inventory,
     session: &crate::workflows::SessionOptions,
     command: &str,
     dry_run: bool,
+    hosts: &[&str],
     body: impl FnOnce(&tokio::runtime::Runtime) -> miette::Result<ExitCode>,
 ) -> miette::Result<ExitCode> {
     let rt = runtime()?;
     if dry_run {
         return body(&rt);
     }
+    let result = locked(global, inventory, session, command, hosts, &rt, body);
+    rt.block_on(session.ssh.pool.close_all());
+    result
+}
+
+/// Connects to `hosts`, then runs `body` under the cluster lock (see [`mutating`]).
+fn locked(
+    global: &crate::cli::GlobalArgs,
+    inventory: &crate::inventory::Inventory,
+    session: &crate::workflows::SessionOptions,
+    command: &str,
+    hosts: &[&str],
+    rt: &tokio::runtime::Runtime,
+    body: impl FnOnce(&tokio::runtime::Runtime) -> miette::Result<ExitCode>,
+) -> miette::Result<ExitCode> {
+    let targets: Vec<crate::ssh::Target> = inventory
+        .hosts
+        .iter()
+        .filter(|h| hosts.contains(&h.name.as_str()))
+        .map(crate::workflows::target)
+        .collect();
+    let progress = crate::ui::HostProgress::new("connecting", targets.len());
+    let connected = rt.block_on(crate::ssh::connect_all(
+        &targets,
+        &session.ssh,
+        session.forks,
+        |name, _| progress.host_done(name),
+    ));
+    progress.finish();
+    for (t, result) in targets.iter().zip(connected) {
+        session.ssh.pool.put(&t.name, result);
+    }
+    if session.ssh.pool.stopped_by_host_key() {
+        return body(rt);
+    }
     crate::journal::open(inventory.state_dir(), command);
     crate::interrupt::install(
-        &rt,
+        rt,
         format!(
             "The cluster lock stays until it turns stale ({}s without heartbeat); then `capstan {command} --break-lock`. \
              The journal, {}, says where the run got to.",
@@ -94,7 +135,7 @@ pub(crate) fn mutating(
             lock.host()
         ),
     );
-    let result = body(&rt);
+    let result = body(rt);
     rt.block_on(lock.release());
     if let Some(why) = crate::interrupt::interrupted() {
         crate::journal::append("-", &format!("stopped: {}; lock released", why.reason));
@@ -116,6 +157,11 @@ pub(crate) fn mutating(
         },
     );
     result
+}
+
+/// Every host of the inventory, by name: what a cluster run connects to.
+pub(crate) fn all_hosts(inventory: &crate::inventory::Inventory) -> Vec<&str> {
+    inventory.hosts.iter().map(|h| h.name.as_str()).collect()
 }
 
 /// The artifact cache chosen by `--cache-dir`, else the default.
@@ -147,13 +193,27 @@ pub(crate) fn converge(
     };
     // Roles and hosts are checked here, before the lock's first connection.
     let prepared = converge::prepare(&inventory, &opts, cache(global))?;
-    mutating(global, &inventory, &session, "apply", dry_run, |rt| {
-        let report = rt.block_on(converge::run_prepared(
-            &inventory, &session, prepared, &opts,
-        ))?;
-        converge::print(&report)?;
-        Ok(exit(&report))
-    })
+    let hosts: Vec<&str> = inventory
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|h| opts.hosts.is_empty() || opts.hosts.iter().any(|s| s == h))
+        .collect();
+    mutating(
+        global,
+        &inventory,
+        &session,
+        "apply",
+        dry_run,
+        &hosts,
+        |rt| {
+            let report = rt.block_on(converge::run_prepared(
+                &inventory, &session, prepared, &opts,
+            ))?;
+            converge::print(&report)?;
+            Ok(exit(&report))
+        },
+    )
 }
 
 /// `--ignore-preflight-errors` names, checked before connecting: a misspelt name would

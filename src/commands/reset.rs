@@ -22,23 +22,32 @@ pub fn run(global: &GlobalArgs, args: &ResetArgs) -> miette::Result<ExitCode> {
         dry_run: args.dry_run,
         force: args.force,
     };
-    super::mutating(global, &inventory, &session, "reset", args.dry_run, |rt| {
-        let (removed, rest) = rt.block_on(reset::run(
-            &inventory,
-            &session,
-            super::cache(global),
-            &opts,
-        ))?;
-        cluster::print_report(&removed)?;
-        let mut ok = removed.ok();
-        if let Some(rest) = rest {
-            cluster::print_report(&rest)?;
-            ok &= rest.ok();
-        }
-        Ok(if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(crate::error::EXIT_FAILED)
-        })
-    })
+    let hosts = super::all_hosts(&inventory);
+    super::mutating(
+        global,
+        &inventory,
+        &session,
+        "reset",
+        args.dry_run,
+        &hosts,
+        |rt| {
+            let (removed, rest) = rt.block_on(reset::run(
+                &inventory,
+                &session,
+                super::cache(global),
+                &opts,
+            ))?;
+            cluster::print_report(&removed)?;
+            let mut ok = removed.ok();
+            if let Some(rest) = rest {
+                cluster::print_report(&rest)?;
+                ok &= rest.ok();
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(crate::error::EXIT_FAILED)
+            })
+        },
+    )
 }

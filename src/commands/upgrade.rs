@@ -100,6 +100,7 @@ fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCod
         &session,
         "upgrade apply",
         args.dry_run,
+        &super::all_hosts(&inventory),
         |rt| {
             let report = rt.block_on(upgrade::apply(
                 &inventory,

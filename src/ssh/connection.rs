@@ -88,8 +88,23 @@ struct Sftp {
 }
 
 /// An authenticated connection to one host, reused for every exec and upload of a run.
-/// All methods take `&self`: share it (`&Connection`, `Arc<Connection>`) between tasks.
+/// All methods take `&self`. A clone shares the same SSH session (the cluster lock and
+/// the run use one connection to the lock's host); [`Connection::close`] disconnects when
+/// the last clone closes.
+#[derive(Clone)]
 pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// The session behind a [`Connection`] and its clones.
+pub struct Inner {
     name: String,
     address: String,
     user: String,
@@ -207,16 +222,18 @@ impl Connection {
             }
         };
         Ok(Connection {
-            name: target.name.clone(),
-            address: route.target.address(),
-            user: route.target.user.clone(),
-            become_method: target.become_method,
-            become_password: opts.become_password.clone(),
-            handle,
-            jumps,
-            round_trips: AtomicU64::new(0),
-            sftp: OnceCell::new(),
-            sessions: Semaphore::new(MAX_CONCURRENT_EXECS),
+            inner: Arc::new(Inner {
+                name: target.name.clone(),
+                address: route.target.address(),
+                user: route.target.user.clone(),
+                become_method: target.become_method,
+                become_password: opts.become_password.clone(),
+                handle,
+                jumps,
+                round_trips: AtomicU64::new(0),
+                sftp: OnceCell::new(),
+                sessions: Semaphore::new(MAX_CONCURRENT_EXECS),
+            }),
         })
     }
 
@@ -538,8 +555,18 @@ impl Connection {
         }
     }
 
-    /// Disconnects (the bastions last).
+    /// Disconnects (the bastions last), unless a clone still uses the session: then the
+    /// last clone to close disconnects.
     pub async fn close(self) {
+        let Ok(inner) = Arc::try_unwrap(self.inner) else {
+            return;
+        };
+        inner.close().await;
+    }
+}
+
+impl Inner {
+    async fn close(self) {
         if let Some(sftp) = self.sftp.get() {
             let _ = sftp.raw.close_session();
         }

@@ -14,6 +14,7 @@ mod config;
 mod connection;
 mod error;
 mod hostkey;
+mod pool;
 mod privilege;
 
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use connection::{Connection, ExecOutput};
 pub use error::{SshError, Step};
+pub use pool::Pool;
 pub use privilege::sudo_command;
 
 pub use crate::inventory::Become;
@@ -112,6 +114,8 @@ pub struct SshOptions {
     /// Key files tried when neither the target nor ssh config names one, as OpenSSH does
     /// (default `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`; missing files are skipped).
     pub default_identities: Vec<PathBuf>,
+    /// Connections opened ahead of the work (see [`Pool`]); shared by clones of these options.
+    pub pool: Pool,
 }
 
 impl SshOptions {
@@ -147,6 +151,7 @@ impl SshOptions {
                         .collect()
                 })
                 .unwrap_or_default(),
+            pool: Pool::default(),
         }
     }
 }
@@ -191,6 +196,9 @@ where
         let opts = Arc::clone(&opts);
         let semaphore = Arc::clone(&semaphore);
         async move {
+            if let Some(pooled) = opts.pool.checkout(&target.name) {
+                return pooled;
+            }
             let name = target.name.clone();
             let address = target.address.clone();
             // The handshake runs on a worker thread of its own: its crypto is CPU work.

@@ -298,6 +298,9 @@ pub async fn run_prepared(
                 (_, Err(e)) => outcome.error = Some(e),
                 (Err(e), _) => outcome.error = Some(e.to_string()),
                 (Ok(conn), Ok(roles)) => {
+                    // The lock host's connection also carried the lock's exec: count
+                    // this host's own work only.
+                    let before = conn.round_trips();
                     if let Err(e) = converge_host(
                         inventory,
                         host,
@@ -312,7 +315,7 @@ pub async fn run_prepared(
                     {
                         outcome.error = Some(e);
                     }
-                    outcome.round_trips = conn.round_trips();
+                    outcome.round_trips = conn.round_trips() - before;
                     conn.close().await;
                 }
             }
