@@ -478,28 +478,31 @@ async fn nodes_gate(run: &mut ClusterRun<'_>, on: usize) -> Result<NodeList, Sto
         .filter(|&i| run.alive(i) && pki::spec::runs_kubelet(run.host(i)))
         .collect();
     let expected: Vec<String> = hosts.iter().map(|&i| run.host(i).name.clone()).collect();
-    let listed = nodes_ready(run, on, &expected, &version).await?;
+    let listed = nodes_ready(run, on, &expected, Some(&version), NODES_TIMEOUT).await?;
     Ok((hosts, listed))
 }
 
 type NodeList = (Vec<usize>, Option<BTreeMap<String, gates::NodeStatus>>);
 
-/// `expected` nodes Ready with kubelet `version`, asked on host `on`. Returns the Nodes as
-/// the API listed them when the gate passed (`None` on a dry run, which waits for nothing).
+/// `expected` nodes Ready (with kubelet `version` when given), asked on host `on`, within
+/// `timeout`. Returns the Nodes as the API listed them when the gate passed (`None` on a
+/// dry run, which waits for nothing).
 pub(crate) async fn nodes_ready(
     run: &mut ClusterRun<'_>,
     on: usize,
     expected: &[String],
-    version: &str,
+    version: Option<&str>,
+    timeout: Duration,
 ) -> Result<Option<BTreeMap<String, gates::NodeStatus>>, Stop> {
-    let what = format!(
-        "{} Ready with kubelet {version}",
-        if expected.len() == 1 {
-            format!("node {}", expected[0])
-        } else {
-            format!("{} nodes", expected.len())
-        }
-    );
+    let who = if expected.len() == 1 {
+        format!("node {}", expected[0])
+    } else {
+        format!("{} nodes", expected.len())
+    };
+    let what = match version {
+        Some(v) => format!("{who} Ready with kubelet {v}"),
+        None => format!("{who} Ready"),
+    };
     let run_ref = &*run;
     let last = std::sync::Mutex::new(None);
     let last_ref = &last;
@@ -509,15 +512,13 @@ pub(crate) async fn nodes_ready(
             .map_err(|e| format!("{e} {}", out.stderr_text().trim()))?;
         let waiting: Vec<String> = expected
             .iter()
-            .filter(|n| {
-                !nodes
-                    .get(*n)
-                    .is_some_and(|s| s.ready && s.kubelet_version == version)
-            })
-            .map(|n| match nodes.get(n) {
-                None => format!("{n} not registered"),
-                Some(s) if !s.ready => format!("{n} not Ready"),
-                Some(s) => format!("{n} runs kubelet {}", s.kubelet_version),
+            .filter_map(|n| match nodes.get(n) {
+                None => Some(format!("{n} not registered")),
+                Some(s) if !s.ready => Some(format!("{n} not Ready")),
+                Some(s) if version.is_some_and(|v| s.kubelet_version != v) => {
+                    Some(format!("{n} runs kubelet {}", s.kubelet_version))
+                }
+                Some(_) => None,
             })
             .collect();
         if waiting.is_empty() {
@@ -529,7 +530,7 @@ pub(crate) async fn nodes_ready(
             Err(waiting.join(", "))
         }
     };
-    let result = wait_for(run.dry_run, NODES_TIMEOUT, check).await;
+    let result = wait_for(run.dry_run, timeout, check).await;
     run.record_gate(&what, result)?;
     Ok(last.into_inner().ok().flatten())
 }

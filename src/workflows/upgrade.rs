@@ -767,39 +767,9 @@ async fn nodes_gate(
     version: Option<&str>,
     timeout: Duration,
 ) -> Result<(), Stop> {
-    let who = if expected.len() == 1 {
-        format!("node {}", expected[0])
-    } else {
-        format!("{} nodes", expected.len())
-    };
-    let what = match version {
-        Some(v) => format!("{who} Ready with kubelet {v}"),
-        None => format!("{who} Ready"),
-    };
-    let run_ref = &*run;
-    let check = || async move {
-        let out = run_ref.exec(on, &gates::nodes_script()).await?;
-        let nodes = gates::parse_nodes(&out.stdout_text())
-            .map_err(|e| format!("{e} {}", out.stderr_text().trim()))?;
-        let waiting: Vec<String> = expected
-            .iter()
-            .filter_map(|n| match nodes.get(n) {
-                None => Some(format!("{n} not registered")),
-                Some(s) if !s.ready => Some(format!("{n} not Ready")),
-                Some(s) if version.is_some_and(|v| s.kubelet_version != v) => {
-                    Some(format!("{n} runs kubelet {}", s.kubelet_version))
-                }
-                Some(_) => None,
-            })
-            .collect();
-        if waiting.is_empty() {
-            Ok(true)
-        } else {
-            Err(waiting.join(", "))
-        }
-    };
-    let result = wait_for(run.dry_run, timeout, check).await;
-    run.record_gate(&what, result)
+    super::init::nodes_ready(run, on, expected, version, timeout)
+        .await
+        .map(|_| ())
 }
 
 /// That host's API server is ready and reports the target version.
