@@ -425,7 +425,7 @@ pub(crate) async fn etcd_gate(
         }
         Ok(health.len() == expected)
     };
-    let result = wait_for(run.dry_run, ETCD_TIMEOUT, check).await;
+    let result = wait_for(run_ref, on, ETCD_TIMEOUT, check).await;
     run.record_gate(&what, result)
 }
 
@@ -464,7 +464,7 @@ pub(crate) async fn api_gate_within(
             }
         }
     };
-    let result = wait_for(run.dry_run, timeout, check).await;
+    let result = wait_for(run_ref, on, timeout, check).await;
     run.record_gate(&what, result)
 }
 
@@ -517,7 +517,7 @@ pub(crate) async fn nodes_ready(
             Err(waiting.join(", "))
         }
     };
-    let result = wait_for(run.dry_run, NODES_TIMEOUT, check).await;
+    let result = wait_for(run_ref, on, NODES_TIMEOUT, check).await;
     run.record_gate(&what, result)
 }
 
