@@ -5,6 +5,11 @@
 //! cluster keeps its etcd quorum and serves through the load balancer all along. Once cp2
 //! is reconnected with its address, the same command resumes (cp1 is not redone), finishes
 //! with every Node Ready at the target, and a further run changes nothing.
+//!
+//! Why that moment: cp2 is then half-upgraded (cordoned, its API server restarting at the
+//! target) and its etcd member and API server vanish together, so the test proves that the
+//! LB and etcd ride over a lost control plane, that capstan neither hangs on the dead
+//! connection nor goes on to cp3, and that the re-run finishes a host left half-way.
 
 mod support;
 
