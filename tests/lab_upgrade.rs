@@ -10,8 +10,9 @@ use std::path::Path;
 
 use support::lab::{Lab, Run, bed, docker, run_capstan};
 use support::upgrade::{
-    assert_all_at, assert_converged, assert_snapshot, assert_watched, deploy_web, init, journal,
-    kubectl_lb, running_web_pods, set_version, unschedulable, watch_api,
+    assert_all_at, assert_converged, assert_not_redone, assert_snapshot, assert_watched,
+    deploy_web, host_outcome, init, journal, kubectl_lb, running_web_pods, set_version,
+    unschedulable, watch_api,
 };
 
 fn lab(what: &str, flags: &[&str]) -> Lab {
@@ -392,22 +393,7 @@ fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving_and_resumes() {
     assert_eq!(resumed.code, 0, "{}", resumed.all());
     let report: serde_json::Value = serde_json::from_str(&resumed.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", resumed.all()));
-    // cp1 is not cordoned, drained or converged by the rollout (only the final converge,
-    // which brings the addons and the rest of every host to the target, visits it).
-    for phase in report["phases"].as_array().expect("phases") {
-        let name = phase["phase"].as_str().unwrap_or_default();
-        assert!(!name.starts_with("cp1:"), "{phase:#}");
-        let gates = phase["gates"].to_string();
-        assert!(!gates.contains("cp1 cordoned"), "{phase:#}");
-        if name == "addons" || name == "every host at the target" {
-            continue;
-        }
-        for h in phase["hosts"].as_array().expect("hosts") {
-            if h["host"] == "cp1" {
-                assert_eq!(h["plan"]["changes"], serde_json::json!([]), "{phase:#}");
-            }
-        }
-    }
+    assert_not_redone(&report, "cp1");
     assert!(
         report["phases"]
             .as_array()
@@ -416,14 +402,7 @@ fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving_and_resumes() {
             .any(|p| p["phase"] == "cp2: kube-apiserver v1.32.5"),
         "{report:#}"
     );
-    let outcome = |host: &str| {
-        report["timings"]["hosts"]
-            .as_array()
-            .expect("timings")
-            .iter()
-            .find(|t| t["name"] == host)
-            .map(|t| t["outcome"].as_str().unwrap_or_default().to_string())
-    };
+    let outcome = |host: &str| host_outcome(&report, host);
     assert_eq!(outcome("cp1").as_deref(), Some("skipped"), "{report:#}");
     assert_eq!(outcome("cp2").as_deref(), Some("done"), "{report:#}");
     assert_eq!(outcome("w2").as_deref(), Some("done"), "{report:#}");

@@ -272,3 +272,34 @@ pub fn assert_converged(inv: &Path, to: &str) {
     assert_eq!(again.code, 0, "{}", again.all());
     assert!(again.stdout.contains(" 0 changes"), "{}", again.all());
 }
+
+/// `host` was not redone by a resumed rollout (its `--output json` report): no step of its
+/// own, not cordoned or drained, nothing changed on it before the final converge (which
+/// brings the addons and the rest of every host to the target).
+pub fn assert_not_redone(report: &serde_json::Value, host: &str) {
+    for phase in report["phases"].as_array().expect("phases") {
+        let name = phase["phase"].as_str().unwrap_or_default();
+        assert!(!name.starts_with(&format!("{host}:")), "{phase:#}");
+        let gates = phase["gates"].to_string();
+        assert!(!gates.contains(&format!("{host} cordoned")), "{phase:#}");
+        if name == "addons" || name == "every host at the target" {
+            continue;
+        }
+        for h in phase["hosts"].as_array().expect("hosts") {
+            if h["host"] == host {
+                assert_eq!(h["plan"]["changes"], serde_json::json!([]), "{phase:#}");
+            }
+        }
+    }
+}
+
+/// The outcome (`done`, `skipped`, `failed`) of `host` in an upgrade's `--output json`
+/// report, if the rollout reached it.
+pub fn host_outcome(report: &serde_json::Value, host: &str) -> Option<String> {
+    report["timings"]["hosts"]
+        .as_array()
+        .expect("timings")
+        .iter()
+        .find(|t| t["name"] == host)
+        .map(|t| t["outcome"].as_str().unwrap_or_default().to_string())
+}
