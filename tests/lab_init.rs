@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::lab::{Lab, Run, bed_flags, docker, kubectl_admin, run_capstan};
+use support::lab::{Lab, Run, bed_flags, docker, etcdctl_on, kubectl_admin, run_capstan};
 
 fn lab(what: &str, flags: &[&str]) -> Lab {
     support::lab::bed_lab(what, flags)
@@ -74,20 +74,6 @@ fn assert_nodes_ready(inv: &Path, names: &[&str]) {
         assert!(ready, "{} is not Ready", n["metadata"]["name"]);
         assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], want.as_str());
     }
-}
-
-/// `docker` arguments running the host's real etcdctl against its local member over TLS,
-/// with the healthcheck client cert.
-fn etcdctl_on(container: &str) -> Vec<&str> {
-    vec![
-        "exec",
-        container,
-        "/usr/local/bin/etcdctl",
-        "--endpoints=https://127.0.0.1:2379",
-        "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
-        "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
-        "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
-    ]
 }
 
 /// Real etcdctl on `host`, over TLS with the healthcheck client cert: every member healthy.

@@ -242,6 +242,12 @@ impl Connection {
         &self.name
     }
 
+    /// Whether the connection (or a bastion it goes through) has ended: the server closed
+    /// it, or the keepalive found it dead. Nothing more can be sent on it.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed() || self.jumps.iter().any(Handle::is_closed)
+    }
+
     /// `host:port` this connection reached (after ssh config).
     pub fn address(&self) -> &str {
         &self.address

@@ -83,6 +83,11 @@ impl RunReport {
 
     /// Hosts with at least one change.
     pub fn changed_hosts(&self) -> usize {
+        self.changed_host_names().len()
+    }
+
+    /// The hosts with at least one change, sorted.
+    fn changed_host_names(&self) -> Vec<&str> {
         let mut hosts: Vec<&str> = self
             .phases
             .iter()
@@ -92,7 +97,19 @@ impl RunReport {
             .collect();
         hosts.sort_unstable();
         hosts.dedup();
-        hosts.len()
+        hosts
+    }
+
+    /// Of `n` hosts, those that neither changed nor failed (a failed host may have
+    /// changed something before it failed).
+    fn unchanged_hosts(&self, n: usize) -> usize {
+        let changed = self.changed_host_names();
+        let failed_unchanged = self
+            .failed
+            .keys()
+            .filter(|h| !changed.contains(&h.as_str()))
+            .count();
+        n.saturating_sub(changed.len() + failed_unchanged)
     }
 
     pub fn ok(&self) -> bool {
@@ -398,6 +415,29 @@ impl<'a> ClusterRun<'a> {
         failed
     }
 
+    /// Why host `i` can no longer be reached in this run: its SSH connection ended (the
+    /// keepalive found it dead, or the server closed it). A run does not reconnect.
+    pub fn connection_lost(&self, i: usize) -> Option<String> {
+        let conn = self.hosts[i].conn.as_ref()?;
+        conn.is_closed().then(|| {
+            format!(
+                "the SSH connection to {} ({}) is lost; check the host and its network, then \
+                 run the command again",
+                conn.name(),
+                conn.address()
+            )
+        })
+    }
+
+    /// Takes host `name` out of the run as failed, with `why`, unless it failed already
+    /// (its first failure is the one reported).
+    pub fn mark_failed(&mut self, name: &str, why: &str) {
+        let inventory = self.inventory;
+        if let Some(i) = inventory.hosts.iter().position(|h| h.name == name) {
+            self.hosts[i].error.get_or_insert_with(|| why.to_string());
+        }
+    }
+
     /// Runs `script` on host `i` (a gate, a query): one exec.
     pub async fn exec(&self, i: usize, script: &str) -> Result<ExecOutput, String> {
         if !self.dry_run {
@@ -596,6 +636,12 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
     }
     let mut out = String::new();
     for (host, e) in &report.failed {
+        // A host the run stopped at failed for the reason given once, below.
+        let e = if report.stopped.as_ref() == Some(e) {
+            "the run stopped at this host (see `stopped:`)"
+        } else {
+            e.as_str()
+        };
         out.push_str(&format!(
             "{} {}: {e}\n",
             ui::paint(host, Color::Bold),
@@ -623,7 +669,7 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
         out.push_str(&format!(
             "{}: {n} hosts, {changed} changed, {} unchanged, {failed} failed, {} changes ({:.2}s)\n",
             report.command,
-            n.saturating_sub(changed + failed),
+            report.unchanged_hosts(n),
             report.changes(),
             report.seconds
         ));
@@ -632,11 +678,13 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
     Ok(())
 }
 
-/// A health gate: calls `check` until it returns `Ok(true)` or `timeout` passes, and says
-/// how long it took. On a dry run nothing is waited for (`Ok(None)`): the gate is only
-/// reported.
+/// A health gate run on host `on`: calls `check` until it returns `Ok(true)` or `timeout`
+/// passes, and says how long it took. On a dry run nothing is waited for (`Ok(None)`): the
+/// gate is only reported. When the SSH connection to `on` is lost (a run does not
+/// reconnect), the gate fails at once, naming the host, instead of waiting out `timeout`.
 pub async fn wait_for<F, Fut>(
-    dry_run: bool,
+    run: &ClusterRun<'_>,
+    on: usize,
     timeout: Duration,
     check: F,
 ) -> Result<Option<f64>, String>
@@ -644,7 +692,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<bool, String>>,
 {
-    if dry_run {
+    if run.dry_run {
         return Ok(None);
     }
     let t0 = Instant::now();
@@ -656,14 +704,75 @@ where
             Ok(false) => {}
             Err(e) => last = e,
         }
+        let why = if last.is_empty() {
+            String::new()
+        } else {
+            format!(" (last answer: {last})")
+        };
+        if let Some(lost) = run.connection_lost(on) {
+            return Err(format!(
+                "not reached after {}s: {lost}{why}",
+                t0.elapsed().as_secs()
+            ));
+        }
         if t0.elapsed() >= timeout {
-            let why = if last.is_empty() {
-                String::new()
-            } else {
-                format!(" (last answer: {last})")
-            };
             return Err(format!("not reached after {}s{why}", timeout.as_secs()));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::{Action, Change};
+
+    fn changed(host: &str) -> PhaseHost {
+        PhaseHost {
+            host: host.into(),
+            roles: vec!["control-plane".into()],
+            plan: HostPlan {
+                changes: vec![Change {
+                    kind: "file",
+                    target: "/etc/kubernetes/manifests/kube-apiserver.yaml".into(),
+                    action: Action::Update,
+                    details: Vec::new(),
+                    diff: None,
+                    secret: false,
+                    index: 0,
+                }],
+                daemon_reload: false,
+            },
+            applied: true,
+        }
+    }
+
+    #[test]
+    fn a_host_that_changed_then_failed_counts_once_and_is_not_unchanged() {
+        let report = RunReport {
+            command: "upgrade".into(),
+            dry_run: false,
+            phases: vec![PhaseReport {
+                phase: "cp2: kube-apiserver v1.32.5".into(),
+                hosts: vec![changed("cp1"), changed("cp2")],
+                gates: Vec::new(),
+                failed: BTreeMap::new(),
+                seconds: 1.0,
+            }],
+            // cp2 changed, then the rollout stopped there; w9 failed without a change.
+            failed: BTreeMap::from([
+                ("cp2".to_string(), "gate `x`: not reached".to_string()),
+                ("w9".to_string(), "connect: refused".to_string()),
+            ]),
+            stopped: Some("gate `x`: not reached".into()),
+            interrupted: None,
+            not_started: Vec::new(),
+            round_trips: BTreeMap::new(),
+            seconds: 2.0,
+        };
+        assert_eq!(report.changed_hosts(), 2);
+        // cp1, cp2, cp3, w9, lb1: only cp3 and lb1 neither changed nor failed.
+        assert_eq!(report.unchanged_hosts(5), 2);
+        assert!(!report.ok());
     }
 }

@@ -426,7 +426,7 @@ pub(crate) async fn etcd_gate(
         }
         Ok(health.len() == expected)
     };
-    let result = wait_for(run.dry_run, ETCD_TIMEOUT, check).await;
+    let result = wait_for(run_ref, on, ETCD_TIMEOUT, check).await;
     run.record_gate(&what, result)
 }
 
@@ -465,7 +465,7 @@ pub(crate) async fn api_gate_within(
             }
         }
     };
-    let result = wait_for(run.dry_run, timeout, check).await;
+    let result = wait_for(run_ref, on, timeout, check).await;
     run.record_gate(&what, result)
 }
 
@@ -530,7 +530,7 @@ pub(crate) async fn nodes_ready(
             Err(waiting.join(", "))
         }
     };
-    let result = wait_for(run.dry_run, timeout, check).await;
+    let result = wait_for(run_ref, on, timeout, check).await;
     run.record_gate(&what, result)?;
     Ok(last.into_inner().ok().flatten())
 }

@@ -269,6 +269,10 @@ pub async fn apply(
             Some(Stop(why))
         }
         Err(Halt::Stop(stop)) => {
+            // The hosts under way failed: the report counts and names them.
+            for (name, _) in &track.hosts {
+                run.mark_failed(name, &stop.0);
+            }
             track.stopped(&stop.0);
             Some(stop)
         }
@@ -805,7 +809,7 @@ async fn api_version_gate(
             }
         }
     };
-    let result = wait_for(run.dry_run, timeout, check).await;
+    let result = wait_for(run_ref, on, timeout, check).await;
     run.record_gate(&what, result)
 }
 

@@ -207,3 +207,18 @@ pub fn run_capstan_cached(args: &[&str], inv: &Path, cache: &Path) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// `docker` arguments running the host's real etcdctl against its local member over TLS,
+/// with the healthcheck client cert.
+#[allow(dead_code)]
+pub fn etcdctl_on(container: &str) -> Vec<&str> {
+    vec![
+        "exec",
+        container,
+        "/usr/local/bin/etcdctl",
+        "--endpoints=https://127.0.0.1:2379",
+        "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
+        "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+        "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
+    ]
+}

@@ -2,3 +2,5 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod secrets;
+pub mod upgrade;
