@@ -323,7 +323,10 @@ fn init_interrupted_then_two_at_once_then_a_stale_lock() {
         this_run.contains(&format!("\tinit\t{during}\tstart\n")),
         "{journal}"
     );
-    assert!(this_run.contains("\tinit\t-\tinterrupted: interrupted by SIGINT"), "{journal}");
+    assert!(
+        this_run.contains("\tinit\t-\tinterrupted: interrupted by SIGINT"),
+        "{journal}"
+    );
     let written: Vec<BTreeMap<String, String>> = ["cp1", "w1"]
         .iter()
         .map(|h| written_since_marker(&lab, h))
@@ -335,7 +338,11 @@ fn init_interrupted_then_two_at_once_then_a_stale_lock() {
     let r = run(&["init"], &inv, &[]);
     assert_eq!(r.code, 4, "{}", r.all());
     let words = flat(&r.stderr);
-    for want in ["the cluster is locked on cp1", "`init` by root@", "turns stale after"] {
+    for want in [
+        "the cluster is locked on cp1",
+        "`init` by root@",
+        "turns stale after",
+    ] {
         assert!(words.contains(want), "{want:?}:\n{}", r.all());
     }
     std::thread::sleep(Duration::from_secs(12));
