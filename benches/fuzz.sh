@@ -7,9 +7,9 @@
 #
 #   benches/fuzz.sh [SECONDS]      default 300
 #
-# Toolchain: a rustup `nightly` when there is one; otherwise the stable toolchain with
+# Toolchain: the default one (the stable toolchain the workspace builds with) with
 # RUSTC_BOOTSTRAP=1 (cargo-fuzz only needs `-Z` flags; fine for a fuzz build, never for a
-# release). The fuzz crate (fuzz/) is not a workspace member: `cargo build --workspace`
+# release); FUZZ_TOOLCHAIN=nightly uses `cargo +nightly` instead. The fuzz crate (fuzz/) is not a workspace member: `cargo build --workspace`
 # never sees it, and its build output stays in fuzz/target (git-ignored).
 #
 # The build: no sanitizer (capstan forbids unsafe code; what we hunt is panics, hangs and
@@ -24,8 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 toolchain=()
-if command -v rustup >/dev/null && rustup toolchain list | grep -q '^nightly'; then
-    toolchain=(+nightly)
+if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then
+    toolchain=("+$FUZZ_TOOLCHAIN")
 else
     export RUSTC_BOOTSTRAP=1
 fi
