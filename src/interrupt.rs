@@ -5,8 +5,9 @@
 //! (the checks sit where steps start: [`check`] in a cluster run's phase loop, its execs and
 //! gates, and before each host's apply), the lock is released, the journal says so, and
 //! capstan prints what is done and what is not and exits 130 (SIGINT) or 143 (SIGTERM).
-//! A second signal aborts at once (exit 130/143; the journal records it; the lock stays and
-//! turns stale). Losing the cluster lock cancels the same way (exit 1).
+//! A second signal aborts at once (exit 130/143; the journal records it with the phases in
+//! flight, see [`crate::journal::in_flight`]; the lock stays and turns stale, and
+//! `--break-lock` takes it over). Losing the cluster lock cancels the same way (exit 1).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -75,6 +76,15 @@ pub fn check() -> Result<(), String> {
     }
 }
 
+/// Where an aborted run was: the phases (or hosts) in flight, from the journal.
+fn abort_point(in_flight: &[String]) -> String {
+    if in_flight.is_empty() {
+        "between steps".to_string()
+    } else {
+        format!("during: {}", in_flight.join("; "))
+    }
+}
+
 /// Installs the SIGINT/SIGTERM handlers on `rt`. `on_abort` is said on a second signal,
 /// just before exiting.
 pub fn install(rt: &tokio::runtime::Runtime, on_abort: String) {
@@ -106,8 +116,18 @@ pub fn install(rt: &tokio::runtime::Runtime, on_abort: String) {
                     reason: format!("interrupted by {}", signal_name(sig)),
                 });
             } else {
-                crate::journal::append("-", &format!("aborted by a second {}", signal_name(sig)));
-                eprintln!("\ncapstan: aborted by a second {}. {on_abort}", signal_name(sig));
+                let at = abort_point(&crate::journal::in_flight());
+                crate::journal::append(
+                    "-",
+                    &format!(
+                        "aborted by a second {} {at}; the cluster lock stays",
+                        signal_name(sig)
+                    ),
+                );
+                eprintln!(
+                    "\ncapstan: aborted by a second {} {at}. {on_abort}",
+                    signal_name(sig)
+                );
                 std::process::exit(128 + sig);
             }
         }
@@ -135,5 +155,14 @@ mod tests {
             reason: String::new(),
         };
         assert_eq!(lost.exit_code(), 1);
+    }
+
+    #[test]
+    fn an_abort_says_what_was_in_flight() {
+        assert_eq!(abort_point(&[]), "between steps");
+        assert_eq!(
+            abort_point(&["control plane cp1".to_string(), "workers".to_string()]),
+            "during: control plane cp1; workers"
+        );
     }
 }

@@ -5,6 +5,10 @@
 //! Line format (tab-separated): RFC 3339 time (UTC), the command, the subject (a phase, a
 //! host, or `-` for the run), the event. `upgrade apply` writes its per-host steps in the
 //! same file and format.
+//!
+//! The journal also keeps, in memory, the subjects started and not yet ended
+//! ([`in_flight`]), so that a second Ctrl-C, which exits at once, can still write where the
+//! run was when it stopped.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -13,6 +17,8 @@ use std::sync::Mutex;
 struct Journal {
     path: PathBuf,
     command: String,
+    /// Subjects with a `start` event and no later event yet, in start order.
+    open: Vec<String>,
 }
 
 static JOURNAL: Mutex<Option<Journal>> = Mutex::new(None);
@@ -23,14 +29,23 @@ pub fn open(state_dir: PathBuf, command: &str) {
         *j = Some(Journal {
             path: state_dir.join("journal.log"),
             command: command.to_string(),
+            open: Vec::new(),
         });
     }
 }
 
 /// One line, when a journal is open; a journal that cannot be written never fails a run.
 pub fn append(subject: &str, event: &str) {
-    let Ok(guard) = JOURNAL.lock() else { return };
-    let Some(j) = guard.as_ref() else { return };
+    let Ok(mut guard) = JOURNAL.lock() else {
+        return;
+    };
+    let Some(j) = guard.as_mut() else { return };
+    if subject != "-" {
+        j.open.retain(|s| s != subject);
+        if event == "start" {
+            j.open.push(subject.to_string());
+        }
+    }
     if let Some(dir) = j.path.parent() {
         use std::os::unix::fs::DirBuilderExt;
         let _ = std::fs::DirBuilder::new()
@@ -46,6 +61,15 @@ pub fn append(subject: &str, event: &str) {
     {
         let _ = f.write_all(line.as_bytes());
     }
+}
+
+/// The subjects (phases, hosts) started and not yet ended, oldest first.
+pub fn in_flight() -> Vec<String> {
+    JOURNAL
+        .lock()
+        .ok()
+        .and_then(|j| j.as_ref().map(|j| j.open.clone()))
+        .unwrap_or_default()
 }
 
 fn line(command: &str, subject: &str, event: &str, at: time::OffsetDateTime) -> String {
@@ -76,5 +100,20 @@ mod tests {
             line("init", "etcd", "done\nforged\tfield", at),
             "2023-11-14T22:13:20Z\tinit\tetcd\tdone forged field\n"
         );
+    }
+
+    #[test]
+    fn in_flight_is_what_started_and_has_not_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path().to_path_buf(), "init");
+        append("-", "start");
+        append("etcd", "start");
+        append("etcd", "done (3 changes)");
+        append("control plane cp1", "start");
+        append("workers", "start");
+        append("workers", "failed on w1");
+        assert_eq!(in_flight(), vec!["control plane cp1".to_string()]);
+        let text = std::fs::read_to_string(dir.path().join("journal.log")).unwrap();
+        assert_eq!(text.lines().count(), 6, "{text}");
     }
 }

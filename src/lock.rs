@@ -250,6 +250,13 @@ fn acquire_script(info: &LockInfo, expect_break: Option<(&str, i64)>) -> String 
     let _ = writeln!(s, "umask 077\nmkdir -p -m 0700 {LOCK_DIR} || exit 1");
     let _ = writeln!(s, "now=$(date +%s)");
     if let Some((token, heartbeat)) = expect_break {
+        // Check, remove and take over under an flock of the lock dir (released when this
+        // script ends): of two runs breaking the same stale lock at once, the second sees
+        // the first one's lock, not the stale one, and is refused.
+        let _ = writeln!(
+            s,
+            "exec 9<{LOCK_DIR}\nif command -v flock >/dev/null 2>&1; then flock -w 30 9 || exit 1; fi"
+        );
         let _ = writeln!(
             s,
             "if grep -qx {} {l} && grep -qx {} {l}; then rm -f {l}; fi",
@@ -699,5 +706,53 @@ mod tests {
         assert_eq!(now_held.holder, "bob@ci");
         assert_eq!(sh(&release_script("bbbb")).trim(), "released");
         assert!(!std::path::Path::new(&path).exists());
+    }
+
+    /// Two runs breaking the same stale lock at the same moment: exactly one takes it
+    /// over, every time.
+    #[test]
+    fn of_two_simultaneous_breaks_exactly_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let path = format!("{d}/lock");
+        let stale = LockInfo {
+            token: "0ld".into(),
+            heartbeat: 1000,
+            ..info()
+        };
+        let script = |token: &str| {
+            let who = LockInfo {
+                token: token.into(),
+                ..info()
+            };
+            acquire_script(&who, Some(("0ld", 1000))).replace(LOCK_DIR, d)
+        };
+        for _ in 0..20 {
+            std::fs::write(&path, stale.render()).unwrap();
+            let runs: Vec<std::process::Child> = ["aaaa", "bbbb"]
+                .iter()
+                .map(|t| {
+                    std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(script(t))
+                        .stdout(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            let answers: Vec<Answer> = runs
+                .into_iter()
+                .map(|c| {
+                    let out = c.wait_with_output().unwrap();
+                    parse_answer(&String::from_utf8(out.stdout).unwrap()).unwrap()
+                })
+                .collect();
+            let won = answers
+                .iter()
+                .filter(|a| matches!(a, Answer::Acquired { .. }))
+                .count();
+            assert_eq!(won, 1, "{answers:?}");
+            std::fs::remove_file(&path).unwrap();
+        }
     }
 }

@@ -75,6 +75,7 @@ fn alias_bombs_and_deep_nesting_are_refused_with_a_position() {
         ("deep-block.yaml", "levels deep"),
         ("alias-deep.yaml", "levels deep"),
         ("non-utf8-latin1.yaml", "not UTF-8 text"),
+        ("fuzz-found-lone-cr.yaml", "carriage return"),
     ] {
         let err = capstan::inventory::load(&dir.join(file)).expect_err(file);
         assert!(err.to_string().contains(says), "{file}: {err}");

@@ -1,5 +1,5 @@
 //! Faults on real lab hosts: the cluster lock (two runs at once, a stale lock and
-//! `--break-lock`), Ctrl-C in the middle of `init`, and SIGKILL in the middle of an apply on
+//! `--break-lock`), Ctrl-C (once, then twice) in the middle of `init`, and SIGKILL in the middle of an apply on
 //! five hosts. Each scenario ends with a run that converges and one more that changes
 //! nothing.
 
@@ -52,7 +52,11 @@ struct Background {
 
 impl Background {
     fn start(args: &[&str], inv: &Path) -> Background {
-        let mut child = command(args, inv, &[])
+        Background::start_with(args, inv, &[])
+    }
+
+    fn start_with(args: &[&str], inv: &Path, env: &[(&str, &str)]) -> Background {
+        let mut child = command(args, inv, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -188,7 +192,8 @@ fn assert_no_changes(r: &Run) {
     );
 }
 
-/// Ctrl-C in the middle of init; then two inits at once; then a stale lock and
+/// Ctrl-C in the middle of init; then Ctrl-C twice in the middle of the next init; then
+/// two inits at once taking that run's stale lock over; then a stale lock and
 /// `--break-lock`. One cluster (1 control plane, 1 worker) throughout.
 #[test]
 fn init_interrupted_then_two_at_once_then_a_stale_lock() {
@@ -233,10 +238,128 @@ fn init_interrupted_then_two_at_once_then_a_stale_lock() {
     );
     assert!(journal.contains("\tinit\tetcd\tdone"), "{journal}");
 
-    // 2. Two inits at once: exactly one is refused by the lock, naming the holder; the
-    //    other completes the interrupted cluster.
-    let a = Background::start(&["init"], &inv);
-    let b = Background::start(&["init"], &inv);
+    // 1b. Ctrl-C twice while the next phase's apply is in flight: capstan exits 130 at
+    //     once, the journal says where it was, the lock stays (live, then stale) and no
+    //     managed file is partial.
+    for h in ["cp1", "w1"] {
+        sh(&lab, h, "touch /root/.t0 && sleep 1");
+    }
+    let mut bg = Background::start(&["init"], &inv);
+    bg.wait_for_line("==> etcd", Duration::from_secs(300));
+    // The first phase after etcd with anything to change uploads to cp1 (control plane
+    // cp1: kubelet, manifests): catch it there and freeze cp1's SSH sessions, so that the
+    // step stays in flight (a host that hangs: what a second Ctrl-C is for).
+    wait_in(&lab, "cp1", "[ -d /var/lib/capstan/staging ]");
+    sh(
+        &lab,
+        "cp1",
+        "pkill -STOP -f '^sshd: root'; pkill -STOP -x sftp-server; true",
+    );
+    // The first SIGINT waits for the step in flight: capstan is still running.
+    bg.signal("-INT");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        bg.child.try_wait().expect("poll capstan").is_none(),
+        "the first SIGINT did not wait for the step in flight"
+    );
+    bg.signal("-INT");
+    let second = Instant::now();
+    while bg.child.try_wait().expect("poll capstan").is_none()
+        && second.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = second.elapsed();
+    if bg.child.try_wait().expect("poll capstan").is_none() {
+        let _ = bg.child.kill();
+    }
+    let r = bg.wait();
+    sh(
+        &lab,
+        "cp1",
+        "pkill -CONT -f '^sshd: root'; pkill -CONT -x sftp-server; sleep 2",
+    );
+    assert_eq!(r.code, 130, "{}", r.all());
+    assert!(
+        took < Duration::from_secs(3),
+        "the second SIGINT took {took:?} to abort:\n{}",
+        r.all()
+    );
+    let words = flat(&r.stderr);
+    for want in [
+        "SIGINT received",
+        "aborted by a second SIGINT during: ",
+        "The cluster lock stays until it turns stale",
+        "--break-lock",
+        "journal.log",
+    ] {
+        assert!(words.contains(want), "{want:?}:\n{}", r.all());
+    }
+    assert!(
+        !r.stderr.contains("the cluster lock is released"),
+        "{}",
+        r.all()
+    );
+    let journal = std::fs::read_to_string(
+        inv.parent()
+            .expect("well-formed")
+            .join(".capstan/journal.log"),
+    )
+    .expect("the journal exists");
+    let last = journal.lines().last().expect("a journal line");
+    assert!(
+        last.contains("\tinit\t-\taborted by a second SIGINT during: ")
+            && last.ends_with("; the cluster lock stays"),
+        "{journal}"
+    );
+    // Where it was: the phase in flight, started in this run and not ended.
+    let during = last
+        .split("during: ")
+        .nth(1)
+        .and_then(|w| w.strip_suffix("; the cluster lock stays"))
+        .expect("well-formed");
+    let this_run = &journal[journal.rfind("\tinit\t-\tstart, by ").expect("a start")..];
+    assert!(
+        this_run.contains(&format!("\tinit\t{during}\tstart\n")),
+        "{journal}"
+    );
+    assert!(
+        this_run.contains("\tinit\t-\tinterrupted: interrupted by SIGINT"),
+        "{journal}"
+    );
+    let written: Vec<BTreeMap<String, String>> = ["cp1", "w1"]
+        .iter()
+        .map(|h| written_since_marker(&lab, h))
+        .collect();
+    let cp1_after_abort = leftovers(&lab, "cp1");
+    // The lock stays: live at first (refused, holder named, when it turns stale), then
+    // stale (refused, `--break-lock` named).
+    assert!(lock_exists(&lab, "cp1"), "the aborted run's lock is gone");
+    let r = run(&["init"], &inv, &[]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    let words = flat(&r.stderr);
+    for want in [
+        "the cluster is locked on cp1",
+        "`init` by root@",
+        "turns stale after",
+    ] {
+        assert!(words.contains(want), "{want:?}:\n{}", r.all());
+    }
+    std::thread::sleep(Duration::from_secs(12));
+    let stale = [("CAPSTAN_LOCK_STALE_AFTER", "10")];
+    let r = run(&["init"], &inv, &stale);
+    assert_eq!(r.code, 4, "{}", r.all());
+    let words = flat(&r.stderr);
+    for want in ["is stale", "`init` by root@", "--break-lock"] {
+        assert!(words.contains(want), "{want:?}:\n{}", r.all());
+    }
+
+    // 2. Two inits at once, both with `--break-lock`: exactly one takes the stale lock
+    //    over and completes the interrupted cluster; the other is refused by the lock,
+    //    naming the holder.
+    let both = ["init", "--break-lock"];
+    let a = Background::start_with(&both, &inv, &stale);
+    let b = Background::start_with(&both, &inv, &stale);
     let (a_pid, b_pid) = (a.child.id(), b.child.id());
     let (a, b) = (a.wait(), b.wait());
     let (winner, loser, winner_pid) = if a.code == 4 {
@@ -264,7 +387,34 @@ fn init_interrupted_then_two_at_once_then_a_stale_lock() {
     ] {
         assert!(words.contains(want), "{want:?}:\n{}", loser.all());
     }
+    assert!(
+        winner
+            .stderr
+            .contains("breaking the stale cluster lock on cp1"),
+        "{}",
+        winner.all()
+    );
     assert!(!lock_exists(&lab, "cp1"));
+    // No managed file was partial after the abort: every managed file the aborted run
+    // wrote already held its final content (the installed-files record's sha256).
+    let mut written_by_abort = 0;
+    for (n, h) in ["cp1", "w1"].iter().enumerate() {
+        let record = sh(&lab, h, "cut -f1,5 /var/lib/capstan/installed.tsv");
+        for line in record.lines() {
+            let (sha, path) = line.split_once('\t').expect("well-formed");
+            if let Some(then) = written[n].get(path) {
+                written_by_abort += 1;
+                assert_eq!(then, sha, "{h}:{path} was partial after the abort");
+            }
+        }
+        assert_eq!(leftovers(&lab, h), "", "{h} after the re-run");
+    }
+    // Either cp1 was cut mid-upload (its staging is left, nothing installed yet) or the
+    // aborted run had installed files: both were checked above.
+    assert!(
+        written_by_abort > 0 || cp1_after_abort.contains("/var/lib/capstan/staging"),
+        "the aborted run neither installed nor staged anything on cp1"
+    );
     // After the first ends, init again is a no-op.
     assert_no_changes(&run(&["init"], &inv, &[]));
 

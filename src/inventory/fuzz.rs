@@ -108,4 +108,29 @@ mod tests {
         assert_eq!(err.problems[0].col, 4, "{err}");
         assert!(err.to_string().contains("byte 0xe9"), "{err}");
     }
+
+    /// Found by benches/fuzz.sh: YAML counts a lone CR as a line break, so positions after
+    /// one named lines past the end of the file. A lone CR is refused where it is; CRLF
+    /// line ends are fine.
+    #[test]
+    fn a_lone_carriage_return_is_refused_where_it_is() {
+        let err = load_bytes(
+            b"cluster:\n  name: a\rb\n\r\r\r: [\n",
+            Path::new("x.yaml"),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(
+            (err.problems[0].line, err.problems[0].col),
+            (2, 10),
+            "{err}"
+        );
+        assert!(err.to_string().contains("carriage return"), "{err}");
+        let crlf = b"cluster:\r\n  name: a\r\n  bogus: 1\r\n";
+        let err = load_bytes(crlf, Path::new("x.yaml"), None).unwrap_err();
+        assert!(!err.to_string().contains("carriage return"), "{err}");
+        assert!(err.problems.iter().all(|p| p.line <= 4), "{err}");
+        check_inventory_bytes(crlf).unwrap();
+    }
 }

@@ -453,12 +453,42 @@ pub fn load_bytes(
     }
 }
 
+/// A carriage return not followed by a line feed, with its position. YAML counts a lone CR
+/// as a line break, editors and `grep -n` do not: every later position would name a line
+/// the operator cannot find (the fuzzer found `cluster.yaml:69:1` in a 13-line file). LF and
+/// CRLF line ends are read as they are.
+fn lone_carriage_return(text: &str) -> Option<Problem> {
+    let at = text
+        .match_indices('\r')
+        .map(|(i, _)| i)
+        .find(|&i| text.as_bytes().get(i + 1) != Some(&b'\n'))?;
+    let before = &text[..at];
+    let line = before.split('\n').count();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Some(Problem {
+        line,
+        col: before[line_start..].chars().count() + 1,
+        message: "a carriage return (\\r) without a line feed: capstan reads LF or CRLF line ends"
+            .to_string(),
+        help: Some(
+            "convert the line ends to LF (e.g. `sed -i 's/\\r$//; s/\\r/\\n/g' cluster.yaml`) or remove the stray \\r"
+                .into(),
+        ),
+    })
+}
+
 /// Validates inventory text; `path` names it in messages and anchors relative paths.
 pub fn load_str(
     text: &str,
     path: &Path,
     home: Option<&Path>,
 ) -> Result<Inventory, InventoryErrors> {
+    if let Some(problem) = lone_carriage_return(text) {
+        return Err(InventoryErrors {
+            file: path.to_path_buf(),
+            problems: vec![problem],
+        });
+    }
     let root = yaml::parse(text).map_err(|e| InventoryErrors {
         file: path.to_path_buf(),
         problems: vec![Problem {
