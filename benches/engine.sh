@@ -3,6 +3,8 @@
 # the first run from bare hosts, then no-op runs of `apply` and `plan`, with wall time and
 # SSH round trips per host (counted by the engine, after the handshake).
 #   benches/engine.sh [SIZES...]     default: 10 50
+#   RUNS=N (default 3) no-op runs of each verb; SETTLE=S (default 60) seconds to wait after
+#   the first run before them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10 50)
@@ -43,6 +45,9 @@ for h in json.load(sys.stdin).get("hosts", []):
   fi
   printf 'apply from bare hosts, %d hosts: %.2f s wall, %s changes, round trips per host %s\n' \
     "$n" "$(echo "$e - $s" | bc)" "$(changes <<<"$first")" "$(trips <<<"$first")"
+  # The first run just started a containerd on every host: let them settle (the lab hosts
+  # share this machine's cores), so that the no-op runs measure a steady cluster.
+  sleep "${SETTLE:-60}"
   for verb in apply plan; do
     for i in $(seq 1 "$runs"); do
       c0=$(hosts_cpu_ns "$name")
