@@ -53,7 +53,7 @@ pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs `body`, a command that changes hosts, under the cluster lock (see [`crate::lock`]):
-/// takes the lock first (refused: exit 4), handles Ctrl-C and SIGTERM (see
+/// takes the lock before any change (refused: exit 4), handles Ctrl-C and SIGTERM (see
 /// [`crate::interrupt`]), journals the run, releases the lock at the end, also on failure
 /// or interrupt, and maps an interrupt to its exit code (130 for SIGINT, 143 for SIGTERM).
 /// A dry run changes nothing and takes no lock.
