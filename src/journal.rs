@@ -36,6 +36,12 @@ pub fn open(state_dir: PathBuf, command: &str) {
 
 /// One line, when a journal is open; a journal that cannot be written never fails a run.
 pub fn append(subject: &str, event: &str) {
+    append_as(None, subject, event);
+}
+
+/// [`append`] under another command label than the run's (`upgrade v1.32.5` for
+/// `upgrade apply`'s per-host steps), tracked in flight the same way.
+pub fn append_as(command: Option<&str>, subject: &str, event: &str) {
     let Ok(mut guard) = JOURNAL.lock() else {
         return;
     };
@@ -53,7 +59,12 @@ pub fn append(subject: &str, event: &str) {
             .mode(0o700)
             .create(dir);
     }
-    let line = line(&j.command, subject, event, time::OffsetDateTime::now_utc());
+    let line = line(
+        command.unwrap_or(&j.command),
+        subject,
+        event,
+        time::OffsetDateTime::now_utc(),
+    );
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -113,7 +124,13 @@ mod tests {
         append("workers", "start");
         append("workers", "failed on w1");
         assert_eq!(in_flight(), vec!["control plane cp1".to_string()]);
+        // upgrade apply's per-host steps: their own command label, tracked alike.
+        append_as(Some("upgrade v1.32.5"), "cp2", "start");
+        assert_eq!(in_flight(), ["control plane cp1", "cp2"]);
+        append_as(Some("upgrade v1.32.5"), "cp2", "done");
+        assert_eq!(in_flight(), ["control plane cp1"]);
         let text = std::fs::read_to_string(dir.path().join("journal.log")).unwrap();
-        assert_eq!(text.lines().count(), 6, "{text}");
+        assert_eq!(text.lines().count(), 8, "{text}");
+        assert!(text.contains("\tupgrade v1.32.5\tcp2\tdone\n"), "{text}");
     }
 }

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -106,21 +105,17 @@ impl Outcome {
 }
 
 /// The phase and the hosts under way: their bar, their clocks, the journal.
-struct Track<'i> {
-    inv: &'i Inventory,
+struct Track {
     to: String,
-    dry_run: bool,
     timings: Timings,
     phase: Option<(String, Instant, PhaseProgress)>,
     hosts: Vec<(String, Instant)>,
 }
 
-impl<'i> Track<'i> {
-    fn new(inv: &'i Inventory, to: &Version, dry_run: bool) -> Self {
+impl Track {
+    fn new(to: &Version) -> Self {
         Track {
-            inv,
             to: to.to_string(),
-            dry_run,
             timings: Timings::default(),
             phase: None,
             hosts: Vec::new(),
@@ -219,23 +214,11 @@ impl<'i> Track<'i> {
         self.end_phase(Outcome::Failed);
     }
 
-    /// Appends one line to `.capstan/journal.log`: when, the target, the host, the step.
-    /// A dry run writes nothing.
+    /// Appends one line to `.capstan/journal.log`: when, the target, the host, the step
+    /// (through [`crate::journal`], which a dry run does not open, and which keeps the host
+    /// in flight until its next step, for a second Ctrl-C to name).
     fn journal(&self, host: &str, step: &str) {
-        if self.dry_run {
-            return;
-        }
-        let path = self.inv.state_dir().join("journal.log");
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
-            let _ = writeln!(f, "{now}\tupgrade {}\t{host}\t{step}", self.to);
-        }
+        crate::journal::append_as(Some(&format!("upgrade {}", self.to)), host, step);
     }
 }
 
@@ -250,7 +233,7 @@ pub async fn apply(
     let prepared = converge::prepare(&target, &ConvergeOptions::default(), cache)?;
     let mut run =
         ClusterRun::connect("upgrade", &target, session, prepared, opts.dry_run, false).await;
-    let mut track = Track::new(inventory, &opts.to, opts.dry_run);
+    let mut track = Track::new(&opts.to);
     let mut refused = None;
     let stopped = match steps(&mut run, &mut track, inventory, opts).await {
         Ok(()) => {
@@ -397,7 +380,7 @@ async fn check_versions(run: &ClusterRun<'_>, to: Version) -> Result<(), Halt> {
 #[allow(clippy::too_many_lines)]
 async fn steps(
     run: &mut ClusterRun<'_>,
-    track: &mut Track<'_>,
+    track: &mut Track,
     current_inventory: &Inventory,
     opts: &UpgradeOptions,
 ) -> Result<(), Halt> {
@@ -696,7 +679,7 @@ fn host_pending(run: &ClusterRun<'_>, i: usize, step_only: bool) -> bool {
 /// One converge step on one host; a failure stops the rollout with the host named.
 async fn step(
     run: &mut ClusterRun<'_>,
-    track: &Track<'_>,
+    track: &Track,
     title: &str,
     host: usize,
     roles: &[&str],
