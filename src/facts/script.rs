@@ -175,29 +175,23 @@ else
 fi
 "#;
 
-/// Stats the positional parameters and hashes the regular files among them, in two
-/// sections (`stat`, `sha256`), with one `stat` and one `awk` (two processes).
+/// Stats the positional parameters and hashes the regular files among them (sections
+/// `stat`, `sha256`): the awk program that reads `stat`'s output, after [`FILES_AWK`] in
+/// the same awk, so that one awk reads every file the probe needs.
 ///
 /// Quick check (rsync's): a regular file whose size, mtime and inode still match what
-/// capstan recorded when it installed it (the state file, `@STATE@`) keeps the recorded
-/// hash; only the others are read, by one `sha256sum` that awk starts. `@VERIFY@` = 1
-/// hashes everything. Without awk every path goes to `sha256sum` (folders fail quietly).
-const STAT_AND_HASH: &str = r#"b stat
-if have awk; then
-stat -c '%s	%a	%u	%g	%U	%G	%Y	%i	%F	%n' -- "$@" 2>/dev/null | awk -F'\t' -v state=@STATE@ -v verify=@VERIFY@ -v "sq='" '
+/// capstan recorded when it installed it (the state file, `state`) keeps the recorded
+/// hash; only the others are read, by one `sha256sum` that awk starts. `verify` = 1 hashes
+/// everything.
+const STAT_AWK: &str = r#"
 function q(x,   n, p, i, r) { n = split(x, p, sq); r = sq p[1]; for (i = 2; i <= n; i++) r = r sq "\\" sq sq p[i]; return r sq }
-BEGIN { if (!verify) while ((getline l < state) > 0) { if (split(l, a, "\t") == 5) { rec[a[5]] = a[2] " " a[3] " " a[4]; sum[a[5]] = a[1] } } }
+BEGIN { if (!verify) while ((getline l < state) > 0) { if (split(l, a, "\t") == 5) { rec[a[5]] = a[2] " " a[3] " " a[4]; sum[a[5]] = a[1] } } b("stat") }
 { print }
 $9 ~ /^regular/ { if (($10 in rec) && rec[$10] == $1 " " $7 " " $8) sums = sums sum[$10] "  " $10 "\n"; else h = h " " q($10) }
-END { print "::capstan:: end stat"; print "::capstan:: begin sha256"; printf "%s", sums; if (h != "") { fflush(); system("sha256sum --" h " 2>/dev/null") } print "::capstan:: end sha256" }'
-else
-stat -c '%s	%a	%u	%g	%U	%G	%Y	%i	%F	%n' -- "$@" 2>/dev/null
-e stat
-b sha256
-sha256sum -- "$@" 2>/dev/null
-e sha256
-fi
-"#;
+END { e("stat"); b("sha256"); printf "%s", sums; if (h != "") { fflush(); system("sha256sum --" h " 2>/dev/null") } e("sha256") }"#;
+
+/// What `stat` prints of each path (tab-separated; the name last, as it may hold spaces).
+const STAT_FORMAT: &str = "'%s\t%a\t%u\t%g\t%U\t%G\t%Y\t%i\t%F\t%n'";
 
 /// The states of the units in the positional parameters, from ONE `systemctl show`.
 ///
@@ -224,8 +218,13 @@ e units-absent
 fi
 "#;
 
-/// The sections read from files: os, meminfo, swaps, cgroup, modules.
-fn file_facts(s: &mut String) {
+/// The sections read from files (os, meminfo, swaps, cgroup, modules) and, when `paths`,
+/// the `stat` and `sha256` of the positional parameters.
+///
+/// With awk, ONE awk reads every file and `stat`'s output (each fork costs the host a
+/// millisecond or more, and a converged host's probe is mostly forks); without it, the
+/// shell reads the files and every path goes to `sha256sum` (folders fail quietly).
+fn file_facts(s: &mut String, paths: bool, state: &str, verify: bool) {
     let mods = PROBED_MODULES.join("|");
     let builtin_pats: Vec<String> = PROBED_MODULES
         .iter()
@@ -233,20 +232,46 @@ fn file_facts(s: &mut String) {
         .collect();
     let builtin_pats = builtin_pats.join("|");
     let awk_mods = PROBED_MODULES.join(" ");
+    let verify = if verify { "1" } else { "0" };
     let _ = write!(
         s,
-        "if have awk; then awk -v kv=\"$kv\" -v mods='{awk_mods}' '{FILES_AWK}'\nelse\n{FILES_SH}\
+        "if have awk; then\n\
+         sy=; for m in {awk_mods}; do [ -d \"/sys/module/$m\" ] && sy=\"$sy $m\"; done\n"
+    );
+    if paths {
+        let _ = writeln!(
+            s,
+            "stat -c {STAT_FORMAT} -- \"$@\" 2>/dev/null | awk -F'\\t' -v kv=\"$kv\" -v mods='{awk_mods}' -v sysfs=\"$sy\" \
+             -v state={state} -v verify={verify} -v \"sq='\" '{FILES_AWK}{STAT_AWK}'"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "awk -v kv=\"$kv\" -v mods='{awk_mods}' -v sysfs=\"$sy\" '{FILES_AWK}' </dev/null"
+        );
+    }
+    let _ = write!(
+        s,
+        "else\n{FILES_SH}\
          b modules\n\
          [ -r /proc/modules ] && while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
          if [ -r \"/lib/modules/$kv/modules.builtin\" ]; then while read -r m; do case ${{m##*/}} in {builtin_pats}) echo \"builtin ${{m##*/}}\";; esac; done < \"/lib/modules/$kv/modules.builtin\"; fi\n\
          while read -r a f; do [ -n \"$f\" ] || f=$a; case $f in overlay) echo 'fs overlay';; esac; done < /proc/filesystems\n\
-         fi\n\
          for m in {awk_mods}; do [ -d \"/sys/module/$m\" ] && echo \"sysfs $m\"; done\n\
          e modules\n"
     );
+    if paths {
+        let _ = write!(
+            s,
+            "b stat\nstat -c {STAT_FORMAT} -- \"$@\" 2>/dev/null\ne stat\n\
+             b sha256\nsha256sum -- \"$@\" 2>/dev/null\ne sha256\n"
+        );
+    }
+    s.push_str("fi\n");
 }
 
-/// [`file_facts`] by awk: each file read once; leaves the `modules` section open.
+/// [`file_facts`] by awk: each file read once. `sysfs` lists the modules the shell found
+/// in /sys/module (awk cannot test for a folder).
 const FILES_AWK: &str = r#"
 function b(n) { print "::capstan:: begin " n }
 function e(n) { print "::capstan:: end " n }
@@ -268,6 +293,8 @@ BEGIN {
   mb = "/lib/modules/" kv "/modules.builtin"
   while ((getline l < mb) > 0) { k = l; sub(/.*\//, "", k); x = k; sub(/\.ko\..*$/, ".ko", x); if (x in ko) print "builtin " k }
   while ((getline l < "/proc/filesystems") > 0) { k = l; sub(/^.*[ \t]/, "", k); if (k == "overlay") print "fs overlay" }
+  n = split(sysfs, sf, " "); for (i = 1; i <= n; i++) print "sysfs " sf[i]
+  e("modules")
 }"#;
 
 /// Builds the probe script for `req`.
@@ -275,9 +302,14 @@ BEGIN {
 /// The script is POSIX `sh` (dash, bash, busybox ash), runs as `sh -c` (possibly under
 /// `sudo -n`) or fed on stdin, never fails early, and prints every section whether or
 /// not a tool is missing. Every path and unit is shell-quoted.
+///
+/// The output is held until the end and written at once: the shell writes each line as
+/// it goes, which sshd would send as a hundred small packets, each a wake-up and a
+/// syscall or two on the host and on the operator's machine. One fork buys that back.
 pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
     req.validate()?;
     let mut s = String::with_capacity(8192);
+    s.push_str("capstan_probe() {\n");
     s.push_str(PRELUDE);
     let _ = writeln!(s, "printf '{MARKER} probe %s\\n' {PROBE_FORMAT}");
     s.push_str(HOST_FACTS);
@@ -307,30 +339,25 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         }
     }
 
-    // Files: read by one awk when there is one (shell loops re-read a /proc file once per
-    // line: quadratic in its length, and a node's /proc/mounts is long), else by the shell.
-    file_facts(&mut s);
-
-    // Requested paths, each written once (as the positional parameters): stat every one at
-    // once, then hash the regular files at once.
+    // Requested paths, each written once (as the positional parameters).
     s.push_str("b request-paths\n");
-    if req.paths.is_empty() {
-        s.push_str("e request-paths\n");
-    } else {
+    if !req.paths.is_empty() {
         s.push_str("set --");
         for p in &req.paths {
             let _ = write!(s, " {}", sh_quote(p));
         }
-        s.push_str("\nprintf '%s\\n' \"$@\"\ne request-paths\n");
-        s.push_str(
-            &STAT_AND_HASH
-                .replace(
-                    "@STATE@",
-                    &sh_quote(req.installed_state.as_deref().unwrap_or(INSTALLED_STATE)),
-                )
-                .replace("@VERIFY@", if req.verify { "1" } else { "0" }),
-        );
+        s.push_str("\nprintf '%s\\n' \"$@\"\n");
     }
+    s.push_str("e request-paths\n");
+    // Files, then every path stat'ed at once and the regular files hashed at once: by one
+    // awk when there is one (shell loops re-read a /proc file once per line: quadratic in its
+    // length, and a node's /proc/mounts is long), else by the shell.
+    file_facts(
+        &mut s,
+        !req.paths.is_empty(),
+        &sh_quote(req.installed_state.as_deref().unwrap_or(INSTALLED_STATE)),
+        req.verify,
+    );
 
     // Requested units: one systemctl call.
     s.push_str("b request-units\n");
@@ -356,6 +383,8 @@ pub fn probe_script(req: &ProbeRequest) -> Result<String, FactsError> {
         "b clock\nif [ -n \"${EPOCHREALTIME:-}\" ]; then echo \"$EPOCHREALTIME\"; else date +%s.%N; fi\ne clock\n",
     );
     let _ = writeln!(s, "printf '{MARKER} done\\n'");
+    // `$(...)` drops the final newline: printf puts it back.
+    s.push_str("}\ncapstan_out=$(capstan_probe); capstan_status=$?\nprintf '%s\\n' \"$capstan_out\"\nexit $capstan_status\n");
     Ok(s)
 }
 

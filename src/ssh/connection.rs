@@ -154,6 +154,9 @@ impl Progress {
 }
 
 const SFTP_CHUNK: usize = 32 * 1024;
+/// Bytes read from the network at once: a full SSH packet (32 KiB of data) and more.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Concurrent exec channels per connection (sshd's `MaxSessions` defaults to 10).
 const MAX_CONCURRENT_EXECS: usize = 8;
 const SFTP_IN_FLIGHT: usize = 16;
@@ -787,6 +790,9 @@ where
     let policy = policy_for(label, hop, opts);
     let config = client_config(&policy, opts);
     let handler = ClientHandler { policy };
+    // russh reads each packet's length, then its body, straight from the stream: two reads
+    // (and a wake-up) per packet. Buffered, one read takes whatever has arrived.
+    let stream = tokio::io::BufReader::with_capacity(READ_BUFFER, stream);
     let mut handle = match client::connect_stream(config, stream, handler).await {
         Ok(h) => h,
         Err(HandlerError::HostKey(e)) => return Err(e),

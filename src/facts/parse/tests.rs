@@ -689,25 +689,49 @@ fn basics_from_proc_match_the_commands() {
 /// The files are read by awk when there is one, else by shell loops: both say the same.
 #[test]
 fn file_sections_by_awk_and_by_the_shell_agree() {
-    let req = ProbeRequest {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("it's a file");
+    std::fs::write(&file, "content\n").unwrap();
+    let with_paths = ProbeRequest {
+        light: true,
+        paths: vec![
+            file.display().to_string(),
+            dir.path().display().to_string(),
+            dir.path().join("missing").display().to_string(),
+        ],
+        installed_state: Some(dir.path().join("installed.tsv").display().to_string()),
+        ..ProbeRequest::default()
+    };
+    let without_paths = ProbeRequest {
         light: true,
         ..ProbeRequest::default()
     };
-    let script = probe_script(&req).unwrap();
-    let with_awk = probe_here(&req);
-    // The same script where `have awk` fails.
-    let no_awk = script.replace("if have awk; then", "if false; then");
-    assert_ne!(no_awk, script);
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&no_awk)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let without = parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
-    assert_eq!(without.os, with_awk.os);
-    assert_eq!(without.swap, with_awk.swap);
-    assert_eq!(without.cgroup, with_awk.cgroup);
-    assert_eq!(without.modules, with_awk.modules);
-    assert!(without.memory_bytes > 0 && without.memory_bytes == with_awk.memory_bytes);
+    for req in [without_paths, with_paths] {
+        let script = probe_script(&req).unwrap();
+        let with_awk = probe_here(&req);
+        // The same script where `have awk` fails.
+        let no_awk = script.replace("if have awk; then", "if false; then");
+        assert_ne!(no_awk, script);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&no_awk)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let without = parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert_eq!(without.os, with_awk.os);
+        assert_eq!(without.swap, with_awk.swap);
+        assert_eq!(without.cgroup, with_awk.cgroup);
+        assert_eq!(without.modules, with_awk.modules);
+        assert!(without.memory_bytes > 0 && without.memory_bytes == with_awk.memory_bytes);
+        assert_eq!(without.paths, with_awk.paths);
+        assert_eq!(with_awk.paths.len(), req.paths.len());
+        if let Some(p) = req.paths.first() {
+            let facts = with_awk.paths[p].as_ref().expect("the file exists");
+            assert_eq!(
+                facts.sha256.as_deref(),
+                Some("434728a410a78f56fc1b5899c3593436e61ab0c731e9072d95e96db290205e53")
+            );
+        }
+    }
 }
