@@ -275,6 +275,66 @@ fn apply_common_and_containerd_on_three_hosts() {
         cache,
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    // On a terminal (a real pty, from util-linux's `script`) a run draws its bars: the
+    // phase, the hosts still at work with their step, hosts done out of all. Piped, as
+    // every run above, it draws none.
+    assert!(
+        !r.stderr.contains("hosts ("),
+        "no bars without a terminal: {}",
+        r.stderr
+    );
+    docker(&[
+        "exec",
+        &lab.container("w1"),
+        "sh",
+        "-c",
+        "echo '# hand edit' >> /etc/containerd/config.toml",
+    ]);
+    let tty = on_a_terminal(&[
+        "apply",
+        "--roles",
+        "common,containerd",
+        "-i",
+        inv.to_str().expect("utf-8 path"),
+        "--cache-dir",
+        cache.to_str().expect("utf-8 path"),
+    ]);
+    assert!(tty.contains("exit 0"), "{tty}");
+    for drawn in ["connecting", "converging", "/3 hosts ("] {
+        assert!(tty.contains(drawn), "`{drawn}` not drawn: {tty}");
+    }
+    assert!(
+        tty.contains("3 hosts, 1 changed, 2 unchanged, 0 failed"),
+        "{tty}"
+    );
+}
+
+/// Runs capstan with `args` on a pseudo-terminal (`script`), returning what the terminal
+/// showed, then `exit N`.
+fn on_a_terminal(args: &[&str]) -> String {
+    let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
+    let mut line = quote(env!("CARGO_BIN_EXE_capstan"));
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    line.push_str("; echo \"exit $?\"");
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("CAPSTAN_INVENTORY")
+        .env_remove("SSH_AUTH_SOCK")
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    assert!(
+        out.status.success(),
+        "script: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

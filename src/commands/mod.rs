@@ -96,7 +96,7 @@ fn locked(
         .filter(|h| hosts.contains(&h.name.as_str()))
         .map(crate::workflows::target)
         .collect();
-    let progress = crate::ui::HostProgress::new("connecting", targets.len());
+    let progress = crate::ui::HostProgress::new("connecting", targets.iter().map(|t| &t.name));
     let connected = rt.block_on(crate::ssh::connect_all(
         &targets,
         &session.ssh,

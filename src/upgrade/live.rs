@@ -448,7 +448,8 @@ pub async fn read_live(
 ) -> LiveRead {
     let hosts = LiveHost::for_inventory(inventory, apiserver_port);
     let targets: Vec<ssh::Target> = inventory.hosts.iter().map(target).collect();
-    let progress = crate::ui::HostProgress::new("reading versions", targets.len());
+    let progress =
+        crate::ui::HostProgress::new("reading versions", targets.iter().map(|t| &t.name));
     let hosts_ref = &hosts;
     let progress_ref = &progress;
     let results = ssh::for_each_host(

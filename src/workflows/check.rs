@@ -71,7 +71,7 @@ pub async fn run(
 ) -> miette::Result<CheckReport> {
     let started = Instant::now();
     let targets: Vec<ssh::Target> = inventory.hosts.iter().map(target).collect();
-    let progress = HostProgress::new("checking", targets.len());
+    let progress = HostProgress::new("checking", targets.iter().map(|t| &t.name));
 
     let request = ProbeRequest {
         paths: Vec::new(),

@@ -147,7 +147,7 @@ impl<'a> ClusterRun<'a> {
     ) -> ClusterRun<'a> {
         let started = Instant::now();
         let targets: Vec<ssh::Target> = inventory.hosts.iter().map(target).collect();
-        let progress = ui::HostProgress::new("connecting", targets.len());
+        let progress = ui::HostProgress::new("connecting", targets.iter().map(|t| &t.name));
         let results = ssh::connect_all(&targets, &session.ssh, session.forks, |name, _| {
             progress.host_done(name);
         })
@@ -238,7 +238,7 @@ impl<'a> ClusterRun<'a> {
         let prepared = Arc::clone(&self.prepared);
         let verify = self.verify;
         let dry_run = self.dry_run;
-        let progress = ui::HostProgress::new("probing", self.hosts.len());
+        let progress = ui::HostProgress::new("probing", inventory.hosts.iter().map(|h| &h.name));
         let work = self.hosts.iter().enumerate().map(|(i, slot)| {
             let prepared = Arc::clone(&prepared);
             let progress = &progress;

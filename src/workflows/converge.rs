@@ -268,7 +268,7 @@ pub async fn run_prepared(
         } else {
             "converging"
         },
-        hosts.len(),
+        hosts.iter().map(|h| &h.name),
     );
     // Hosts that need the same files get the same archive, built once.
     let archives: Arc<Archives> = Arc::default();
@@ -309,6 +309,7 @@ pub async fn run_prepared(
                         &conn,
                         opts,
                         &archives,
+                        progress,
                         &mut outcome,
                     )
                     .await
@@ -342,6 +343,7 @@ async fn converge_host(
     conn: &Connection,
     opts: &ConvergeOptions,
     archives: &Archives,
+    progress: &HostProgress,
     outcome: &mut HostOutcome,
 ) -> Result<(), String> {
     let with_pki = prepared.wants_pki(&opts.roles);
@@ -356,6 +358,7 @@ async fn converge_host(
     // The shape of the desired state (paths, units, keys) decides what to probe; it
     // cannot depend on facts, which the probe is about to gather.
     let shape = desired_for(inventory, host, &what, prepared, None, desired::Mode::Shape)?;
+    progress.step(&host.name, "probing");
     let probed = probe_host(conn, &shape, opts.verify, ProbeKind::Light, !opts.dry_run).await?;
     let desired = desired_for(
         inventory,
@@ -365,6 +368,10 @@ async fn converge_host(
         Some(&probed.facts),
         desired::Mode::Full,
     )?;
+    progress.step(
+        &host.name,
+        if opts.dry_run { "planning" } else { "applying" },
+    );
     let (host_plan, applied) = plan_apply(conn, &desired, &probed, opts.dry_run, archives).await?;
     outcome.plan = Some(host_plan);
     outcome.applied = applied;
