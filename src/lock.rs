@@ -279,14 +279,22 @@ fn acquire_script(info: &LockInfo, expect_break: Option<(&str, i64)>) -> String 
         q(&body),
         t = q(&tmp)
     );
+    // A lock is never empty (`ln` of a complete file, heartbeats by `mv`): an empty read
+    // means another run removed it between our `ln` and `cat` (it broke a stale lock), so
+    // try again rather than report an unreadable lock.
     let _ = writeln!(
         s,
-        "if ln {t} {LOCK_PATH} 2>/dev/null; then rm -f {t}; printf 'acquired\\nnow=%s\\n' \"$now\"; exit 0; fi",
+        "i=0\nwhile :; do\n\
+         if ln {t} {LOCK_PATH} 2>/dev/null; then rm -f {t}; printf 'acquired\\nnow=%s\\n' \"$now\"; exit 0; fi\n\
+         c=$(cat {LOCK_PATH} 2>/dev/null)\n\
+         if [ -n \"$c\" ] || [ $i -ge 20 ]; then break; fi\n\
+         i=$((i + 1))\n\
+         done",
         t = q(&tmp)
     );
     let _ = writeln!(
         s,
-        "rm -f {t}\nprintf 'held\\nnow=%s\\n' \"$now\"\ncat {LOCK_PATH} 2>/dev/null\nexit 0",
+        "rm -f {t}\nprintf 'held\\nnow=%s\\n%s\\n' \"$now\" \"$c\"\nexit 0",
         t = q(&tmp)
     );
     s
