@@ -6,7 +6,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::lab::{Lab, Run, bed, docker, run_capstan_cached};
+use capstan::facts::sh_quote;
+use support::lab::{Lab, Run, bed, capstan_env, docker, run_capstan_cached};
 
 /// The test mirror: the test bed's (tests/lab/prepare.sh), shared by every lab test.
 fn mirror() -> PathBuf {
@@ -313,18 +314,14 @@ fn apply_common_and_containerd_on_three_hosts() {
 /// Runs capstan with `args` on a pseudo-terminal (`script`), returning what the terminal
 /// showed, then `exit N`.
 fn on_a_terminal(args: &[&str]) -> String {
-    let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
-    let mut line = quote(env!("CARGO_BIN_EXE_capstan"));
+    let mut line = sh_quote(env!("CARGO_BIN_EXE_capstan"));
     for a in args {
         line.push(' ');
-        line.push_str(&quote(a));
+        line.push_str(&sh_quote(a));
     }
     line.push_str("; echo \"exit $?\"");
-    let out = std::process::Command::new("script")
+    let out = capstan_env(&mut std::process::Command::new("script"))
         .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .env_remove("CAPSTAN_INVENTORY")
-        .env_remove("SSH_AUTH_SOCK")
-        .env("NO_COLOR", "1")
         .env("TERM", "xterm")
         .stdin(std::process::Stdio::null())
         .output()

@@ -235,8 +235,8 @@ fn file_facts(s: &mut String, paths: bool, state: &str, verify: bool) {
     let verify = if verify { "1" } else { "0" };
     let _ = write!(
         s,
-        "if have awk; then\n\
-         sy=; for m in {awk_mods}; do [ -d \"/sys/module/$m\" ] && sy=\"$sy $m\"; done\n"
+        "sy=; for m in {awk_mods}; do [ -d \"/sys/module/$m\" ] && sy=\"$sy $m\"; done\n\
+         if have awk; then\n"
     );
     if paths {
         let _ = writeln!(
@@ -257,7 +257,7 @@ fn file_facts(s: &mut String, paths: bool, state: &str, verify: bool) {
          [ -r /proc/modules ] && while read -r m _r; do case $m in {mods}) echo \"loaded $m\";; esac; done < /proc/modules\n\
          if [ -r \"/lib/modules/$kv/modules.builtin\" ]; then while read -r m; do case ${{m##*/}} in {builtin_pats}) echo \"builtin ${{m##*/}}\";; esac; done < \"/lib/modules/$kv/modules.builtin\"; fi\n\
          while read -r a f; do [ -n \"$f\" ] || f=$a; case $f in overlay) echo 'fs overlay';; esac; done < /proc/filesystems\n\
-         for m in {awk_mods}; do [ -d \"/sys/module/$m\" ] && echo \"sysfs $m\"; done\n\
+         for m in $sy; do echo \"sysfs $m\"; done\n\
          e modules\n"
     );
     if paths {
@@ -271,7 +271,7 @@ fn file_facts(s: &mut String, paths: bool, state: &str, verify: bool) {
 }
 
 /// [`file_facts`] by awk: each file read once. `sysfs` lists the modules the shell found
-/// in /sys/module (awk cannot test for a folder).
+/// in /sys/module (`$sy`, also the shell fallback's: awk cannot test for a folder).
 const FILES_AWK: &str = r#"
 function b(n) { print "::capstan:: begin " n }
 function e(n) { print "::capstan:: end " n }

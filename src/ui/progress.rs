@@ -25,10 +25,6 @@ pub struct HostProgress {
 
 impl HostProgress {
     pub fn new<S: AsRef<str>>(what: &str, hosts: impl IntoIterator<Item = S>) -> Self {
-        let pending: BTreeMap<String, &'static str> = hosts
-            .into_iter()
-            .map(|h| (h.as_ref().to_string(), ""))
-            .collect();
         if !super::ui().progress {
             return Self {
                 bar: None,
@@ -36,6 +32,10 @@ impl HostProgress {
                 pending: Mutex::new(BTreeMap::new()),
             };
         }
+        let pending: BTreeMap<String, &'static str> = hosts
+            .into_iter()
+            .map(|h| (h.as_ref().to_string(), ""))
+            .collect();
         let bar = multi().add(ProgressBar::new(pending.len() as u64));
         let style = ProgressStyle::with_template(
             "{spinner} {wide_msg} [{bar:30}] {pos}/{len} hosts ({elapsed})",

@@ -75,10 +75,16 @@ pub fn docker(args: &[&str]) -> String {
 /// The capstan binary under test.
 pub fn capstan() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    capstan_env(&mut cmd);
+    cmd
+}
+
+/// The environment capstan runs in under test (also when `cmd` starts it indirectly): no
+/// inventory or SSH agent from the caller's, no colours.
+pub fn capstan_env(cmd: &mut Command) -> &mut Command {
     cmd.env_remove("CAPSTAN_INVENTORY")
         .env_remove("SSH_AUTH_SOCK")
-        .env("NO_COLOR", "1");
-    cmd
+        .env("NO_COLOR", "1")
 }
 
 #[allow(dead_code)]
