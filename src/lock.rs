@@ -249,14 +249,15 @@ fn acquire_script(info: &LockInfo, expect_break: Option<(&str, i64)>) -> String 
     let mut s = String::new();
     let _ = writeln!(s, "umask 077\nmkdir -p -m 0700 {LOCK_DIR} || exit 1");
     let _ = writeln!(s, "now=$(date +%s)");
+    // Every attempt runs under an flock of the lock dir (released when this script ends):
+    // a break checks, removes and takes over in one step, so of two runs breaking the same
+    // stale lock at once the second sees the first one's lock, not the stale one; and a
+    // plain attempt cannot slip its `ln` in between another run's break and take-over.
+    let _ = writeln!(
+        s,
+        "exec 9<{LOCK_DIR}\nif command -v flock >/dev/null 2>&1; then flock -w 30 9 || exit 1; fi"
+    );
     if let Some((token, heartbeat)) = expect_break {
-        // Check, remove and take over under an flock of the lock dir (released when this
-        // script ends): of two runs breaking the same stale lock at once, the second sees
-        // the first one's lock, not the stale one, and is refused.
-        let _ = writeln!(
-            s,
-            "exec 9<{LOCK_DIR}\nif command -v flock >/dev/null 2>&1; then flock -w 30 9 || exit 1; fi"
-        );
         let _ = writeln!(
             s,
             "if grep -qx {} {l} && grep -qx {} {l}; then rm -f {l}; fi",
@@ -280,8 +281,8 @@ fn acquire_script(info: &LockInfo, expect_break: Option<(&str, i64)>) -> String 
         t = q(&tmp)
     );
     // A lock is never empty (`ln` of a complete file, heartbeats by `mv`): an empty read
-    // means another run removed it between our `ln` and `cat` (it broke a stale lock), so
-    // try again rather than report an unreadable lock.
+    // means its holder released it between our `ln` and `cat` (or, on a host without
+    // flock, another run broke it), so try again rather than report an unreadable lock.
     let _ = writeln!(
         s,
         "i=0\nwhile :; do\n\
@@ -762,5 +763,48 @@ mod tests {
             assert_eq!(won, 1, "{answers:?}");
             std::fs::remove_file(&path).unwrap();
         }
+    }
+
+    /// A plain first attempt while another run is between breaking a stale lock and
+    /// taking it over (holding the flock, the stale lock removed, its own not yet there):
+    /// the attempt waits for the take-over and sees that lock; it never takes the gap.
+    #[test]
+    fn a_plain_attempt_never_slips_in_between_a_break_and_its_take_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let path = format!("{d}/lock");
+        let breakers = LockInfo {
+            token: "aaaa".into(),
+            ..info()
+        };
+        std::fs::write(&path, "token=0ld\n").unwrap();
+        let mut breaker = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec 9<{d}; flock 9; rm -f {path}; : > {d}/gap; sleep 1; printf '%s' \"$1\" > {path}.t; ln {path}.t {path}; rm {path}.t"
+            ))
+            .arg("sh")
+            .arg(breakers.render())
+            .spawn()
+            .unwrap();
+        let gap = std::path::Path::new(d).join("gap");
+        while !gap.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let plain = LockInfo {
+            token: "bbbb".into(),
+            ..info()
+        };
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(acquire_script(&plain, None).replace(LOCK_DIR, d))
+            .output()
+            .unwrap();
+        assert!(breaker.wait().unwrap().success());
+        let answer = parse_answer(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        let Answer::Held { raw, .. } = &answer else {
+            panic!("the plain attempt took the lock in the gap: {answer:?}")
+        };
+        assert_eq!(LockInfo::parse(raw).unwrap().token, "aaaa");
     }
 }

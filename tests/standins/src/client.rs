@@ -109,6 +109,19 @@ impl Api {
         Ok(Reply { status, body })
     }
 
+    /// A client of a plain-HTTP server (the controllers' unit tests).
+    #[cfg(test)]
+    pub fn plain(server: &str) -> Self {
+        Api {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .new_agent(),
+            server: server.to_string(),
+        }
+    }
+
     pub fn get(&self, path: &str) -> Result<Reply, String> {
         self.call("GET", path, None)
     }

@@ -431,10 +431,12 @@ fn check_signing(p: &Parsed) -> Result<(), String> {
     Ok(())
 }
 
-fn items(api: &Api, path: &str) -> Vec<Value> {
+/// A list's items, or `None` when the list failed: a failed list is never an empty one
+/// (a controller that took it for one would delete what it owns).
+fn items(api: &Api, path: &str) -> Option<Vec<Value>> {
     match api.get(path) {
-        Ok(r) if r.ok() => r.body["items"].as_array().cloned().unwrap_or_default(),
-        _ => Vec::new(),
+        Ok(r) if r.ok() => r.body["items"].as_array().cloned(),
+        _ => None,
     }
 }
 
@@ -481,19 +483,25 @@ fn fits(pod: &Value, node: &Value) -> bool {
 }
 
 fn schedule_once(api: &Api) {
-    let pending: Vec<Value> = items(
+    let Some(pending) = items(
         api,
         &format!("/api/v1/pods?fieldSelector={}", enc("spec.nodeName=")),
-    )
-    .into_iter()
-    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-    .collect();
+    ) else {
+        return;
+    };
+    let pending: Vec<Value> = pending
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
     if pending.is_empty() {
         return;
     }
-    let nodes = items(api, "/api/v1/nodes");
+    let (Some(nodes), Some(all_pods)) = (items(api, "/api/v1/nodes"), items(api, "/api/v1/pods"))
+    else {
+        return;
+    };
     let mut load: HashMap<String, usize> = HashMap::new();
-    for p in items(api, "/api/v1/pods") {
+    for p in all_pods {
         if let Some(n) = p["spec"]["nodeName"].as_str() {
             *load.entry(n.to_string()).or_default() += 1;
         }
@@ -617,9 +625,16 @@ fn delete(api: &Api, path: &str) {
 
 fn controllers_once(api: &Api) {
     const CM: &str = "kube-controller-manager";
-    let pods: Vec<Value> = items(api, "/api/v1/pods");
-    let deployments = items(api, "/apis/apps/v1/deployments");
-    let mut rsets = items(api, "/apis/apps/v1/replicasets");
+    // Every list first: a round with a failed list (an API server restarting) is skipped.
+    let (Some(pods), Some(deployments), Some(mut rsets), Some(nodes), Some(daemonsets)) = (
+        items(api, "/api/v1/pods"),
+        items(api, "/apis/apps/v1/deployments"),
+        items(api, "/apis/apps/v1/replicasets"),
+        items(api, "/api/v1/nodes"),
+        items(api, "/apis/apps/v1/daemonsets"),
+    ) else {
+        return;
+    };
     // Deployments -> one ReplicaSet per template (older ones removed: recreate).
     for d in &deployments {
         let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -745,8 +760,6 @@ fn controllers_once(api: &Api) {
         }
     }
     // DaemonSets -> one pod per node.
-    let nodes = items(api, "/api/v1/nodes");
-    let daemonsets = items(api, "/apis/apps/v1/daemonsets");
     for ds in &daemonsets {
         let ns = ds["metadata"]["namespace"].as_str().unwrap_or("default");
         let name = ds["metadata"]["name"].as_str().unwrap_or("");
@@ -856,6 +869,117 @@ mod tests {
         assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(go_duration("15"), None);
         assert_eq!(go_duration("x"), None);
+    }
+
+    /// A plain-HTTP API for one round of the controllers: lists from `lists` (a path
+    /// missing there answers 503), every other request 200; returns what was not a GET.
+    fn one_round(lists: &[(&'static str, Value)]) -> Vec<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        let lists: Vec<(&'static str, Value)> = lists.to_vec();
+        let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&writes);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                reader.read_line(&mut first).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                let mut words = first.split_whitespace();
+                let (method, path) = (words.next().unwrap(), words.next().unwrap());
+                let (code, reply) = if method == "GET" {
+                    lists.iter().find(|(p, _)| *p == path).map_or_else(
+                        || {
+                            (
+                                503,
+                                json!({"kind": "Status", "message": "etcd unavailable"}),
+                            )
+                        },
+                        |(_, items)| (200, json!({"items": items})),
+                    )
+                } else {
+                    seen.lock().unwrap().push(format!("{method} {path}"));
+                    (200, json!({}))
+                };
+                let text = reply.to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        controllers_once(&Api::plain(&server));
+        writes.lock().unwrap().clone()
+    }
+
+    /// A Deployment's ReplicaSet and its 4 running pods, all in step.
+    fn web() -> Vec<(&'static str, Value)> {
+        let d = json!({"metadata": {"name": "web", "namespace": "default", "uid": "d1", "generation": 1},
+            "spec": {"replicas": 4, "template": {"metadata": {"labels": {"app": "web"}}}},
+            "status": {"replicas": 4, "readyReplicas": 4, "observedGeneration": 1}});
+        let hash = fnv(&d["spec"]["template"].to_string());
+        let rs = json!({"metadata": {"name": format!("web-{hash}"), "namespace": "default", "uid": "r1",
+                "ownerReferences": owner_ref(&d, "Deployment", "apps/v1")},
+            "spec": {"replicas": 4}, "status": {"replicas": 4, "readyReplicas": 4}});
+        let pods: Vec<Value> = (0..4)
+            .map(|i| {
+                json!({"metadata": {"name": format!("web-{i}"), "namespace": "default",
+                    "ownerReferences": owner_ref(&rs, "ReplicaSet", "apps/v1")},
+                "spec": {"nodeName": "w1"}, "status": {"phase": "Running"}})
+            })
+            .collect();
+        vec![
+            ("/api/v1/pods", json!(pods)),
+            ("/apis/apps/v1/deployments", json!([d])),
+            ("/apis/apps/v1/replicasets", json!([rs])),
+            ("/api/v1/nodes", json!([])),
+            ("/apis/apps/v1/daemonsets", json!([])),
+        ]
+    }
+
+    /// A failed list (an API server restarting) is not an empty one: a round that could not
+    /// list Deployments deletes nothing. When the Deployment is really gone, its
+    /// ReplicaSet and pods go.
+    #[test]
+    fn a_failed_list_deletes_nothing() {
+        assert_eq!(one_round(&web()), Vec::<String>::new());
+        let failed: Vec<_> = web()
+            .into_iter()
+            .filter(|(p, _)| *p != "/apis/apps/v1/deployments")
+            .collect();
+        assert_eq!(one_round(&failed), Vec::<String>::new());
+        let gone: Vec<_> = web()
+            .into_iter()
+            .map(|(p, v)| {
+                if p == "/apis/apps/v1/deployments" {
+                    (p, json!([]))
+                } else {
+                    (p, v)
+                }
+            })
+            .collect();
+        let writes = one_round(&gone);
+        assert!(
+            writes
+                .iter()
+                .any(|w| w.starts_with("DELETE /apis/apps/v1/namespaces/default/replicasets/web-")),
+            "{writes:?}"
+        );
     }
 
     #[test]
