@@ -171,6 +171,34 @@ fn pki_on_lab_hosts() {
         r.stdout
     );
     assert!(r.stdout.contains("create 0, re-issue 0"), "{}", r.stdout);
+    // distribute installs through the engine: the `pki` role of `plan` agrees nothing is left.
+    let r = run(&["plan", "--roles", "pki", "--detailed-exitcode"], &inv);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // A key left readable by others and a changed certificate are put back, and named.
+    sh(
+        &lab,
+        "cp1",
+        "chmod 644 /etc/kubernetes/pki/ca.key && echo x >> /etc/kubernetes/pki/front-proxy-ca.crt",
+    );
+    let r = run(&["certs", "distribute"], &inv);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("cp1 changed 2 files"), "{}", r.stdout);
+    for path in [
+        "/etc/kubernetes/pki/ca.key",
+        "/etc/kubernetes/pki/front-proxy-ca.crt",
+    ] {
+        assert!(r.stdout.contains(path), "{path}:\n{}", r.stdout);
+    }
+    assert!(
+        sh(&lab, "cp1", "stat -c %a /etc/kubernetes/pki/ca.key").trim() == "600",
+        "the key's mode is not back"
+    );
+    let r = run(&["certs", "distribute"], &inv);
+    assert!(
+        r.stdout.contains("2 hosts, 0 changed, 0 failed"),
+        "{}",
+        r.stdout
+    );
 
     // check-expiration reads every certificate on every host.
     let r = run(&["certs", "check-expiration"], &inv);

@@ -1,6 +1,7 @@
 //! The certificate workflows: `certs generate` (local only), `certs renew` (local re-issue),
 //! `certs distribute` (adopt the cluster's CAs when local state is lost, complete the PKI,
-//! install each host's files: one exec per host) and `certs check-expiration` (one exec per
+//! install each host's files through the engine: one probe per host, one apply when
+//! something differs) and `certs check-expiration` (one exec per
 //! host reading what it holds).
 //!
 //! Nothing here prints or logs key material: reports carry names, paths, fingerprints and
@@ -13,11 +14,13 @@ use base64::Engine;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::converge::{Archives, ProbeKind, pki_desired, plan_apply, probe_host};
 use super::{SessionOptions, target};
+use crate::engine::desired;
 use crate::inventory::{EtcdTopology, Host, Inventory, Role};
 use crate::pki::adopt::{self, Adopted, RemoteFiles};
 use crate::pki::expiry::{self, ExpiryRow, Unreadable};
-use crate::pki::hosts::{self, HostFile};
+use crate::pki::hosts;
 use crate::pki::{self, PkiError, PkiPlan, PkiState, Store};
 use crate::ssh::{self, Connection};
 
@@ -181,83 +184,36 @@ impl DistributeReport {
     }
 }
 
-/// The install script: unpacks the archive on stdin into a private staging folder and
-/// installs each file whose bytes, mode or owner differ (temp file + rename), printing
-/// `changed PATH` or `unchanged PATH`. With `dry_run` it only compares.
-fn install_script(dirs: &[(String, u32)], dry_run: bool) -> String {
-    let mut s = String::from(
-        "set -eu\numask 077\nstage=$(mktemp -d)\ntrap 'rm -rf \"$stage\"' EXIT\ntar -x -C \"$stage\" -f -\n",
-    );
-    s.push_str(&format!("dry={}\n", u8::from(dry_run)));
-    for (dir, mode) in dirs {
-        let q = ssh::quote(dir);
-        s.push_str(&format!(
-            "[ -d {q} ] || [ $dry = 1 ] || install -d -m {mode:o} -o root -g root {q}\n"
-        ));
-    }
-    s.push_str(
-        r#"while read -r idx mode owner group path; do
-  if [ -f "$path" ] && cmp -s "$stage/$idx" "$path" && [ "$(stat -c '%a %U %G' "$path")" = "$mode $owner $group" ]; then
-    echo "unchanged $path"; continue
-  fi
-  if [ $dry = 0 ]; then
-    tmp="$path.capstan-tmp"
-    cp "$stage/$idx" "$tmp"
-    chown "$owner:$group" "$tmp"
-    chmod "$mode" "$tmp"
-    mv -f "$tmp" "$path"
-  fi
-  echo "changed $path"
-done < "$stage/MANIFEST"
-"#,
-    );
-    s
-}
-
-/// The archive for one host: files named by index, plus a MANIFEST of `idx mode owner group
-/// path` lines.
-fn archive(files: &[HostFile]) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut manifest = String::new();
-    let mut add = |name: &str, bytes: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o600);
-        header.set_cksum();
-        builder.append_data(&mut header, name, bytes)
-    };
-    for (i, f) in files.iter().enumerate() {
-        add(&i.to_string(), &f.bytes)?;
-        manifest.push_str(&format!(
-            "{i} {:o} {} {} {}\n",
-            f.mode, f.owner, f.group, f.path
-        ));
-    }
-    add("MANIFEST", manifest.as_bytes())?;
-    builder.into_inner()
-}
-
+/// Installs one host's PKI files through the engine, as the `pki` role of `apply` does:
+/// one probe that hashes them, then, when something differs, one apply (staged, renamed
+/// into place, recorded). Returns the files changed (dry run: that would be) and how many
+/// were already right.
 async fn install(
     conn: &Connection,
-    files: &[HostFile],
+    inv: &Inventory,
+    host: &Host,
+    state: &PkiState,
     dry_run: bool,
+    archives: &Archives,
 ) -> Result<(Vec<String>, usize), String> {
-    let bytes = archive(files).map_err(|e| format!("cannot pack the files: {e}"))?;
-    let script = install_script(&hosts::host_dirs(files), dry_run);
-    let out = conn
-        .exec_with_stdin(&script, &bytes)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !out.success() {
-        return Err(conn.exec_failed("install the PKI files", &out).to_string());
+    let desired = pki_desired(inv, host, Some(state), desired::Mode::Full)?;
+    let files = desired
+        .iter()
+        .filter(|d| matches!(d, desired::Desired::File(_)))
+        .count();
+    if files == 0 {
+        return Ok((Vec::new(), 0));
     }
-    let text = out.stdout_text();
-    let changed: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("changed "))
-        .map(str::to_string)
+    let shape = pki_desired(inv, host, Some(state), desired::Mode::Shape)?;
+    let probed = probe_host(conn, &shape, true, ProbeKind::Light, !dry_run).await?;
+    let (plan, _) = plan_apply(conn, &desired, &probed, dry_run, archives).await?;
+    let changed: Vec<String> = plan
+        .changes
+        .into_iter()
+        .filter(|c| c.kind == "file")
+        .map(|c| c.target)
         .collect();
-    let unchanged = text.lines().filter(|l| l.starts_with("unchanged ")).count();
+    let unchanged = files - changed.len();
     Ok((changed, unchanged))
 }
 
@@ -324,6 +280,8 @@ pub async fn distribute(
     if dry_run {
         pki::ensure(inv, &mut state, now)?;
     }
+    let archives = Archives::default();
+    let archives = &archives;
     let work = selected.iter().map(|host| {
         let conn = connections.get(&host.name);
         let err = errors.get(&host.name).cloned();
@@ -338,16 +296,12 @@ pub async fn distribute(
             let Some(conn) = conn else {
                 return out;
             };
-            match hosts::host_files(inv, host, state) {
-                Err(e) => out.error = Some(e.to_string()),
-                Ok(files) if files.is_empty() => {}
-                Ok(files) => match install(conn, &files, dry_run).await {
-                    Ok((changed, unchanged)) => {
-                        out.changed = changed;
-                        out.unchanged = unchanged;
-                    }
-                    Err(e) => out.error = Some(e),
-                },
+            match install(conn, inv, host, state, dry_run, archives).await {
+                Ok((changed, unchanged)) => {
+                    out.changed = changed;
+                    out.unchanged = unchanged;
+                }
+                Err(e) => out.error = Some(e),
             }
             out
         }

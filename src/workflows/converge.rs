@@ -301,19 +301,14 @@ pub async fn run_prepared(
                     // The lock host's connection also carried the lock's exec: count
                     // this host's own work only.
                     let before = conn.round_trips();
-                    if let Err(e) = converge_host(
+                    let run = RunShared {
                         inventory,
-                        host,
-                        &roles,
-                        &prepared,
-                        &conn,
+                        prepared: &prepared,
                         opts,
-                        &archives,
+                        archives: &archives,
                         progress,
-                        &mut outcome,
-                    )
-                    .await
-                    {
+                    };
+                    if let Err(e) = converge_host(&run, host, &roles, &conn, &mut outcome).await {
                         outcome.error = Some(e);
                     }
                     outcome.round_trips = conn.round_trips() - before;
@@ -334,18 +329,29 @@ pub async fn run_prepared(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every host of one converge run shares.
+struct RunShared<'a> {
+    inventory: &'a Inventory,
+    prepared: &'a Prepared,
+    opts: &'a ConvergeOptions,
+    archives: &'a Archives,
+    progress: &'a HostProgress,
+}
+
 async fn converge_host(
-    inventory: &Inventory,
+    run: &RunShared<'_>,
     host: &Host,
     roles: &[&Role],
-    prepared: &Prepared,
     conn: &Connection,
-    opts: &ConvergeOptions,
-    archives: &Archives,
-    progress: &HostProgress,
     outcome: &mut HostOutcome,
 ) -> Result<(), String> {
+    let RunShared {
+        inventory,
+        prepared,
+        opts,
+        archives,
+        progress,
+    } = *run;
     let with_pki = prepared.wants_pki(&opts.roles);
     if with_pki {
         outcome.roles.insert(0, PKI_ROLE.to_string());
@@ -435,7 +441,7 @@ pub fn desired_for(
 }
 
 /// The host's PKI files and their folders as desired state (kubeadm's paths and modes).
-fn pki_desired(
+pub fn pki_desired(
     inventory: &Inventory,
     host: &Host,
     state: Option<&PkiState>,
