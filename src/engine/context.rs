@@ -860,16 +860,16 @@ hosts:
         assert_eq!(net["Network"], "10.244.0.0/16");
         find(&flannel, "DaemonSet", "kube-flannel-ds");
 
-        let (run, unless, on_change) = desired
+        let (run, diff, on_change) = desired
             .iter()
             .find_map(|d| match d {
                 Desired::Command {
                     name,
                     run,
-                    unless,
+                    diff,
                     on_change,
                     ..
-                } if name == "apply-addons" => Some((run, unless, on_change)),
+                } if name == "apply-addons" => Some((run, diff, on_change)),
                 _ => None,
             })
             .unwrap();
@@ -877,17 +877,97 @@ hosts:
             run,
             "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /etc/kubernetes/addons/"
         );
-        assert!(
-            unless
-                .as_deref()
-                .unwrap()
-                .contains(" get -f /etc/kubernetes/addons/ -o name")
+        // Live objects against the manifests: drift by hand is a change with its diff.
+        assert_eq!(
+            diff.as_deref(),
+            Some(
+                "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf diff -f /etc/kubernetes/addons/"
+            )
         );
         let addon_files: Vec<&String> = files
             .keys()
             .filter(|p| p.starts_with("/etc/kubernetes/addons/"))
             .collect();
         assert_eq!(on_change.iter().collect::<Vec<_>>(), addon_files);
+    }
+
+    /// The kubelet's resolvConf, CoreDNS's forward and kube-proxy's conntrack follow the
+    /// facts: a container host with Docker's resolver (the lab), an Ubuntu VM with
+    /// systemd-resolved, and a site that names its nameservers.
+    #[test]
+    fn dns_and_conntrack_follow_the_hosts() {
+        let render = |inv: &Inventory, facts: &Facts| {
+            let (files, _) = files_of(inv, "cp1", facts, None);
+            let kubelet = yaml(&files["/var/lib/kubelet/config.yaml"]);
+            let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(
+                &files["/etc/kubernetes/addons/10-kube-proxy.yaml"],
+            )
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+            let cm = docs
+                .iter()
+                .find(|d| d["kind"].as_str() == Some("ConfigMap"))
+                .unwrap();
+            let proxy = yaml(cm["data"]["config.conf"].as_str().unwrap());
+            let coredns = files["/etc/kubernetes/addons/20-coredns.yaml"].clone();
+            (
+                kubelet["resolvConf"].as_str().map(str::to_string),
+                proxy["conntrack"]["maxPerCore"].as_u64(),
+                coredns.contains("forward . /etc/resolv.conf"),
+                files["/etc/kubernetes/resolv.conf"].clone(),
+            )
+        };
+        let inv = ha_inventory();
+        // The lab: a Docker container whose resolv.conf names Docker's 127.0.0.11.
+        let mut lab = lab_facts();
+        lab.dns = crate::facts::Dns::from_lines(["host 127.0.0.11"]);
+        assert_eq!(lab.container.as_deref(), Some("docker"));
+        let (resolv, conntrack, forward, file) = render(&inv, &lab);
+        assert_eq!(resolv.as_deref(), Some(""));
+        assert_eq!(conntrack, Some(0));
+        assert!(!forward, "no upstream anywhere: CoreDNS must not forward");
+        assert!(!file.lines().any(|l| l.starts_with("nameserver")), "{file}");
+
+        // Ubuntu: systemd-resolved's stub in /etc/resolv.conf, real servers upstream; a VM.
+        let mut ubuntu = lab_facts();
+        ubuntu.container = None;
+        ubuntu.dns = crate::facts::Dns::from_lines([
+            "host 127.0.0.53",
+            "resolved_running",
+            "resolved_file",
+            "resolved 10.0.2.3",
+        ]);
+        let (resolv, conntrack, forward, _) = render(&inv, &ubuntu);
+        assert_eq!(resolv.as_deref(), Some("/run/systemd/resolve/resolv.conf"));
+        assert_eq!(conntrack, None, "a VM keeps kube-proxy's default");
+        assert!(forward);
+
+        // A host file without loopback entries is used as it is.
+        let mut plain = ubuntu.clone();
+        plain.dns = crate::facts::Dns::from_lines(["host 10.0.2.3", "host 10.0.2.4"]);
+        assert_eq!(render(&inv, &plain).0.as_deref(), Some("/etc/resolv.conf"));
+
+        // The inventory names the nameservers and kube-proxy's setting.
+        let with = crate::inventory::load_str(
+            "cluster:\n  name: ha\n  kubernetes_version: v1.32.4\n  dns: {upstream: [192.0.2.53, 192.0.2.54]}\n  kube_proxy: {conntrack_max_per_core: 0}\n\
+             hosts:\n  - {name: lb1, address: 192.0.2.10, roles: [load-balancer]}\n  - {name: cp1, address: 192.0.2.11, roles: [control-plane]}\n",
+            std::path::Path::new("/nonexistent/cluster.yaml"),
+            None,
+        )
+        .unwrap();
+        let (resolv, conntrack, forward, file) = render(&with, &lab);
+        assert_eq!(resolv.as_deref(), Some("/etc/kubernetes/resolv.conf"));
+        assert!(
+            file.contains("nameserver 192.0.2.53\nnameserver 192.0.2.54\n"),
+            "{file}"
+        );
+        assert!(forward);
+        assert_eq!(conntrack, Some(0));
+        assert_eq!(
+            render(&with, &ubuntu).1,
+            Some(0),
+            "set explicitly, also on a VM"
+        );
     }
 
     #[test]

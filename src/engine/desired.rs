@@ -75,6 +75,8 @@ pub enum Desired {
         run: String,
         creates: Option<String>,
         unless: Option<String>,
+        /// A guard whose output, when it fails, is the change's diff.
+        diff: Option<String>,
         /// Runs when one of these paths changes in the same apply.
         on_change: Vec<String>,
     },
@@ -332,12 +334,14 @@ pub fn build(
                     run,
                     creates,
                     unless,
+                    diff,
                     on_change,
                 } => out.push(Desired::Command {
                     name: r(name)?,
                     run: r(run)?,
                     creates: creates.as_deref().map(path_of).transpose()?,
                     unless: unless.as_deref().map(r).transpose()?,
+                    diff: diff.as_deref().map(r).transpose()?,
                     on_change: on_change
                         .iter()
                         .map(|p| path_of(p))

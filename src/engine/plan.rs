@@ -47,6 +47,9 @@ pub struct HostState {
     pub packages: BTreeMap<String, bool>,
     /// Commands whose guard says they are already done.
     pub commands_done: BTreeSet<String>,
+    /// Commands whose `diff` guard failed: its exit status and output (1: the output is
+    /// the difference, as `kubectl diff` and `diff` answer; other: it could not compare).
+    pub command_diffs: BTreeMap<String, (i32, String)>,
     /// Paths changed earlier in this run (by an earlier phase): units that restart or
     /// commands that run on them react as if they had changed in this plan.
     pub changed_earlier: BTreeSet<String>,
@@ -345,6 +348,7 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
             name,
             creates,
             unless,
+            diff,
             on_change,
             ..
         } = d
@@ -357,18 +361,35 @@ pub fn plan(desired: &[Desired], state: &HostState, old: &BTreeMap<String, Vec<u
             .map(String::as_str)
             .filter(|p| changed_paths.contains(p))
             .collect();
-        let guarded = creates.is_some() || unless.is_some();
-        if !because.is_empty() {
-            changes.push(change(
+        let guarded = creates.is_some() || unless.is_some() || diff.is_some();
+        let mut run = if !because.is_empty() {
+            Some(change(
                 i,
                 "command",
                 name,
                 Action::Run,
                 vec![format!("because {} changed", because.join(", "))],
-            ));
+            ))
         } else if !state.commands_done.contains(name) && (guarded || on_change.is_empty()) {
-            changes.push(change(i, "command", name, Action::Run, vec![]));
+            Some(change(i, "command", name, Action::Run, vec![]))
+        } else {
+            None
+        };
+        if let (Some(c), Some((status, out))) = (run.as_mut(), state.command_diffs.get(name)) {
+            if *status == 1 {
+                c.details.push("the live state differs".into());
+                c.diff = Some(out.clone());
+            } else {
+                let last = out
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                c.details
+                    .push(format!("could not compare (exit {status}): {last}"));
+            }
         }
+        changes.extend(run);
     }
 
     // Units last: they react to the files above. Any changed unit file or drop-in needs
@@ -621,6 +642,7 @@ mod tests {
                 run: "swapoff -a".into(),
                 creates: None,
                 unless: Some("true".into()),
+                diff: None,
                 on_change: vec![],
             },
         ];
@@ -680,6 +702,7 @@ mod tests {
                 run: "swapoff -a".into(),
                 creates: None,
                 unless: None,
+                diff: None,
                 on_change: vec![],
             },
         ];
@@ -910,6 +933,7 @@ mod tests {
             run: "kubectl apply -f /etc/kubernetes/addons/".into(),
             creates: None,
             unless: unless.map(str::to_string),
+            diff: None,
             on_change: vec!["/etc/kubernetes/addons/a.yaml".into()],
         };
         // Declared before the file it watches: still planned after it.

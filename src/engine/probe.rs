@@ -15,6 +15,7 @@ const SYSCTLS: &str = "engine-sysctls";
 const MODULES: &str = "engine-modules";
 const PACKAGES: &str = "engine-packages";
 const DONE: &str = "engine-commands-done";
+const DIFFS: &str = "engine-command-diffs";
 
 /// The probe request covering everything `desired` manages.
 pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
@@ -24,6 +25,7 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
     let mut modules = String::new();
     let mut packages: Vec<&str> = Vec::new();
     let mut guards = String::new();
+    let mut diffs = String::new();
     for d in desired {
         match d {
             Desired::Directory { path, .. } => {
@@ -70,8 +72,19 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
                 name,
                 creates,
                 unless,
+                diff,
                 ..
             } => {
+                // `@ NAME STATUS`, then (when it failed) its output, each line behind `| `
+                // so that no line of it can pass for a marker.
+                if let Some(cmd) = diff {
+                    let _ = writeln!(
+                        diffs,
+                        "o=$( ( {cmd} ) 2>&1 </dev/null ); s=$?; printf '@ %s %s\\n' {n} \"$s\"; \
+                         [ \"$s\" = 0 ] || printf '%s\\n' \"$o\" | while IFS= read -r l; do printf '| %s\\n' \"$l\"; done",
+                        n = sh_quote(name)
+                    );
+                }
                 let mut tests = Vec::new();
                 if let Some(path) = creates {
                     tests.push(format!("[ -e {} ]", sh_quote(path)));
@@ -110,6 +123,9 @@ pub fn request(desired: &[Desired], verify: bool) -> ProbeRequest {
     }
     if !guards.is_empty() {
         extra.push((DONE.to_string(), guards));
+    }
+    if !diffs.is_empty() {
+        extra.push((DIFFS.to_string(), diffs));
     }
     ProbeRequest {
         paths: paths.into_iter().collect(),
@@ -167,6 +183,34 @@ pub fn host_state(facts: &Facts) -> HostState {
         }
     }
     state.commands_done = section(DONE).lines().map(str::to_string).collect();
+    let mut current: Option<(String, i32, String)> = None;
+    let finish = |c: Option<(String, i32, String)>, state: &mut HostState| {
+        if let Some((name, status, text)) = c {
+            if status == 0 {
+                state.commands_done.insert(name);
+            } else {
+                state.command_diffs.insert(name, (status, text));
+            }
+        }
+    };
+    for line in section(DIFFS).lines() {
+        if let Some(rest) = line.strip_prefix("@ ") {
+            finish(current.take(), &mut state);
+            let (name, status) = rest.rsplit_once(' ').unwrap_or((rest, "-1"));
+            current = Some((
+                name.to_string(),
+                status.trim().parse().unwrap_or(-1),
+                String::new(),
+            ));
+        } else if let (Some(text), Some((_, _, out))) = (
+            line.strip_prefix("| ").or(line.strip_prefix('|')),
+            current.as_mut(),
+        ) {
+            out.push_str(text);
+            out.push('\n');
+        }
+    }
+    finish(current.take(), &mut state);
     state
 }
 
@@ -228,6 +272,7 @@ mod tests {
                 run: "false".into(),
                 creates: Some(marker.to_str().unwrap().into()),
                 unless: None,
+                diff: None,
                 on_change: vec![],
             },
             Desired::Command {
@@ -235,6 +280,7 @@ mod tests {
                 run: "false".into(),
                 creates: None,
                 unless: Some("test 1 = 1".into()),
+                diff: None,
                 on_change: vec![],
             },
             Desired::Command {
@@ -242,6 +288,32 @@ mod tests {
                 run: "false".into(),
                 creates: None,
                 unless: Some("test 1 = 2".into()),
+                diff: None,
+                on_change: vec![],
+            },
+            Desired::Command {
+                name: "in-step".into(),
+                run: "false".into(),
+                creates: None,
+                unless: None,
+                diff: Some("true".into()),
+                on_change: vec![],
+            },
+            // Lines that look like the probe's own markers come back as text.
+            Desired::Command {
+                name: "drifted".into(),
+                run: "false".into(),
+                creates: None,
+                unless: None,
+                diff: Some("printf -- '-a: 1\\n+a: 2\\n::capstan:: end x\\n'; exit 1".into()),
+                on_change: vec![],
+            },
+            Desired::Command {
+                name: "cannot-compare".into(),
+                run: "false".into(),
+                creates: None,
+                unless: None,
+                diff: Some("echo 'error: the server is unreachable' >&2; exit 2".into()),
                 on_change: vec![],
             },
             Desired::Unit {
@@ -294,7 +366,37 @@ mod tests {
         assert_ne!(state.packages.get("capstan-no-such-package"), Some(&true));
         assert_eq!(
             state.commands_done,
-            BTreeSet::from(["done-by-creates".to_string(), "done-by-unless".to_string()])
+            BTreeSet::from([
+                "done-by-creates".to_string(),
+                "done-by-unless".to_string(),
+                "in-step".to_string()
+            ])
         );
+        assert_eq!(
+            state.command_diffs["drifted"],
+            (1, "-a: 1\n+a: 2\n::capstan:: end x\n".to_string())
+        );
+        assert_eq!(
+            state.command_diffs["cannot-compare"],
+            (2, "error: the server is unreachable\n".to_string())
+        );
+        // The plan shows the difference, or why it could not compare.
+        let plan = crate::engine::plan::plan(&desired, &state, &std::collections::BTreeMap::new());
+        let drifted = plan.changes.iter().find(|c| c.target == "drifted").unwrap();
+        assert_eq!(
+            drifted.diff.as_deref(),
+            Some("-a: 1\n+a: 2\n::capstan:: end x\n")
+        );
+        let cannot = plan
+            .changes
+            .iter()
+            .find(|c| c.target == "cannot-compare")
+            .unwrap();
+        assert!(
+            cannot.details[0].contains("exit 2): error: the server is unreachable"),
+            "{:?}",
+            cannot.details
+        );
+        assert!(!plan.changes.iter().any(|c| c.target == "in-step"));
     }
 }

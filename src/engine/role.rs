@@ -16,6 +16,7 @@
 //!            restart_on: [/etc/containerd/config.toml, /usr/local/bin/containerd]}
 //!   - package: {name: conntrack}
 //!   - command: {name: swap-off, run: "swapoff -a", unless: "test -z \"$(tail -n +2 /proc/swaps)\""}
+//!   - command: {name: apply, run: "kubectl apply -f m/", diff: "kubectl diff -f m/"}   # drift shown as a diff
 //! ```
 //!
 //! Every string value may use minijinja expressions (`{{ cluster.name }}`), rendered from
@@ -122,6 +123,9 @@ pub enum ResourceSpec {
         creates: Option<String>,
         /// Skip when this command exits 0.
         unless: Option<String>,
+        /// Skip when this command exits 0; otherwise its output is the change's diff in the
+        /// plan (`kubectl diff`: live objects against the manifests).
+        diff: Option<String>,
         /// Also run when one of these managed paths changes in the same apply.
         #[serde(default)]
         on_change: Vec<String>,

@@ -175,6 +175,8 @@ pub struct Facts {
     /// The container technology the host runs in (`docker`, `lxc`, `podman`...), `None` on
     /// a VM or bare metal.
     pub container: Option<String>,
+    /// The host's nameservers, as the kubelet would hand them to pods.
+    pub dns: Dns,
     /// Presence and version of each component; absent components are `None`.
     pub components: BTreeMap<Component, Option<ComponentInfo>>,
     /// Each probed tool: its path, or `None` when not in `PATH`.
@@ -212,6 +214,87 @@ impl Facts {
             .filter(|l| l.port == port)
             .collect()
     }
+}
+
+/// Where the host's name resolution points (the `dns` section).
+///
+/// The kubelet gives pods with `dnsPolicy: Default` (CoreDNS among them) a resolv.conf; one
+/// listing a loopback nameserver (systemd-resolved's 127.0.0.53, Docker's 127.0.0.11) makes
+/// CoreDNS forward to itself inside its pod and exit (`plugin/loop`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Dns {
+    /// The probe had a dns section (older probes do not).
+    pub probed: bool,
+    /// The nameservers of /etc/resolv.conf.
+    pub host_nameservers: Vec<String>,
+    /// systemd-resolved runs (its varlink socket exists).
+    pub resolved_running: bool,
+    /// The nameservers of /run/systemd/resolve/resolv.conf (resolved's upstream servers);
+    /// `None` when there is no such file.
+    pub resolved_nameservers: Option<Vec<String>>,
+    /// The file the kubelet should hand pods: `/run/systemd/resolve/resolv.conf` when
+    /// resolved runs with real upstream servers (kubeadm's rule), `/etc/resolv.conf` when it
+    /// lists nameservers none of which is loopback, `None` when neither holds.
+    pub usable: Option<String>,
+}
+
+/// systemd-resolved's file of upstream servers (kubeadm points the kubelet at it).
+pub const RESOLVED_UPSTREAM_FILE: &str = "/run/systemd/resolve/resolv.conf";
+/// The host's own resolver configuration.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+impl Dns {
+    /// From the section's lines: `host ADDR`, `resolved ADDR`, `resolved_running`,
+    /// `resolved_file`.
+    pub fn from_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut d = Dns {
+            probed: true,
+            ..Dns::default()
+        };
+        let mut resolved = Vec::new();
+        let mut resolved_file = false;
+        for line in lines {
+            match line.trim().split_once(' ') {
+                Some(("host", a)) => d.host_nameservers.push(a.trim().to_owned()),
+                Some(("resolved", a)) => resolved.push(a.trim().to_owned()),
+                _ if line.trim() == "resolved_running" => d.resolved_running = true,
+                _ if line.trim() == "resolved_file" => resolved_file = true,
+                _ => {}
+            }
+        }
+        if resolved_file {
+            d.resolved_nameservers = Some(resolved);
+        }
+        let good = |list: &[String]| !list.is_empty() && list.iter().all(|a| !is_loopback(a));
+        // resolved's stub at 127.0.0.53 in /etc/resolv.conf also tells that it runs (older
+        // systemd has no varlink socket).
+        let stub = d.host_nameservers.iter().any(|a| a == "127.0.0.53");
+        d.usable = match &d.resolved_nameservers {
+            Some(r) if (d.resolved_running || stub) && good(r) => {
+                Some(RESOLVED_UPSTREAM_FILE.to_owned())
+            }
+            _ if good(&d.host_nameservers) => Some(HOST_RESOLV_CONF.to_owned()),
+            _ => None,
+        };
+        d
+    }
+
+    /// The loopback nameservers of /etc/resolv.conf.
+    pub fn loopback_nameservers(&self) -> Vec<&str> {
+        self.host_nameservers
+            .iter()
+            .filter(|a| is_loopback(a))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// A nameserver on a loopback address (what a pod's own network namespace would answer).
+fn is_loopback(addr: &str) -> bool {
+    addr.split('%')
+        .next()
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|a| a.is_loopback())
 }
 
 /// `/etc/os-release`.
@@ -521,4 +604,67 @@ pub enum FactsError {
         line: String,
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+
+    #[test]
+    fn the_kubelets_resolv_conf_never_names_a_loopback_nameserver() {
+        // Ubuntu: the stub in /etc/resolv.conf, the real servers in resolved's file.
+        let ubuntu = Dns::from_lines([
+            "host 127.0.0.53",
+            "resolved_running",
+            "resolved_file",
+            "resolved 10.0.2.3",
+        ]);
+        assert_eq!(ubuntu.usable.as_deref(), Some(RESOLVED_UPSTREAM_FILE));
+        assert_eq!(ubuntu.loopback_nameservers(), vec!["127.0.0.53"]);
+        // Older systemd has no varlink socket: the stub says resolved runs.
+        let focal = Dns::from_lines(["host 127.0.0.53", "resolved_file", "resolved 10.0.2.3"]);
+        assert_eq!(focal.usable.as_deref(), Some(RESOLVED_UPSTREAM_FILE));
+        // resolved with no upstream of its own (it would list none, or a loopback one).
+        let lonely = Dns::from_lines(["host 127.0.0.53", "resolved_running", "resolved_file"]);
+        assert_eq!(lonely.usable, None);
+        // Docker's embedded resolver, IPv6 loopback, and a file with no nameserver at all.
+        assert_eq!(Dns::from_lines(["host 127.0.0.11"]).usable, None);
+        assert_eq!(Dns::from_lines(["host ::1"]).usable, None);
+        assert_eq!(Dns::from_lines(Vec::<&str>::new()).usable, None);
+        // One loopback entry among real ones is still a loop for CoreDNS.
+        assert_eq!(
+            Dns::from_lines(["host 10.0.0.2", "host 127.0.0.1"]).usable,
+            None
+        );
+        assert_eq!(
+            Dns::from_lines(["host 10.0.0.2", "host fe80::1%eth0"])
+                .usable
+                .as_deref(),
+            Some(HOST_RESOLV_CONF)
+        );
+        // resolved stopped, its old file left in /run: the host file decides.
+        let stopped = Dns::from_lines(["host 10.0.0.2", "resolved_file", "resolved 10.0.2.3"]);
+        assert_eq!(stopped.usable.as_deref(), Some(HOST_RESOLV_CONF));
+    }
+
+    /// The probe's dns section, run here for real, reads this machine's resolv.conf.
+    #[test]
+    fn the_probe_reads_resolv_conf() {
+        let script = probe_script(&ProbeRequest::default()).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let facts = parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let want: Vec<String> = std::fs::read_to_string(HOST_RESOLV_CONF)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("nameserver")).then(|| w.next().unwrap_or("").to_string())
+            })
+            .collect();
+        assert_eq!(facts.dns.host_nameservers, want);
+    }
 }

@@ -252,6 +252,11 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
     };
     let tools = parse_tools(&s.require("tools")?)?;
     let components = parse_components(&mut s)?;
+    // Probes older than the dns section have none: nothing known.
+    let dns = s
+        .take("dns")
+        .map(|sec| crate::facts::Dns::from_lines(sec.lines.iter().copied()))
+        .unwrap_or_default();
     let sysctl = s.require("sysctl")?;
     let sysctls = parse_sysctl(&sysctl.key_values("sysctl")?);
     let modules = parse_modules(&s.require("modules")?);
@@ -280,6 +285,7 @@ pub fn parse(output: &str) -> Result<Facts, FactsError> {
         listening,
         cgroup,
         container,
+        dns,
         components,
         tools,
         sysctls,

@@ -138,6 +138,13 @@ if [ -d /proc/sys/net/bridge ]; then echo bridge_dir=1; else echo bridge_dir=0; 
 rd bridge_nf_call_iptables /proc/sys/net/bridge/bridge-nf-call-iptables
 rd bridge_nf_call_ip6tables /proc/sys/net/bridge/bridge-nf-call-ip6tables
 e sysctl
+b dns
+ns() { [ -r "$2" ] && while read -r k v _r; do [ "$k" = nameserver ] && printf '%s %s\n' "$1" "$v"; done < "$2"; return 0; }
+ns host /etc/resolv.conf
+[ -S /run/systemd/resolve/io.systemd.Resolve ] && echo resolved_running
+[ -r /run/systemd/resolve/resolv.conf ] && echo resolved_file
+ns resolved /run/systemd/resolve/resolv.conf
+e dns
 "#;
 
 /// [`file_facts`] by the shell, without the modules.

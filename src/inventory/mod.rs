@@ -102,6 +102,22 @@ pub struct Cluster {
     pub versions: std::collections::BTreeMap<String, String>,
     pub pki: Pki,
     pub leader_election: LeaderElection,
+    pub dns: Dns,
+    pub kube_proxy: KubeProxy,
+}
+
+/// `cluster.dns`: nameservers for nodes that have no usable one of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Dns {
+    /// Empty when not given.
+    pub upstream: Vec<String>,
+}
+
+/// `cluster.kube_proxy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KubeProxy {
+    /// `None`: decided from the facts (0 on container hosts, else upstream's default).
+    pub conntrack_max_per_core: Option<u32>,
 }
 
 /// Leader election of kube-controller-manager and kube-scheduler (`cluster.leader_election`),

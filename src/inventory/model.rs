@@ -40,6 +40,30 @@ pub struct ClusterSpec {
     /// Leader election of kube-controller-manager and kube-scheduler.
     #[serde(default)]
     pub leader_election: LeaderElectionSpec,
+    /// Name resolution outside the cluster (CoreDNS's upstream, pods with `dnsPolicy: Default`).
+    #[serde(default)]
+    pub dns: DnsSpec,
+    /// kube-proxy's settings that depend on the site.
+    #[serde(default)]
+    pub kube_proxy: KubeProxySpec,
+}
+
+/// `cluster.dns`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    /// Nameservers for nodes whose own resolv.conf has only loopback ones (systemd-resolved
+    /// off, Docker's 127.0.0.11): capstan writes them into the kubelet's resolv.conf there.
+    pub upstream: Option<Vec<String>>,
+}
+
+/// `cluster.kube_proxy`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeProxySpec {
+    /// `conntrack.maxPerCore`; 0 leaves nf_conntrack_max alone (needed where kube-proxy
+    /// cannot write it: container hosts). Default: 0 on container hosts, else upstream's.
+    pub conntrack_max_per_core: Option<u32>,
 }
 
 /// `--leader-elect-lease-duration`, `-renew-deadline` and `-retry-period` of

@@ -292,6 +292,10 @@ pub fn resolve(
     let versions = resolve_versions(&mut c, file, version);
     let pki = resolve_pki(&mut c, file);
     let leader_election = resolve_leader_election(&mut c, file);
+    let dns = resolve_dns(&mut c, file);
+    let kube_proxy = super::KubeProxy {
+        conntrack_max_per_core: spec.kube_proxy.conntrack_max_per_core,
+    };
     let image_repository = spec
         .image_repository
         .clone()
@@ -330,6 +334,8 @@ pub fn resolve(
                 versions,
                 pki,
                 leader_election,
+                dns,
+                kube_proxy,
             },
             hosts,
         })
@@ -526,6 +532,36 @@ fn resolve_pki(c: &mut Collector<'_>, file: &InventoryFile) -> super::Pki {
         key_algorithm: spec.key_algorithm.unwrap_or(super::KeyAlgorithm::EcdsaP256),
         renew_before_days,
     }
+}
+
+/// `cluster.dns.upstream`: IP addresses, none of them loopback (CoreDNS would forward
+/// to itself), at most three (the resolver reads no more).
+fn resolve_dns(c: &mut Collector<'_>, file: &InventoryFile) -> super::Dns {
+    let given = file.cluster.dns.upstream.clone().unwrap_or_default();
+    let path = ["cluster", "dns", "upstream"];
+    for ns in &given {
+        match ns.parse::<std::net::IpAddr>() {
+            Err(_) => c.at(
+                &path,
+                format!("`{ns}` is not an IP address"),
+                "list the nameservers' addresses, e.g. [192.0.2.53, 2001:db8::53]",
+            ),
+            Ok(ip) if ip.is_loopback() => c.at(
+                &path,
+                format!("{ns} is a loopback address: CoreDNS would forward to itself and exit (plugin/loop)"),
+                "list nameservers reachable from the nodes' own addresses",
+            ),
+            Ok(_) => {}
+        }
+    }
+    if given.len() > 3 {
+        c.at(
+            &path,
+            format!("{} nameservers given", given.len()),
+            "give at most 3: the resolver (and the kubelet) read no more",
+        );
+    }
+    super::Dns { upstream: given }
 }
 
 pub const DEFAULT_LEASE_DURATION: &str = "15s";

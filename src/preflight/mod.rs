@@ -316,6 +316,8 @@ const CHECK_MEM: &str = "Mem";
 const CHECK_DUP_HOSTNAME: &str = "DuplicateHostname";
 const CHECK_DUP_MACHINE_ID: &str = "DuplicateMachineID";
 const CHECK_CLOCK: &str = "ClockSkew";
+const CHECK_RESOLV_CONF: &str = "ResolvConf";
+const CHECK_CONNTRACK: &str = "KubeProxyConntrack";
 
 const SIMPLE_CHECKS: &[&str] = &[
     CHECK_PRIVILEGED,
@@ -332,6 +334,8 @@ const SIMPLE_CHECKS: &[&str] = &[
     CHECK_DUP_HOSTNAME,
     CHECK_DUP_MACHINE_ID,
     CHECK_CLOCK,
+    CHECK_RESOLV_CONF,
+    CHECK_CONNTRACK,
 ];
 
 /// Control planes need at least this many CPUs (kubeadm's `NumCPU`).
@@ -381,17 +385,46 @@ pub fn unknown_ignores(ignore: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// What of the inventory the checks need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// The etcd topology is stacked (members on control planes). Hosts with the `etcd`
+    /// role always run a member.
+    pub etcd_on_control_planes: bool,
+    /// `cluster.dns.upstream` is given.
+    pub dns_upstream: bool,
+    /// `cluster.kube_proxy.conntrack_max_per_core` is given.
+    pub conntrack_set: bool,
+}
+
+impl Settings {
+    pub fn of(inventory: &crate::inventory::Inventory) -> Self {
+        let c = &inventory.cluster;
+        Settings {
+            etcd_on_control_planes: c.etcd_topology == crate::inventory::EtcdTopology::Stacked,
+            dns_upstream: !c.dns.upstream.is_empty(),
+            conntrack_set: c.kube_proxy.conntrack_max_per_core.is_some(),
+        }
+    }
+
+    /// Nothing set but the topology.
+    pub fn stacked(etcd_on_control_planes: bool) -> Self {
+        Settings {
+            etcd_on_control_planes,
+            ..Settings::default()
+        }
+    }
+}
+
 /// Runs every check on every host.
 ///
 /// `operator_epoch` is the operator's clock (seconds since the epoch) for hosts without
-/// `received_at`; `ignore` holds `--ignore-preflight-errors` names (case-insensitive, `all`);
-/// `etcd_on_control_planes` says the etcd topology is stacked (members on control planes).
-/// Hosts with the `etcd` role always run a member.
+/// `received_at`; `ignore` holds `--ignore-preflight-errors` names (case-insensitive, `all`).
 pub fn evaluate(
     hosts: &[PreflightInput],
     operator_epoch: f64,
     ignore: &[String],
-    etcd_on_control_planes: bool,
+    settings: &Settings,
 ) -> Vec<HostReport> {
     let ignore_all = ignore.iter().any(|i| i.trim().eq_ignore_ascii_case("all"));
     let ignored =
@@ -400,13 +433,7 @@ pub fn evaluate(
         .iter()
         .map(|h| {
             let mut checks = Vec::new();
-            host_checks(
-                h,
-                hosts,
-                operator_epoch,
-                etcd_on_control_planes,
-                &mut checks,
-            );
+            host_checks(h, hosts, operator_epoch, *settings, &mut checks);
             for c in &mut checks {
                 if c.level == Level::Error && ignored(c.name) {
                     c.level = Level::Warning;
@@ -450,9 +477,10 @@ fn host_checks(
     h: &PreflightInput,
     all: &[PreflightInput],
     operator_epoch: f64,
-    etcd_on_cp: bool,
+    settings: Settings,
     out: &mut Vec<Check>,
 ) {
+    let etcd_on_cp = settings.etcd_on_control_planes;
     let f = &h.facts;
     let node = in_scope(h, Scope::Nodes, etcd_on_cp);
     let cp = in_scope(h, Scope::ControlPlanes, etcd_on_cp);
@@ -503,6 +531,13 @@ fn host_checks(
         ip_forward(f, out);
         bridge_nf(f, out);
         overlay(f, out);
+        // The addons are rendered with the first control plane's facts.
+        let first = all
+            .iter()
+            .find(|x| x.roles.contains(&Role::ControlPlane))
+            .map(|x| &x.facts);
+        resolv_conf(f, first, settings, out);
+        conntrack(f, first, settings, out);
     }
 
     for rule in PORTS {
@@ -684,6 +719,95 @@ fn cgroups(f: &Facts, out: &mut Vec<Check>) {
             "no cgroup file system is mounted at /sys/fs/cgroup: the kubelet and containerd \
              need one; boot the host with systemd, which mounts it",
         ),
+    }
+}
+
+/// The kubelet hands pods with `dnsPolicy: Default` (CoreDNS) a resolv.conf: one naming a
+/// loopback nameserver would be the pod itself, and CoreDNS exits on the loop.
+fn resolv_conf(f: &Facts, first: Option<&Facts>, s: Settings, out: &mut Vec<Check>) {
+    let dns = &f.dns;
+    if !dns.probed {
+        return;
+    }
+    if let Some(file) = &dns.usable {
+        push(
+            out,
+            CHECK_RESOLV_CONF,
+            Level::Ok,
+            format!("pods with dnsPolicy Default get {file}"),
+        );
+        return;
+    }
+    let found = if dns.host_nameservers.is_empty() {
+        "/etc/resolv.conf names no nameserver".to_string()
+    } else {
+        format!(
+            "/etc/resolv.conf names loopback nameservers ({}){}, which inside a pod are the pod itself \
+             (CoreDNS would detect a loop and exit)",
+            dns.loopback_nameservers().join(", "),
+            if dns.resolved_running {
+                ", and systemd-resolved has no upstream server"
+            } else {
+                ""
+            }
+        )
+    };
+    if s.dns_upstream {
+        push(
+            out,
+            CHECK_RESOLV_CONF,
+            Level::Ok,
+            format!(
+                "{found}: the kubelet gets /etc/kubernetes/resolv.conf with cluster.dns.upstream"
+            ),
+        );
+        return;
+    }
+    let coredns = if first.is_some_and(|x| x.dns.usable.is_some()) {
+        "; CoreDNS forwards to /etc/resolv.conf (the first control plane has an upstream), so \
+         a CoreDNS pod placed on this node exits (no nameservers found)"
+    } else {
+        "; CoreDNS answers for the cluster only"
+    };
+    push(
+        out,
+        CHECK_RESOLV_CONF,
+        Level::Warning,
+        format!(
+            "{found}: the kubelet gets no resolv.conf here and names outside the cluster do not \
+             resolve in pods{coredns}. Set cluster.dns.upstream to the site's nameservers, or \
+             run systemd-resolved with upstream servers"
+        ),
+    );
+}
+
+/// kube-proxy writes the non-namespaced nf_conntrack_max unless `conntrack.maxPerCore` is 0,
+/// and exits where it may not: on container hosts. capstan sets 0 when the first control
+/// plane (whose facts render the addons) is a container.
+fn conntrack(f: &Facts, first: Option<&Facts>, s: Settings, out: &mut Vec<Check>) {
+    let Some(kind) = &f.container else {
+        return;
+    };
+    if s.conntrack_set || first.is_some_and(|x| x.container.is_some()) {
+        push(
+            out,
+            CHECK_CONNTRACK,
+            Level::Ok,
+            format!(
+                "a {kind} container: kube-proxy leaves nf_conntrack_max alone (conntrack.maxPerCore 0)"
+            ),
+        );
+    } else {
+        push(
+            out,
+            CHECK_CONNTRACK,
+            Level::Warning,
+            format!(
+                "a {kind} container, but the first control plane is not: kube-proxy would try to set \
+                 the host kernel's nf_conntrack_max here and exit (permission denied). Set \
+                 cluster.kube_proxy.conntrack_max_per_core: 0"
+            ),
+        );
     }
 }
 

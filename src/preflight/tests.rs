@@ -34,7 +34,13 @@ fn input(name: &str, roles: &[Role], facts: Facts) -> PreflightInput {
 fn one(name: &str, roles: &[Role], facts: Facts) -> HostReport {
     let mut facts = facts;
     facts.clock_epoch = NOW;
-    evaluate(&[input(name, roles, facts)], NOW, &[], true).remove(0)
+    evaluate(
+        &[input(name, roles, facts)],
+        NOW,
+        &[],
+        &Settings::stacked(true),
+    )
+    .remove(0)
 }
 
 fn level(r: &HostReport, check: &str) -> Level {
@@ -94,7 +100,13 @@ fn ports_depend_on_roles_and_etcd_topology() {
     // External etcd: control planes do not need 2379/2380.
     let mut f = rocky();
     f.clock_epoch = NOW;
-    let cp = evaluate(&[input("cp1", &[Role::ControlPlane], f)], NOW, &[], false).remove(0);
+    let cp = evaluate(
+        &[input("cp1", &[Role::ControlPlane], f)],
+        NOW,
+        &[],
+        &Settings::stacked(false),
+    )
+    .remove(0);
     assert_eq!(
         names(&cp),
         ["Port-6443", "Port-10257", "Port-10259", "Port-10250"]
@@ -272,7 +284,7 @@ fn duplicate_hostnames_and_machine_ids_name_the_other_host() {
         ],
         NOW,
         &[],
-        true,
+        &Settings::stacked(true),
     );
     let cp1 = &reports[0];
     assert_eq!(level(cp1, "DuplicateMachineID"), Level::Error);
@@ -292,7 +304,7 @@ fn clock_skew_thresholds_and_per_host_reception_time() {
         f.clock_epoch = host_clock;
         let mut i = input("cp1", &[Role::Worker], f);
         i.received_at = received;
-        evaluate(&[i], NOW, &[], true).remove(0)
+        evaluate(&[i], NOW, &[], &Settings::stacked(true)).remove(0)
     };
     assert_eq!(level(&at(NOW + 4.9, None), "ClockSkew"), Level::Ok);
     let w = at(NOW - 12.0, None);
@@ -319,7 +331,7 @@ fn ignore_turns_matching_errors_into_warnings() {
         &hosts,
         NOW,
         &["swap".into(), " NumCPU ".into(), "port-6443".into()],
-        true,
+        &Settings::stacked(true),
     )
     .remove(0);
     let swap = r.check("Swap").unwrap();
@@ -336,7 +348,7 @@ fn ignore_turns_matching_errors_into_warnings() {
     assert!(!r.check("FileExisting-socat").unwrap().ignored);
     assert!(!r.check("Port-10259").unwrap().ignored);
 
-    let r = evaluate(&hosts, NOW, &["ALL".into()], true).remove(0);
+    let r = evaluate(&hosts, NOW, &["ALL".into()], &Settings::stacked(true)).remove(0);
     assert!(!r.has_errors());
     assert!(r.checks.iter().any(|c| c.ignored));
 }
@@ -404,4 +416,80 @@ fn the_local_api_proxy_on_loopback_does_not_hold_the_api_servers_port() {
     let r = one("cp1", &[Role::ControlPlane], f);
     assert_eq!(level(&r, "Port-6443"), Level::Error);
     assert!(msg(&r, "Port-6443").contains("haproxy"));
+}
+
+#[test]
+fn resolv_conf_and_conntrack_on_container_and_resolved_hosts() {
+    let mut lab = rocky();
+    lab.clock_epoch = NOW;
+    lab.container = Some("docker".into());
+    lab.dns = crate::facts::Dns::from_lines(["host 127.0.0.11"]);
+    let mut vm = rocky();
+    vm.clock_epoch = NOW;
+    vm.dns = crate::facts::Dns::from_lines([
+        "host 127.0.0.53",
+        "resolved_running",
+        "resolved_file",
+        "resolved 10.0.2.3",
+    ]);
+    let run = |hosts: &[PreflightInput], s: Settings| evaluate(hosts, NOW, &[], &s);
+
+    // A lab of containers: kube-proxy's conntrack is handled; no upstream is a warning.
+    let hosts = [
+        input("cp1", &[Role::ControlPlane], lab.clone()),
+        input("w1", &[Role::Worker], lab.clone()),
+    ];
+    let r = run(&hosts, Settings::stacked(true));
+    assert_eq!(level(&r[1], "KubeProxyConntrack"), Level::Ok);
+    let resolv = r[1].check("ResolvConf").unwrap();
+    assert_eq!(resolv.level, Level::Warning);
+    assert!(
+        resolv.message.contains("loopback nameservers (127.0.0.11)"),
+        "{}",
+        resolv.message
+    );
+    assert!(
+        resolv.message.contains("cluster.dns.upstream"),
+        "{}",
+        resolv.message
+    );
+    // With cluster.dns.upstream the kubelet gets capstan's file.
+    let s = Settings {
+        dns_upstream: true,
+        ..Settings::stacked(true)
+    };
+    assert_eq!(level(&run(&hosts, s)[1], "ResolvConf"), Level::Ok);
+
+    // A VM first control plane with resolved, a container worker: both need saying.
+    let hosts = [
+        input("cp1", &[Role::ControlPlane], vm.clone()),
+        input("w1", &[Role::Worker], lab),
+    ];
+    let r = run(&hosts, Settings::stacked(true));
+    let cp = r[0].check("ResolvConf").unwrap();
+    assert_eq!(cp.level, Level::Ok);
+    assert!(cp.message.contains("/run/systemd/resolve/resolv.conf"));
+    assert!(
+        r[0].check("KubeProxyConntrack").is_none(),
+        "not a container"
+    );
+    let ct = r[1].check("KubeProxyConntrack").unwrap();
+    assert_eq!(ct.level, Level::Warning);
+    assert!(
+        ct.message.contains("conntrack_max_per_core: 0"),
+        "{}",
+        ct.message
+    );
+    assert!(
+        r[1].check("ResolvConf")
+            .unwrap()
+            .message
+            .contains("no nameservers found"),
+        "CoreDNS forwards (cp1 has an upstream) and would fail on w1"
+    );
+    let s = Settings {
+        conntrack_set: true,
+        ..Settings::stacked(true)
+    };
+    assert_eq!(level(&run(&hosts, s)[1], "KubeProxyConntrack"), Level::Ok);
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{SessionOptions, target};
 use crate::facts::{self, Facts, ProbeRequest};
-use crate::inventory::{EtcdTopology, Inventory};
+use crate::inventory::Inventory;
 use crate::preflight::{self, HostReport, Level, PreflightInput};
 use crate::ssh;
 use crate::ui::{self, Color, HostProgress, Table};
@@ -131,9 +131,9 @@ pub async fn run(
             })
         })
         .collect();
-    let etcd_on_control_planes = inventory.cluster.etcd_topology == EtcdTopology::Stacked;
+    let settings = preflight::Settings::of(inventory);
     let mut reports: BTreeMap<String, HostReport> =
-        preflight::evaluate(&inputs, now_epoch(), ignore, etcd_on_control_planes)
+        preflight::evaluate(&inputs, now_epoch(), ignore, &settings)
             .into_iter()
             .map(|r| (r.host.clone(), r))
             .collect();

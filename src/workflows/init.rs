@@ -372,8 +372,12 @@ pub(crate) fn preflight_gate(run: &ClusterRun<'_>, ignore: &[String]) -> Result<
             })
         })
         .collect();
-    let stacked = run.inventory.cluster.etcd_topology == EtcdTopology::Stacked;
-    let reports = preflight::evaluate(&inputs, now, ignore, stacked);
+    let reports = preflight::evaluate(
+        &inputs,
+        now,
+        ignore,
+        &preflight::Settings::of(run.inventory),
+    );
     let mut errors = Vec::new();
     let mut out = String::new();
     for r in &reports {
