@@ -22,7 +22,7 @@ pub use model::{
     ApiEndpointMode, Become, ChecksumSource, EtcdTopology, InventoryFile, KeyAlgorithm, LbSoftware,
     Role, TaintEffect,
 };
-pub use validate::resolve;
+pub use validate::{DEFAULT_SERVICE_SUBNET, resolve};
 
 /// The file name looked up when `-i` names a folder.
 pub const DEFAULT_FILE_NAME: &str = "cluster.yaml";

@@ -840,6 +840,10 @@ fn create_container(
         "apparmor=unconfined",
         "--device",
         "/dev/kmsg",
+        // runc opens the devices cgroup of every privileged container (kube-proxy, flannel)
+        // with `a *:* rwm`: the host's own rule must allow it.
+        "--device-cgroup-rule",
+        "a *:* rwm",
         "--tmpfs",
         "/run",
         "--tmpfs",
@@ -888,6 +892,12 @@ for user in root ops deploy; do
     chmod 0600 "$home/.ssh/authorized_keys.capstan-lab"
     mv -f "$home/.ssh/authorized_keys.capstan-lab" "$home/.ssh/authorized_keys"
 done
+# A VM reaches Service addresses through its default route, which a lab host has not (its
+# network has no way out): a route for the lab's service subnet onto a dummy device (as
+# kube-proxy's IPVS mode makes one), so that kube-proxy's DNAT of local traffic applies.
+ip link show capstan-svc >/dev/null 2>&1 || ip link add capstan-svc type dummy
+ip link set capstan-svc up
+ip route replace SERVICE_SUBNET dev capstan-svc
 cat /etc/ssh/ssh_host_ed25519_key.pub
 "#;
 
@@ -946,8 +956,10 @@ fn wait_ready(
             }
         }
     }
+    // The lab's inventory keeps the default service subnet.
+    let finish = FINISH_HOST.replace("SERVICE_SUBNET", crate::inventory::DEFAULT_SERVICE_SUBNET);
     let stdout = docker::check_with_input(
-        &["exec", "--interactive", container, "sh", "-c", FINISH_HOST],
+        &["exec", "--interactive", container, "sh", "-c", &finish],
         Some(format!("{}\n", ctx.public_key).as_bytes()),
     )?;
     let state = stdout

@@ -4,7 +4,8 @@
 //! `pki` + `common` + `containerd` everywhere → etcd members, all at once → gate: every
 //! member healthy → load balancers / local proxies → first control plane → gate: `/readyz`
 //! through the API endpoint → other control planes one at a time, each gated → kubelets on
-//! workers → addons → gate: every node Ready → the operator's admin.conf.
+//! workers → addons → gates: every node Ready, the addons rolled out and the cluster DNS
+//! answering → the operator's admin.conf.
 //!
 //! Every phase plans against the one probe taken at the start, updated as phases apply; a
 //! converged cluster costs one handshake and one probe per host, plus the gates.
@@ -213,6 +214,9 @@ async fn phases(run: &mut ClusterRun<'_>, opts: &InitOptions) -> Result<(), Stop
     stop_if_critical(run, &failed, "addons")?;
 
     let (nodes, listed) = nodes_gate(run, first).await?;
+    // Ready nodes are not yet a working cluster: kube-proxy, flannel and CoreDNS rolled out
+    // and the cluster DNS answering through its Service.
+    super::addons_gate::gate(run, first, nodes.len(), super::addons_gate::ADDONS_TIMEOUT).await?;
     node_labels::apply(run, first, &nodes, listed).await?;
     write_admin_conf(run)?;
     Ok(())

@@ -602,6 +602,18 @@ async fn steps(
         )
         .await;
     init::stop_if_critical(run, &failed, "final converge")?;
+    // The upgrade ends when the addons run at the target, not when they were applied.
+    track.doing("addons rolled out");
+    let nodes = (0..run.inventory.hosts.len())
+        .filter(|&i| pki::spec::runs_kubelet(run.host(i)))
+        .count();
+    super::addons_gate::gate(
+        run,
+        first,
+        nodes,
+        gate_timeout.max(super::addons_gate::ADDONS_TIMEOUT),
+    )
+    .await?;
     Ok(())
 }
 
