@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::inventory::Role;
 
 /// The image lab hosts run unless told otherwise (built by `tests/lab/build-image.sh`).
-pub const DEFAULT_IMAGE: &str = "capstan-lab:bookworm-2";
+pub const DEFAULT_IMAGE: &str = "capstan-lab:bookworm-3";
 /// The label on every container, volume and network of a lab; its value is the lab's name.
 pub const LABEL: &str = "capstan.lab";
 /// The label naming the inventory host a container is.
@@ -893,11 +893,10 @@ for user in root ops deploy; do
     mv -f "$home/.ssh/authorized_keys.capstan-lab" "$home/.ssh/authorized_keys"
 done
 # A VM reaches Service addresses through its default route, which a lab host has not (its
-# network has no way out): a route for the lab's service subnet onto a dummy device (as
-# kube-proxy's IPVS mode makes one), so that kube-proxy's DNAT of local traffic applies.
-ip link show capstan-svc >/dev/null 2>&1 || ip link add capstan-svc type dummy
-ip link set capstan-svc up
-ip route replace SERVICE_SUBNET dev capstan-svc
+# network has no way out): without a route, a local connect to a Service fails before
+# kube-proxy's DNAT can apply. A route for the lab's service subnet onto lo (no dummy
+# device: the kernel here may lack the module) survives network reconnects.
+ip route replace SERVICE_SUBNET dev lo
 cat /etc/ssh/ssh_host_ed25519_key.pub
 "#;
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the image of capstan's lab hosts (see DESIGN.md "The test bed") when it is missing.
 #
-#   tests/lab/build-image.sh [TAG]        default TAG: capstan-lab:bookworm-2 (src/lab DEFAULT_IMAGE)
+#   tests/lab/build-image.sh [TAG]        default TAG: capstan-lab:bookworm-3 (src/lab DEFAULT_IMAGE)
 #
 # Debian bookworm (debootstrap --variant=minbase) with systemd as PID 1, OpenSSH, sudo and what a
 # golden VM image carries, `docker import`ed with the entrypoint tests/lab/entrypoint.sh.
@@ -12,7 +12,7 @@
 # (docker import cannot set STOPSIGNAL: `capstan lab up` passes --stop-signal SIGRTMIN+3.)
 set -eu
 
-TAG=${1:-capstan-lab:bookworm-2}
+TAG=${1:-capstan-lab:bookworm-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SUITE=bookworm
 
@@ -48,6 +48,8 @@ PACKAGES="systemd,systemd-sysv,dbus,openssh-server,sudo,iproute2,iptables,curl,c
 PACKAGES="$PACKAGES,haproxy,nginx,libnginx-mod-stream,openssl,kmod,procps,python3"
 # kubeadm's preflight and the kubelet want these on the PATH.
 PACKAGES="$PACKAGES,conntrack,socat,ethtool,ebtables,util-linux,mount,less"
+# Ubuntu's resolver, off unless a test turns it on (its stub at 127.0.0.53 in resolv.conf).
+PACKAGES="$PACKAGES,systemd-resolved"
 
 START=$(date +%s)
 WORK=$(mktemp -d /tmp/capstan-lab-image.XXXXXX)
@@ -124,6 +126,13 @@ say "sshd: root by key only, no passwords; ed25519 and ECDSA host keys generated
 # --- services capstan manages are installed but disabled --------------------------------------
 in_root systemctl disable haproxy.service nginx.service >/dev/null 2>&1
 say "haproxy and nginx installed, disabled"
+# systemd-resolved as on Ubuntu, but off: a lab host resolves through Docker's 127.0.0.11
+# unless a test starts it. Its package points /etc/resolv.conf at its stub; Docker mounts
+# its own file there in each container, so a plain file is left.
+in_root systemctl disable systemd-resolved.service >/dev/null 2>&1
+rm -f "$ROOT/etc/resolv.conf"
+: >"$ROOT/etc/resolv.conf"
+say "systemd-resolved installed, disabled"
 
 # --- systemd in a container (as kind does) ----------------------------------------------------
 # Units that need hardware, a console or a writable /proc/sys fail in a container: mask them.
