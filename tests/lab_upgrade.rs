@@ -441,6 +441,38 @@ fn apply_rolls_v1_31_to_v1_32_to_v1_33_with_the_api_serving_and_resumes() {
     assert_all_at(&lab, &inv, "v1.33.1", &["cp1", "cp2", "cp3"]);
     assert_snapshot(&inv, "v1.32.5");
     assert_converged(&inv, "v1.33.1");
+    // The upgrade ended when the addons ran at the target: every kube-proxy pod at v1.33.1
+    // and Ready as apply returns, none left of the old image.
+    let proxies = kubectl_lb(
+        &inv,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "k8s-app=kube-proxy",
+            "-o",
+            "json",
+        ],
+    )
+    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    .expect("kube-proxy pods");
+    let items = proxies["items"].as_array().expect("items");
+    assert_eq!(items.len(), 5, "one per node: {proxies:#}");
+    for p in items {
+        assert_eq!(
+            p["spec"]["containers"][0]["image"].as_str(),
+            Some("registry.k8s.io/kube-proxy:v1.33.1"),
+            "{p:#}"
+        );
+        assert!(
+            p["status"]["conditions"].as_array().is_some_and(|cs| cs
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")),
+            "{p:#}"
+        );
+    }
     let j = journal(&inv);
     assert!(j.contains("upgrade v1.33.1\tw2\tdone"), "{j}");
     // The workload survived both upgrades.
