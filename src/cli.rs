@@ -161,6 +161,10 @@ pub struct InitArgs {
     /// Preflight checks to report as warnings instead of errors (names as printed, or `all`)
     #[arg(long, value_delimiter = ',')]
     pub ignore_preflight_errors: Vec<String>,
+    /// Seconds the addons gate waits for kube-proxy, flannel and CoreDNS to roll out and the
+    /// cluster DNS to answer (image pulls on a slow link take longer)
+    #[arg(long, default_value_t = crate::workflows::addons_gate::ADDONS_TIMEOUT_SECS)]
+    pub addons_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -211,7 +211,7 @@ fn addons_run_dns_answers_through_resolved_hosts_and_drift_is_reverted() {
     // kube-proxy told to size nf_conntrack_max on container hosts exits, as the real one
     // does: the gate fails naming the pod and its last log line.
     set_cluster_key(&inv, "  kube_proxy: {conntrack_max_per_core: 32768}");
-    let broken = init(&inv);
+    let broken = run_capstan(&["init", "--addons-timeout", "60"], &inv);
     assert_eq!(broken.code, 1, "{}", broken.all());
     let all = broken.all();
     assert!(all.contains("pod kube-system/kube-proxy-"), "{all}");

@@ -23,6 +23,7 @@ pub(super) fn build(
         dry_run: args.dry_run,
         verify: args.verify,
         ignore_preflight: args.ignore_preflight_errors.clone(),
+        addons_timeout: std::time::Duration::from_secs(args.addons_timeout),
     };
     let command = match opts.mode {
         init::Mode::Init => "init",

@@ -17,8 +17,9 @@ use super::gates;
 
 /// Where the addons role puts its manifests.
 pub const ADDONS_DIR: &str = "/etc/kubernetes/addons/";
-/// How long the addons get to roll out and answer.
-pub const ADDONS_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the addons get to roll out and answer, by default (`--addons-timeout`).
+pub const ADDONS_TIMEOUT_SECS: u64 = 180;
+pub const ADDONS_TIMEOUT: Duration = Duration::from_secs(ADDONS_TIMEOUT_SECS);
 
 const SECTION: &str = "::capstan-gate::";
 /// A fixed query id: one query per connection, so it only tells our answer from garbage.

@@ -36,13 +36,27 @@ pub enum Mode {
     Join { hosts: Vec<String> },
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct InitOptions {
     pub mode: Mode,
     pub dry_run: bool,
     pub verify: bool,
     /// `--ignore-preflight-errors` names.
     pub ignore_preflight: Vec<String>,
+    /// How long the addons gate waits.
+    pub addons_timeout: Duration,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            mode: Mode::default(),
+            dry_run: false,
+            verify: false,
+            ignore_preflight: Vec::new(),
+            addons_timeout: super::addons_gate::ADDONS_TIMEOUT,
+        }
+    }
 }
 
 /// How long gates wait.
@@ -216,7 +230,7 @@ async fn phases(run: &mut ClusterRun<'_>, opts: &InitOptions) -> Result<(), Stop
     let (nodes, listed) = nodes_gate(run, first).await?;
     // Ready nodes are not yet a working cluster: kube-proxy, flannel and CoreDNS rolled out
     // and the cluster DNS answering through its Service.
-    super::addons_gate::gate(run, first, nodes.len(), super::addons_gate::ADDONS_TIMEOUT).await?;
+    super::addons_gate::gate(run, first, nodes.len(), opts.addons_timeout).await?;
     node_labels::apply(run, first, &nodes, listed).await?;
     write_admin_conf(run)?;
     Ok(())

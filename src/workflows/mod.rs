@@ -1,6 +1,6 @@
 //! Workflows: what a command does, in order, across the inventory's hosts.
 
-pub(crate) mod addons_gate;
+pub mod addons_gate;
 pub mod certs;
 pub mod check;
 pub mod cluster;
