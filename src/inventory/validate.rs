@@ -1061,6 +1061,31 @@ mod tests {
     const HOSTS: &str = "hosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n";
 
     #[test]
+    fn dns_upstream_and_kube_proxy() {
+        let inv = crate::inventory::load_str(
+            &format!("cluster: {{name: a, kubernetes_version: v1.32.4}}\n{HOSTS}"),
+            Path::new("/x/cluster.yaml"),
+            None,
+        )
+        .unwrap();
+        assert!(inv.cluster.dns.upstream.is_empty());
+        assert_eq!(inv.cluster.kube_proxy.conntrack_max_per_core, None);
+        let p = problems(&format!(
+            "cluster:\n  name: a\n  kubernetes_version: v1.32.4\n  dns: {{upstream: [1.1.1.1, dns.example, 127.0.0.53, ::1]}}\n{HOSTS}"
+        ));
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(p[0].contains("`dns.example` is not an IP address"), "{p:?}");
+        assert!(p[1].contains("127.0.0.53 is a loopback address"), "{p:?}");
+        assert!(p[2].contains("::1 is a loopback address"), "{p:?}");
+        assert!(p[3].contains("4 nameservers given"), "{p:?}");
+        assert!(p[0].starts_with("4:"), "{p:?}");
+        let p = problems(&format!(
+            "cluster:\n  name: a\n  kubernetes_version: v1.32.4\n  kube_proxy: {{conntrack: 0}}\n{HOSTS}"
+        ));
+        assert!(p[0].contains("conntrack"), "{p:?}");
+    }
+
+    #[test]
     fn leader_election_defaults_and_checks() {
         let inv = crate::inventory::load_str(
             &format!("cluster: {{name: a, kubernetes_version: v1.32.4}}\n{HOSTS}"),
