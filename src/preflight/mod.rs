@@ -449,6 +449,24 @@ pub fn evaluate(
         .collect()
 }
 
+/// The checks at `level`, each (name and message) once with the hosts that share it, in the
+/// order they first appear.
+pub fn grouped(reports: &[HostReport], level: Level) -> Vec<(&Check, Vec<&str>)> {
+    let mut out: Vec<(&Check, Vec<&str>)> = Vec::new();
+    for r in reports {
+        for c in r.checks.iter().filter(|c| c.level == level) {
+            match out
+                .iter_mut()
+                .find(|(seen, _)| seen.name == c.name && seen.message == c.message)
+            {
+                Some((_, hosts)) => hosts.push(&r.host),
+                None => out.push((c, vec![&r.host])),
+            }
+        }
+    }
+    out
+}
+
 fn in_scope(h: &PreflightInput, scope: Scope, etcd_on_control_planes: bool) -> bool {
     let cp = h.roles.contains(&Role::ControlPlane);
     match scope {

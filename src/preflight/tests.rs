@@ -493,3 +493,43 @@ fn resolv_conf_and_conntrack_on_container_and_resolved_hosts() {
     };
     assert_eq!(level(&run(&hosts, s)[1], "KubeProxyConntrack"), Level::Ok);
 }
+
+#[test]
+fn findings_shared_by_hosts_are_grouped() {
+    let report = |host: &str, msg: &str| HostReport {
+        host: host.into(),
+        checks: vec![
+            Check {
+                name: "Cgroups",
+                level: Level::Warning,
+                message: "cgroup v1".into(),
+                ignored: false,
+            },
+            Check {
+                name: "Swap",
+                level: Level::Warning,
+                message: msg.into(),
+                ignored: false,
+            },
+        ],
+    };
+    let reports = [
+        report("cp1", "swap on"),
+        report("w1", "swap on"),
+        report("w2", "swap is 2 GiB"),
+    ];
+    let g = grouped(&reports, Level::Warning);
+    let flat: Vec<(&str, &str, Vec<&str>)> = g
+        .iter()
+        .map(|(c, h)| (c.name, c.message.as_str(), h.clone()))
+        .collect();
+    assert_eq!(
+        flat,
+        vec![
+            ("Cgroups", "cgroup v1", vec!["cp1", "w1", "w2"]),
+            ("Swap", "swap on", vec!["cp1", "w1"]),
+            ("Swap", "swap is 2 GiB", vec!["w2"]),
+        ]
+    );
+    assert!(grouped(&reports, Level::Error).is_empty());
+}

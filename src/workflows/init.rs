@@ -396,23 +396,21 @@ pub(crate) fn preflight_gate(run: &ClusterRun<'_>, ignore: &[String]) -> Result<
         ignore,
         &preflight::Settings::of(run.inventory),
     );
-    let mut errors = Vec::new();
+    // A finding shared by several hosts is said once, with the hosts.
+    let errors: Vec<String> = preflight::grouped(&reports, Level::Error)
+        .into_iter()
+        .map(|(c, hosts)| format!("[{}] on {}: {}", c.name, hosts.join(", "), c.message))
+        .collect();
     let mut out = String::new();
-    for r in &reports {
-        for c in &r.checks {
-            match c.level {
-                Level::Error => errors.push(format!("{}: [{}] {}", r.host, c.name, c.message)),
-                Level::Warning if !ui::ui().quiet => {
-                    out.push_str(&format!(
-                        "{} {}: [{}] {}\n",
-                        ui::paint("warning", Color::Yellow),
-                        r.host,
-                        c.name,
-                        c.message
-                    ));
-                }
-                _ => {}
-            }
+    if !ui::ui().quiet {
+        for (c, hosts) in preflight::grouped(&reports, Level::Warning) {
+            out.push_str(&format!(
+                "{} [{}] on {}: {}\n",
+                ui::paint("warning", Color::Yellow),
+                c.name,
+                hosts.join(", "),
+                c.message
+            ));
         }
     }
     if !ui::ui().json {
