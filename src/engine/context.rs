@@ -913,6 +913,7 @@ hosts:
             (
                 kubelet["resolvConf"].as_str().map(str::to_string),
                 proxy["conntrack"]["maxPerCore"].as_u64(),
+                proxy["conntrack"]["tcpEstablishedTimeout"].as_str().map(str::to_string),
                 coredns.contains("forward . /etc/resolv.conf"),
                 files["/etc/kubernetes/resolv.conf"].clone(),
             )
@@ -922,9 +923,10 @@ hosts:
         let mut lab = lab_facts();
         lab.dns = crate::facts::Dns::from_lines(["host 127.0.0.11"]);
         assert_eq!(lab.container.as_deref(), Some("docker"));
-        let (resolv, conntrack, forward, file) = render(&inv, &lab);
+        let (resolv, conntrack, timeouts, forward, file) = render(&inv, &lab);
         assert_eq!(resolv.as_deref(), Some(""));
         assert_eq!(conntrack, Some(0));
+        assert_eq!(timeouts.as_deref(), Some("0s"), "as kind sets it");
         assert!(!forward, "no upstream anywhere: CoreDNS must not forward");
         assert!(!file.lines().any(|l| l.starts_with("nameserver")), "{file}");
 
@@ -937,9 +939,10 @@ hosts:
             "resolved_file",
             "resolved 10.0.2.3",
         ]);
-        let (resolv, conntrack, forward, _) = render(&inv, &ubuntu);
+        let (resolv, conntrack, timeouts, forward, _) = render(&inv, &ubuntu);
         assert_eq!(resolv.as_deref(), Some("/run/systemd/resolve/resolv.conf"));
         assert_eq!(conntrack, None, "a VM keeps kube-proxy's default");
+        assert_eq!(timeouts, None);
         assert!(forward);
 
         // A host file without loopback entries is used as it is.
@@ -955,7 +958,7 @@ hosts:
             None,
         )
         .unwrap();
-        let (resolv, conntrack, forward, file) = render(&with, &lab);
+        let (resolv, conntrack, _, forward, file) = render(&with, &lab);
         assert_eq!(resolv.as_deref(), Some("/etc/kubernetes/resolv.conf"));
         assert!(
             file.contains("nameserver 192.0.2.53\nnameserver 192.0.2.54\n"),
