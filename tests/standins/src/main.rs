@@ -17,6 +17,9 @@ mod common;
 mod controllers;
 mod etcd;
 mod flags;
+mod klog;
+mod kube_proxy;
+mod kubeclient;
 mod kubeconfig;
 mod kubelet;
 mod patch;
@@ -41,6 +44,7 @@ fn main() {
         "kube-controller-manager" => controllers::controller_manager_main(args),
         "kube-scheduler" => controllers::scheduler_main(args),
         "kubelet" => kubelet::main(args),
+        "kube-proxy" => kube_proxy::main(args),
         _ => {
             if args.first().map(String::as_str) == Some("stamp") && args.len() == 4 {
                 match version::stamp(

@@ -1,0 +1,326 @@
+//! The addon stand-ins (kube-proxy, CoreDNS, flanneld, pause) against a real etcd, the API
+//! server stand-in and the machine's real kubectl and iptables. Tests that touch the kernel
+//! (iptables, conntrack sysctls, port 53) run in a network namespace of their own
+//! (`unshare --net`, the test re-executing itself), so the machine's rules stay untouched and
+//! the kernel answers as it does in a container: a non-initial network namespace cannot write
+//! net.netfilter.nf_conntrack_max.
+#![allow(clippy::unwrap_used, clippy::format_collect)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Bed, Proc, free_port, kubectl, ok, stamped, wait_for, write};
+
+const NETNS_ENV: &str = "CAPSTAN_ADDON_TEST_NETNS";
+
+/// Runs test `name` again in a new network namespace; true when this is that run.
+fn in_own_netns(name: &str) -> bool {
+    if std::env::var(NETNS_ENV).ok().as_deref() == Some(name) {
+        let st = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(NETNS_ENV, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} in its own network namespace failed:\n{stdout}\n{stderr}"
+    );
+    false
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn apply(bed: &Bed, name: &str, yaml: &str) {
+    let f = write(bed.dir.path(), name, yaml);
+    ok(&kubectl(&bed.admin, &["apply", "-f", &f]), "kubectl apply");
+}
+
+fn proxy_config(bed: &Bed, name: &str, healthz: u16, conntrack: &str) -> String {
+    write(
+        bed.dir.path(),
+        name,
+        &format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nbindAddress: 0.0.0.0\n\
+             clientConnection:\n  kubeconfig: {}\nclusterCIDR: 10.244.0.0/16\nmode: \"\"\n\
+             healthzBindAddress: 127.0.0.1:{healthz}\n{conntrack}",
+            bed.admin
+        ),
+    )
+}
+
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, buf))
+}
+
+/// `wait_for` that shows the process's log and the nat table when it times out.
+fn wait_until(what: &str, p: &Proc, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "timed out waiting for {what}\n--- log:\n{}\n--- nat:\n{}",
+        p.log_text(),
+        nat_rules()
+    );
+}
+
+fn nat_rules() -> String {
+    sh("iptables -w 5 -t nat -S")
+}
+
+fn slice(ips: &[&str]) -> String {
+    let eps: String = ips
+        .iter()
+        .map(|ip| format!("- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n"))
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels:\n    kubernetes.io/service-name: web\n\
+         addressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n{eps}"
+    )
+}
+
+#[test]
+fn kube_proxy_conntrack_contract_and_service_routing() {
+    if !in_own_netns("kube_proxy_conntrack_contract_and_service_routing") {
+        return;
+    }
+    let bed = Bed::start();
+    let d = bed.dir.path();
+    let bin = stamped(d, "kube-proxy", support::VERSION);
+    let current: i64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // Unknown flags are refused, as pflag does.
+    let out = Command::new(&bin).arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag: --no-such-flag"));
+
+    // A max different from the kernel's: written, and the kernel refuses it here, as in
+    // every container: kube-proxy exits 1 with the OS error.
+    let cfg = proxy_config(
+        &bed,
+        "refused.yaml",
+        free_port(),
+        &format!(
+            "conntrack:\n  maxPerCore: 32768\n  min: {}\n",
+            current + 4096
+        ),
+    );
+    let out = Command::new(&bin)
+        .args([format!("--config={cfg}"), "--hostname-override=n1".into()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(r#""Error running ProxyServer" err="open /proc/sys/net/netfilter/nf_conntrack_max: permission denied""#),
+        "{err}"
+    );
+
+    // The same value as the kernel's: read, not written, so it starts.
+    let hz = free_port();
+    let cfg = proxy_config(
+        &bed,
+        "same.yaml",
+        hz,
+        &format!("conntrack:\n  maxPerCore: 1\n  min: {current}\n"),
+    );
+    let mut same = Proc::spawn(
+        Command::new(&bin).args([format!("--config={cfg}"), "--hostname-override=n1".into()]),
+        d.join("proxy-same.log"),
+    );
+    let addr = format!("127.0.0.1:{hz}");
+    wait_for("kube-proxy healthz", Duration::from_secs(20), || {
+        http_get(&addr, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    assert!(
+        !same.log_text().contains("net/netfilter/nf_conntrack_max"),
+        "{}",
+        same.log_text()
+    );
+    same.kill();
+
+    // A network in this namespace for the Service traffic: the endpoint listens on 10.1.0.1.
+    sh(
+        "ip link add v0 type veth peer name v1 && ip addr add 10.1.0.1/24 dev v0 && ip link set v1 up && ip link set v0 up \
+        && ip route add 10.96.0.0/12 dev v0",
+    );
+    let backend = TcpListener::bind("10.1.0.1:0").unwrap();
+    let bport = backend.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in backend.incoming().flatten() {
+            let _ = c.write_all(b"hello from the endpoint\n");
+        }
+    });
+    apply(
+        &bed,
+        "web.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  clusterIP: 10.96.0.50\n  \
+         ports:\n  - name: http\n    port: 80\n    protocol: TCP\n    targetPort: 8080\n",
+    );
+    apply(
+        &bed,
+        "slice.yaml",
+        &slice(&["10.1.0.1"]).replace("port: 8080", &format!("port: {bport}")),
+    );
+
+    // maxPerCore 0 leaves conntrack alone (capstan's setting on container hosts).
+    let hz = free_port();
+    let cfg = proxy_config(&bed, "zero.yaml", hz, "conntrack:\n  maxPerCore: 0\n");
+    let proxy = Proc::spawn(
+        Command::new(&bin).args([format!("--config={cfg}"), "--hostname-override=n1".into()]),
+        d.join("proxy.log"),
+    );
+    let addr = format!("127.0.0.1:{hz}");
+    wait_for("kube-proxy healthz", Duration::from_secs(20), || {
+        http_get(&addr, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    let dnat = format!("-j DNAT --to-destination 10.1.0.1:{bport}");
+    wait_until("the DNAT rule", &proxy, || nat_rules().contains(&dnat));
+    let rules = nat_rules();
+    assert!(
+        rules.contains(
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+        ),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(
+            "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
+        ),
+        "{rules}"
+    );
+    assert!(rules.contains("-A KUBE-SERVICES -d 10.96.0.50/32 -p tcp -m comment --comment \"default/web:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-"), "{rules}");
+    assert!(
+        !proxy.log_text().contains("nf_conntrack_max"),
+        "{}",
+        proxy.log_text()
+    );
+
+    // The ClusterIP really routes to the endpoint.
+    let mut c =
+        TcpStream::connect_timeout(&"10.96.0.50:80".parse().unwrap(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect 10.96.0.50:80: {e}\n{rules}"));
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello from the endpoint\n");
+
+    // A second endpoint: resynced with a statistic split; the jumps are not duplicated.
+    apply(
+        &bed,
+        "slice.yaml",
+        &slice(&["10.1.0.1", "10.1.0.2"]).replace("port: 8080", &format!("port: {bport}")),
+    );
+    wait_for("two endpoints", Duration::from_secs(20), || {
+        nat_rules().contains(&format!("--to-destination 10.1.0.2:{bport}"))
+    });
+    let rules = nat_rules();
+    assert!(
+        rules.contains("-m statistic --mode random --probability 0.50000000000"),
+        "{rules}"
+    );
+    assert_eq!(
+        rules
+            .matches("-A OUTPUT -m comment --comment \"kubernetes service portals\"")
+            .count(),
+        1,
+        "{rules}"
+    );
+
+    // The Service gone: its chains are deleted.
+    ok(
+        &kubectl(&bed.admin, &["delete", "service", "web"]),
+        "kubectl delete",
+    );
+    wait_for("the service chains to go", Duration::from_secs(20), || {
+        let r = nat_rules();
+        !r.contains("KUBE-SVC-") && !r.contains("KUBE-SEP-")
+    });
+    drop(proxy);
+
+    // --cleanup removes every rule and chain of the proxy.
+    let out = Command::new(&bin).arg("--cleanup").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = nat_rules();
+    assert!(!rules.contains("KUBE-"), "{rules}");
+}
+
+#[test]
+fn kube_proxy_forgives_unknown_fields_but_not_bad_values() {
+    let bed = Bed::start();
+    let bin = stamped(bed.dir.path(), "kube-proxy", support::VERSION);
+    let cfg = write(
+        bed.dir.path(),
+        "bad.yaml",
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nconntrack:\n  maxPerCore: lots\n",
+    );
+    let out = Command::new(&bin)
+        .arg(format!("--config={cfg}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(r#""command failed" err="failed complete: failed to decode: json: cannot unmarshal string"#), "{err}");
+    // An unknown field is a strict-decoding error the real kube-proxy logs and forgives;
+    // here the missing kubeconfig then stops it.
+    let cfg = write(
+        bed.dir.path(),
+        "lenient.yaml",
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nudpIdleTimeout: 250ms\n\
+         clientConnection:\n  kubeconfig: /nonexistent/kubeconfig.conf\n",
+    );
+    let out = Command::new(&bin)
+        .arg(format!("--config={cfg}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(r#""Using lenient decoding as strict decoding failed" err="strict decoding error: unknown field \"udpIdleTimeout\"""#), "{err}");
+    assert!(err.contains(r#""Error running ProxyServer" err="stat /nonexistent/kubeconfig.conf: no such file or directory""#), "{err}");
+}
