@@ -15,6 +15,8 @@ mod apiserver;
 mod client;
 mod common;
 mod controllers;
+mod coredns;
+mod dns;
 mod etcd;
 mod flags;
 mod klog;
@@ -45,6 +47,7 @@ fn main() {
         "kube-scheduler" => controllers::scheduler_main(args),
         "kubelet" => kubelet::main(args),
         "kube-proxy" => kube_proxy::main(args),
+        "coredns" => coredns::main(args),
         _ => {
             if args.first().map(String::as_str) == Some("stamp") && args.len() == 4 {
                 match version::stamp(

@@ -324,3 +324,218 @@ fn kube_proxy_forgives_unknown_fields_but_not_bad_values() {
     assert!(err.contains(r#""Using lenient decoding as strict decoding failed" err="strict decoding error: unknown field \"udpIdleTimeout\"""#), "{err}");
     assert!(err.contains(r#""Error running ProxyServer" err="stat /nonexistent/kubeconfig.conf: no such file or directory""#), "{err}");
 }
+
+/// One DNS query over UDP or TCP; (rcode, A/AAAA addresses of the answer section).
+fn dns_query(server: &str, name: &str, qtype: u16, tcp: bool) -> (u8, Vec<String>) {
+    let q = dns_msg(name, qtype);
+    let reply = if tcp {
+        let mut s = TcpStream::connect(server).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&u16::try_from(q.len()).unwrap().to_be_bytes())
+            .unwrap();
+        s.write_all(&q).unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).unwrap();
+        buf
+    } else {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(&q, server).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    assert_eq!(reply[..2], q[..2], "reply id");
+    assert!(reply[2] & 0x80 != 0, "QR bit");
+    let rcode = reply[3] & 0x0f;
+    let an = u16::from_be_bytes([reply[6], reply[7]]);
+    // Skip the question (names are uncompressed in the question).
+    let mut pos = 12;
+    pos = skip_name(&reply, pos) + 4;
+    let mut ips = Vec::new();
+    for _ in 0..an {
+        pos = skip_name(&reply, pos);
+        let rtype = u16::from_be_bytes([reply[pos], reply[pos + 1]]);
+        let len = usize::from(u16::from_be_bytes([reply[pos + 8], reply[pos + 9]]));
+        let rd = &reply[pos + 10..pos + 10 + len];
+        if rtype == 1 {
+            ips.push(format!("{}.{}.{}.{}", rd[0], rd[1], rd[2], rd[3]));
+        }
+        pos += 10 + len;
+    }
+    (rcode, ips)
+}
+
+fn skip_name(m: &[u8], mut pos: usize) -> usize {
+    loop {
+        let l = m[pos];
+        if l & 0xc0 == 0xc0 {
+            return pos + 2;
+        }
+        pos += 1 + usize::from(l);
+        if l == 0 {
+            return pos;
+        }
+    }
+}
+
+fn dns_msg(name: &str, qtype: u16) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.trim_end_matches('.').split('.') {
+        m.push(u8::try_from(l.len()).unwrap());
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m
+}
+
+/// A fake upstream resolver: answers every A query with 192.0.2.7.
+fn fake_upstream(addr: &str) {
+    let s = std::net::UdpSocket::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let q = &buf[..n];
+            let qend = skip_name(q, 12) + 4;
+            let mut r = q[..qend].to_vec();
+            r[2] = 0x81;
+            r[3] = 0x80;
+            r[6..8].copy_from_slice(&[0, 1]);
+            r[8..12].copy_from_slice(&[0, 0, 0, 0]);
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+            let _ = s.send_to(&r, peer);
+        }
+    });
+}
+
+fn corefile(kubeconfig: &str, resolv: &str, extra: &str) -> String {
+    format!(
+        ".:53 {{\n    errors\n    health {{\n       lameduck 5s\n    }}\n    ready\n    \
+         kubernetes cluster.local in-addr.arpa ip6.arpa {{\n       kubeconfig {kubeconfig}\n       pods insecure\n       \
+         fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }}\n    prometheus :9153\n    \
+         forward . {resolv} {{\n       max_concurrent 1000\n    }}\n    cache 30 {{\n       disable success cluster.local\n       \
+         disable denial cluster.local\n    }}\n    loop\n    reload\n    loadbalance\n{extra}}}\n"
+    )
+}
+
+fn coredns(bed: &Bed, conf: &str) -> Command {
+    let mut c = Command::new(stamped(bed.dir.path(), "coredns", "v1.11.3"));
+    c.args(["-conf", conf]).env("POD_IP", "127.0.0.1");
+    c
+}
+
+#[test]
+fn coredns_answers_from_services_forwards_and_fails_like_the_real_one() {
+    if !in_own_netns("coredns_answers_from_services_forwards_and_fails_like_the_real_one") {
+        return;
+    }
+    let bed = Bed::start();
+    let d = bed.dir.path();
+    sh(
+        "ip link add v0 type veth peer name v1 && ip addr add 10.1.0.1/24 dev v0 && ip link set v1 up && ip link set v0 up",
+    );
+    fake_upstream("10.1.0.1:53");
+    let resolv = write(d, "resolv.conf", "search example\nnameserver 10.1.0.1\n");
+    apply(
+        &bed,
+        "web.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  clusterIP: 10.96.0.50\n  \
+         ports:\n  - name: http\n    port: 80\n    protocol: TCP\n",
+    );
+    let conf = write(d, "Corefile", &corefile(&bed.admin, &resolv, ""));
+    let dns1 = Proc::spawn(&mut coredns(&bed, &conf), d.join("coredns-1.log"));
+    wait_for("CoreDNS /ready", Duration::from_secs(20), || {
+        http_get("127.0.0.1:8181", "/ready").is_some_and(|(s, _)| s == 200)
+    });
+    assert_eq!(http_get("127.0.0.1:8080", "/health").unwrap().0, 200);
+    let log = dns1.log_text();
+    assert!(log.contains(".:53\n"), "{log}");
+    assert!(log.contains("CoreDNS-1.11.3"), "{log}");
+    assert!(
+        log.contains("[INFO] plugin/reload: Running configuration SHA512 = "),
+        "{log}"
+    );
+
+    // A second replica on the same address (SO_REUSEPORT) starts too.
+    let mut dns2 = Proc::spawn(&mut coredns(&bed, &conf), d.join("coredns-2.log"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        dns2.child.try_wait().unwrap().is_none(),
+        "{}",
+        dns2.log_text()
+    );
+    dns2.kill();
+
+    for tcp in [false, true] {
+        let (rc, ips) = dns_query("127.0.0.1:53", "web.default.svc.cluster.local", 1, tcp);
+        assert_eq!((rc, ips), (0, vec!["10.96.0.50".to_string()]), "tcp={tcp}");
+        let (rc, ips) = dns_query("127.0.0.1:53", "nope.default.svc.cluster.local", 1, tcp);
+        assert_eq!((rc, ips.len()), (3, 0), "NXDOMAIN, tcp={tcp}");
+        let (rc, ips) = dns_query("127.0.0.1:53", "example.org", 1, tcp);
+        assert_eq!(
+            (rc, ips),
+            (0, vec!["192.0.2.7".to_string()]),
+            "forwarded, tcp={tcp}"
+        );
+    }
+    // A Service created later is answered once listed.
+    apply(
+        &bed,
+        "db.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\n  namespace: default\nspec:\n  clusterIP: 10.96.0.60\n  \
+         ports:\n  - name: pg\n    port: 5432\n    protocol: TCP\n",
+    );
+    wait_for("db to resolve", Duration::from_secs(10), || {
+        dns_query("127.0.0.1:53", "db.default.svc.cluster.local", 1, false).1
+            == vec!["10.96.0.60".to_string()]
+    });
+    drop(dns1);
+
+    // A loopback upstream is the pod itself: the loop plugin stops CoreDNS.
+    let resolv = write(
+        d,
+        "resolv-stub.conf",
+        "nameserver 127.0.0.53\noptions edns0 trust-ad\n",
+    );
+    let conf = write(d, "Corefile-loop", &corefile(&bed.admin, &resolv, ""));
+    let out = coredns(&bed, &conf).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[FATAL] plugin/loop: Loop (127.0.0.53:"),
+        "{text}"
+    );
+    assert!(text.contains(" -> :53) detected for zone \".\", see https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO "), "{text}");
+
+    // No nameserver at all.
+    let resolv = write(d, "resolv-empty.conf", "search example\n");
+    let conf = write(d, "Corefile-empty", &corefile(&bed.admin, &resolv, ""));
+    let out = coredns(&bed, &conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin/forward: no nameservers found"));
+
+    // An unknown directive.
+    let conf = write(
+        d,
+        "Corefile-bogus",
+        &corefile(&bed.admin, "10.1.0.1", "    bogus on\n"),
+    );
+    let out = coredns(&bed, &conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{conf}:24 - Error during parsing: Unknown directive 'bogus'"
+        )),
+        "{err}"
+    );
+}
