@@ -42,3 +42,15 @@ pub fn info(at: &str, msg: &str, kv: &[(&str, String)]) {
 pub fn error(at: &str, msg: &str, kv: &[(&str, String)]) {
     eprintln!("{}", line('E', at, msg, kv));
 }
+
+/// One unstructured line (klog.Infof and friends, as flannel logs).
+pub fn plain(level: char, at: &str, msg: &str) {
+    let t = crate::timefmt::now_micro();
+    eprintln!(
+        "{level}{}{} {} {:>7} {at}] {msg}",
+        &t[5..7],
+        &t[8..10],
+        &t[11..26],
+        std::process::id()
+    );
+}

@@ -214,6 +214,35 @@ impl Client {
         }
     }
 
+    /// PATCH `path` with `body` as `content_type`; the JSON reply of a 2xx, else an error.
+    pub fn patch(&self, path: &str, content_type: &str, body: &Value) -> Result<Value, String> {
+        let url = format!("{}{path}", self.server);
+        let mut req = self
+            .agent
+            .patch(&url)
+            .header("Accept", "application/json")
+            .header("Content-Type", content_type);
+        if let Some(t) = self.bearer()? {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let data = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let mut res = req
+            .send(&data[..])
+            .map_err(|e| format!("Patch \"{url}\": {e}"))?;
+        let status = res.status().as_u16();
+        let text = res.body_mut().read_to_string().unwrap_or_default();
+        let reply: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if (200..300).contains(&status) {
+            Ok(reply)
+        } else {
+            let msg = reply
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| reply.to_string(), ToString::to_string);
+            Err(format!("{msg} (patch {path}: HTTP {status})"))
+        }
+    }
+
     /// The `items` of a list.
     pub fn list(&self, path: &str) -> Result<Vec<Value>, String> {
         let v = self.get(path)?;

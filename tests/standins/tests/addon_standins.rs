@@ -539,3 +539,101 @@ fn coredns_answers_from_services_forwards_and_fails_like_the_real_one() {
         "{err}"
     );
 }
+
+#[test]
+fn flanneld_needs_the_nodes_pod_cidr_then_writes_the_subnet_file() {
+    let bed = Bed::start();
+    let d = bed.dir.path();
+    let bin = stamped(d, "flanneld", "v0.26.7");
+    let net_conf = write(
+        d,
+        "net-conf.json",
+        "{\n  \"Network\": \"10.244.0.0/16\",\n  \"EnableNFTables\": false,\n  \"Backend\": {\n    \"Type\": \"vxlan\"\n  }\n}\n",
+    );
+    let subnet = d.join("run-flannel").join("subnet.env");
+    let run = || {
+        let mut c = Command::new(&bin);
+        c.args([
+            "--ip-masq".to_string(),
+            "--kube-subnet-mgr".into(),
+            format!("--kubeconfig-file={}", bed.admin),
+            format!("--net-config-path={net_conf}"),
+            format!("--subnet-file={}", subnet.display()),
+        ])
+        .env("NODE_NAME", "n1");
+        c
+    };
+    let out = Command::new(&bin).arg("--no-such").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -no-such")
+    );
+
+    apply(
+        &bed,
+        "node.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses:\n  - type: InternalIP\n    address: 10.1.0.9\n",
+    );
+    let out = run().output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "Error registering network: failed to acquire lease: node \"n1\" pod cidr not assigned"
+        ),
+        "{err}"
+    );
+    assert!(!subnet.exists());
+
+    ok(
+        &kubectl(
+            &bed.admin,
+            &[
+                "patch",
+                "node",
+                "n1",
+                "-p",
+                r#"{"spec":{"podCIDR":"10.244.1.0/24","podCIDRs":["10.244.1.0/24"]}}"#,
+            ],
+        ),
+        "kubectl patch node",
+    );
+    let mut p = Proc::spawn(&mut run(), d.join("flanneld.log"));
+    wait_for("subnet.env", Duration::from_secs(15), || subnet.exists());
+    assert_eq!(
+        std::fs::read_to_string(&subnet).unwrap(),
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "flanneld stays up: {}",
+        p.log_text()
+    );
+    assert!(
+        p.log_text().contains("Running backend."),
+        "{}",
+        p.log_text()
+    );
+}
+
+#[test]
+fn pause_sleeps_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = stamped(dir.path(), "pause", "v3.10.0");
+    let out = Command::new(&bin).arg("-v").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pause.c v3.10\n");
+    let mut p = Proc::spawn(&mut Command::new(&bin), dir.path().join("pause.log"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(p.child.try_wait().unwrap().is_none());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(p.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = p.child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    assert!(
+        p.log_text()
+            .contains("Shutting down, got signal: Terminated"),
+        "{}",
+        p.log_text()
+    );
+}
