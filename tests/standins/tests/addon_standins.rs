@@ -159,6 +159,58 @@ fn kube_proxy_conntrack_contract_and_service_routing() {
         "{err}"
     );
 
+    // A container's /proc/sys is read-only (Docker mounts it so without --privileged): with
+    // maxPerCore 0 the TCP timeouts are still set unless zeroed too, and the kernel refuses.
+    let ro = |cfg: &str| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$0\" \"$@\"")
+            .arg(&bin)
+            .args([format!("--config={cfg}"), "--hostname-override=n1".into()])
+            .output()
+            .unwrap()
+    };
+    let cfg = proxy_config(
+        &bed,
+        "ro.yaml",
+        free_port(),
+        "conntrack:\n  maxPerCore: 0\n",
+    );
+    let out = ro(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(r#""Error running ProxyServer" err="open /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established: read-only file system""#),
+        "{err}"
+    );
+    let hz = free_port();
+    let cfg = proxy_config(
+        &bed,
+        "ro-zero.yaml",
+        hz,
+        "conntrack:\n  maxPerCore: 0\n  tcpEstablishedTimeout: 0s\n  tcpCloseWaitTimeout: 0s\n",
+    );
+    let mut zeroed = Proc::spawn(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$0\" \"$@\"")
+            .arg(&bin)
+            .args([format!("--config={cfg}"), "--hostname-override=n1".into()]),
+        d.join("proxy-ro.log"),
+    );
+    let addr = format!("127.0.0.1:{hz}");
+    wait_for(
+        "kube-proxy healthz (read-only /proc/sys)",
+        Duration::from_secs(20),
+        || http_get(&addr, "/healthz").is_some_and(|(s, _)| s == 200),
+    );
+    assert!(
+        !zeroed.log_text().contains("Set sysctl"),
+        "{}",
+        zeroed.log_text()
+    );
+    zeroed.kill();
+
     // The same value as the kernel's: read, not written, so it starts.
     let hz = free_port();
     let cfg = proxy_config(
