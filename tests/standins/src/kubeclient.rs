@@ -313,3 +313,69 @@ impl ServiceView {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A TLS server on loopback recording the Authorization header of each request; returns
+    /// (url, CA PEM, the recorded headers).
+    fn recording_server(rt: &tokio::runtime::Runtime) -> (String, String, Arc<Mutex<Vec<String>>>) {
+        let key = crate::tls::self_signed(&["127.0.0.1".to_string()]).unwrap();
+        let der = key.cert[0].as_ref().to_vec();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            b64.as_bytes()
+                .chunks(64)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let cfg = crate::tls::server_config(key, None).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let handler: crate::server::Handler = Arc::new(move |req| {
+            s2.lock()
+                .unwrap()
+                .push(req.header("authorization").to_string());
+            crate::server::Response::json(200, &serde_json::json!({"items": [{"n": 1}]}))
+        });
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("https://{}", l.local_addr().unwrap());
+        rt.spawn(crate::server::serve(l, Some(cfg), handler));
+        (url, pem, seen)
+    }
+
+    #[test]
+    fn token_file_kubeconfig_sends_the_current_token() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (url, ca, seen) = recording_server(&rt);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca).unwrap();
+        std::fs::write(dir.path().join("token"), "tok-1\n").unwrap();
+        let kc = dir.path().join("kubeconfig.conf");
+        std::fs::write(
+            &kc,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority: ca.crt\n    server: {url}\n  name: default\n\
+                 contexts:\n- context:\n    cluster: default\n    namespace: default\n    user: default\n  name: default\n\
+                 current-context: default\nusers:\n- name: default\n  user:\n    tokenFile: token\n"
+            ),
+        )
+        .unwrap();
+        let c = Client::from_kubeconfig(kc.to_str().unwrap()).unwrap();
+        assert_eq!(c.list("/api/v1/services").unwrap().len(), 1);
+        // Rotated by the kubelet: the next request carries the new token.
+        std::fs::write(dir.path().join("token"), "tok-2\n").unwrap();
+        c.get("/api/v1/services").unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec!["Bearer tok-1", "Bearer tok-2"]);
+        // A kubeconfig whose token file is missing fails as client-go does.
+        std::fs::remove_file(dir.path().join("token")).unwrap();
+        let e = Client::from_kubeconfig(kc.to_str().unwrap()).err().unwrap();
+        assert!(e.ends_with("token: no such file or directory"), "{e}");
+    }
+}

@@ -689,3 +689,33 @@ fn pause_sleeps_until_sigterm() {
         p.log_text()
     );
 }
+
+#[test]
+fn coredns_without_a_kubeconfig_needs_the_in_cluster_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "Corefile",
+        ".:53 {\n    kubernetes cluster.local\n    forward . 192.0.2.53\n}\n",
+    );
+    let out = Command::new(stamped(dir.path(), "coredns", "v1.11.3"))
+        .args(["-conf", &conf])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "plugin/kubernetes: unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be defined"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(stamped(dir.path(), "coredns", "v1.11.3"))
+        .arg("-bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -bogus"));
+}
