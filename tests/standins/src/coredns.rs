@@ -946,6 +946,7 @@ pub fn main(args: &[String]) {
         .build()
         .unwrap_or_else(|e| fatal(&e.to_string()));
     let mut ready_flags: Vec<Arc<State>> = Vec::new();
+    let mut loops: Vec<(IpAddr, u16, String)> = Vec::new();
     for s in setups {
         let s = Arc::new(s);
         let st = Arc::new(State {
@@ -1040,36 +1041,33 @@ pub fn main(args: &[String]) {
             && let Some(f) = &s.forward
             && let Some(up) = f.to.iter().find(|a| a.ip().is_loopback())
         {
-            // In a pod's own network namespace a loopback upstream is the pod itself: the
-            // loop plugin's probe comes straight back, and CoreDNS stops.
             let zone = s.zones.first().cloned().unwrap_or_else(|| ".".into());
-            let src = 32768 + random_u64() % 28000;
-            log(
-                "FATAL",
-                &format!(
-                    "plugin/loop: Loop ({}:{src} -> :{}) detected for zone {zone:?}, see https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO {}.{}.{}\"",
-                    up.ip(),
-                    s.port,
-                    random_u64() % 10_000_000_000_000_000_000,
-                    random_u64() % 10_000_000_000_000_000_000,
-                    if zone == "." {
-                        String::new()
-                    } else {
-                        zone.clone()
-                    }
-                ),
-            );
-            std::process::exit(1);
+            loops.push((up.ip(), s.port, zone));
         }
     }
-    println!("CoreDNS-{}", version());
-    println!("linux/amd64, go1.21.11, capstan-standin");
     let digest = ring::digest::digest(&ring::digest::SHA512, text.as_bytes());
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     log(
         "INFO",
         &format!("plugin/reload: Running configuration SHA512 = {hex}"),
     );
+    println!("CoreDNS-{}", version());
+    println!("linux/amd64, go1.21.11, capstan-standin");
+    // In a pod's own network namespace a loopback upstream is the pod itself: the loop
+    // plugin's probe, sent once the servers are up, comes straight back and CoreDNS stops.
+    if let Some((ip, port, zone)) = loops.first() {
+        let src = 32768 + random_u64() % 28000;
+        log(
+            "FATAL",
+            &format!(
+                "plugin/loop: Loop ({ip}:{src} -> :{port}) detected for zone {zone:?}, see https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO {}.{}.{}\"",
+                random_u64() % 10_000_000_000_000_000_000,
+                random_u64() % 10_000_000_000_000_000_000,
+                if zone == "." { "" } else { zone.as_str() }
+            ),
+        );
+        std::process::exit(1);
+    }
     loop {
         std::thread::sleep(Duration::from_secs(1));
         let waiting = ready_flags
