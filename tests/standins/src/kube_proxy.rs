@@ -571,8 +571,9 @@ fn chain_hash(s: &str) -> String {
     out
 }
 
-/// The iptables-restore input for the nat table: every KUBE chain rewritten, stale
-/// service/endpoint chains (`existing`) deleted.
+/// The iptables-restore input: in the nat table every KUBE chain rewritten and the stale
+/// service/endpoint chains (`existing`) deleted; in the filter table the REJECT rules of
+/// Services without endpoints.
 pub fn nat_rules(c: &Config, view: &ServiceView, existing: &BTreeSet<String>) -> String {
     let mark = format!("{:#x}", 1u32 << c.masquerade_bit);
     let mut chains: Vec<String> = vec![
@@ -581,6 +582,7 @@ pub fn nat_rules(c: &Config, view: &ServiceView, existing: &BTreeSet<String>) ->
         "KUBE-MARK-MASQ".into(),
     ];
     let mut rules = String::new();
+    let mut reject = String::new();
     let _ = writeln!(
         rules,
         "-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN"
@@ -622,8 +624,11 @@ pub fn nat_rules(c: &Config, view: &ServiceView, existing: &BTreeSet<String>) ->
             };
             let eps = view.endpoints(ns, name, Some(pname), proto);
             if eps.is_empty() {
-                // No endpoints: nothing to DNAT to (the real proxy REJECTs in the filter
-                // table); the cluster IP stays unrouted here.
+                // No endpoints: connections are refused at once (filter table), not dropped.
+                let _ = writeln!(
+                    reject,
+                    "-A KUBE-SERVICES -d {ip}/32 -p {lproto} -m comment --comment \"{spn} has no endpoints\" -m {lproto} --dport {port} -j REJECT --reject-with icmp-port-unreachable"
+                );
                 continue;
             }
             let svc_chain = format!("KUBE-SVC-{}", chain_hash(&format!("{spn}{lproto}")));
@@ -689,6 +694,8 @@ pub fn nat_rules(c: &Config, view: &ServiceView, existing: &BTreeSet<String>) ->
     for ch in &stale {
         let _ = writeln!(out, "-X {ch}");
     }
+    out.push_str("COMMIT\n*filter\n:KUBE-SERVICES - [0:0]\n");
+    out.push_str(&reject);
     out.push_str("COMMIT\n");
     out
 }
@@ -724,8 +731,8 @@ fn run(cmd: &str, args: &[&str], input: Option<&str>) -> Result<String, String> 
     }
 }
 
-fn existing_chains() -> Result<BTreeSet<String>, String> {
-    let save = run("iptables-save", &["-t", "nat"], None)?;
+fn existing_chains(table: &str) -> Result<BTreeSet<String>, String> {
+    let save = run("iptables-save", &["-t", table], None)?;
     Ok(save
         .lines()
         .filter_map(|l| l.strip_prefix(':'))
@@ -735,41 +742,71 @@ fn existing_chains() -> Result<BTreeSet<String>, String> {
         .collect())
 }
 
-const JUMPS: &[(&str, &str, &str)] = &[
-    ("PREROUTING", "kubernetes service portals", "KUBE-SERVICES"),
-    ("OUTPUT", "kubernetes service portals", "KUBE-SERVICES"),
+/// The jumps from the built-in chains: (table, chain, only new connections, comment, target).
+const JUMPS: &[(&str, &str, bool, &str, &str)] = &[
     (
+        "nat",
+        "PREROUTING",
+        false,
+        "kubernetes service portals",
+        "KUBE-SERVICES",
+    ),
+    (
+        "nat",
+        "OUTPUT",
+        false,
+        "kubernetes service portals",
+        "KUBE-SERVICES",
+    ),
+    (
+        "nat",
         "POSTROUTING",
+        false,
         "kubernetes postrouting rules",
         "KUBE-POSTROUTING",
     ),
+    (
+        "filter",
+        "FORWARD",
+        true,
+        "kubernetes service portals",
+        "KUBE-SERVICES",
+    ),
+    (
+        "filter",
+        "OUTPUT",
+        true,
+        "kubernetes service portals",
+        "KUBE-SERVICES",
+    ),
 ];
 
-fn jump_args<'a>(op: &'a str, chain: &'a str, comment: &'a str, target: &'a str) -> Vec<&'a str> {
-    vec![
-        "-w",
-        "5",
-        "-t",
-        "nat",
-        op,
-        chain,
-        "-m",
-        "comment",
-        "--comment",
-        comment,
-        "-j",
-        target,
-    ]
+fn jump_args(op: &str, jump: &(&str, &str, bool, &str, &str)) -> Vec<String> {
+    let (table, chain, new_only, comment, target) = *jump;
+    let mut v: Vec<String> = ["-w", "5", "-t", table, op, chain]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if new_only {
+        v.extend(["-m", "conntrack", "--ctstate", "NEW"].map(String::from));
+    }
+    v.extend(["-m", "comment", "--comment", comment, "-j", target].map(String::from));
+    v
+}
+
+fn iptables(args: &[String]) -> Result<String, String> {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("iptables", &a, None)
 }
 
 /// One full sync: the chains, then the jumps into them from the built-in chains.
 fn sync(c: &Config, view: &ServiceView) -> Result<(), String> {
-    let existing = existing_chains()?;
+    let existing = existing_chains("nat")?;
     let rules = nat_rules(c, view, &existing);
     run("iptables-restore", &["-w", "5", "--noflush"], Some(&rules))?;
-    for (chain, comment, target) in JUMPS {
-        if run("iptables", &jump_args("-C", chain, comment, target), None).is_err() {
-            run("iptables", &jump_args("-I", chain, comment, target), None)?;
+    for j in JUMPS {
+        if iptables(&jump_args("-C", j)).is_err() {
+            iptables(&jump_args("-I", j))?;
         }
     }
     Ok(())
@@ -777,24 +814,27 @@ fn sync(c: &Config, view: &ServiceView) -> Result<(), String> {
 
 /// `--cleanup`: every rule and chain of the iptables proxier removed.
 fn cleanup() -> Result<(), String> {
-    for (chain, comment, target) in JUMPS {
-        while run("iptables", &jump_args("-C", chain, comment, target), None).is_ok() {
-            run("iptables", &jump_args("-D", chain, comment, target), None)?;
+    for j in JUMPS {
+        while iptables(&jump_args("-C", j)).is_ok() {
+            iptables(&jump_args("-D", j))?;
         }
     }
-    let existing = existing_chains()?;
-    if existing.is_empty() {
-        return Ok(());
+    for table in ["nat", "filter"] {
+        let existing = existing_chains(table)?;
+        if existing.is_empty() {
+            continue;
+        }
+        let mut input = format!("*{table}\n");
+        for ch in &existing {
+            let _ = writeln!(input, ":{ch} - [0:0]");
+        }
+        for ch in &existing {
+            let _ = writeln!(input, "-X {ch}");
+        }
+        input.push_str("COMMIT\n");
+        run("iptables-restore", &["-w", "5", "--noflush"], Some(&input))?;
     }
-    let mut input = String::from("*nat\n");
-    for ch in &existing {
-        let _ = writeln!(input, ":{ch} - [0:0]");
-    }
-    for ch in &existing {
-        let _ = writeln!(input, "-X {ch}");
-    }
-    input.push_str("COMMIT\n");
-    run("iptables-restore", &["-w", "5", "--noflush"], Some(&input)).map(|_| ())
+    Ok(())
 }
 
 #[derive(Default)]

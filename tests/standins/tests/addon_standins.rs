@@ -321,6 +321,24 @@ fn kube_proxy_conntrack_contract_and_service_routing() {
         "{rules}"
     );
 
+    // A Service without endpoints: refused at once in the filter table.
+    apply(
+        &bed,
+        "empty.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: empty\n  namespace: default\nspec:\n  clusterIP: 10.96.0.51\n  \
+         ports:\n  - name: http\n    port: 80\n    protocol: TCP\n",
+    );
+    wait_for("the REJECT rule", Duration::from_secs(20), || {
+        sh("iptables -w 5 -t filter -S").contains("-A KUBE-SERVICES -d 10.96.0.51/32 -p tcp -m comment --comment \"default/empty:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable")
+    });
+    let e = TcpStream::connect_timeout(&"10.96.0.51:80".parse().unwrap(), Duration::from_secs(5))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    ok(
+        &kubectl(&bed.admin, &["delete", "service", "empty"]),
+        "kubectl delete",
+    );
+
     // The Service gone: its chains are deleted.
     ok(
         &kubectl(&bed.admin, &["delete", "service", "web"]),
@@ -340,6 +358,8 @@ fn kube_proxy_conntrack_contract_and_service_routing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rules = nat_rules();
+    assert!(!rules.contains("KUBE-"), "{rules}");
+    let rules = sh("iptables -w 5 -t filter -S");
     assert!(!rules.contains("KUBE-"), "{rules}");
 }
 
