@@ -426,21 +426,38 @@ fn setup_block(b: &ServerBlock, file: &str, default_port: u16) -> Result<Setup, 
     Ok(s)
 }
 
-/// The address the server binds: the `bind` plugin's, else the pod IP (POD_IP), else the
-/// node's primary address.
-fn listen_ip(s: &Setup) -> IpAddr {
-    if let Some(ip) = s.bind.first().and_then(|b| b.parse().ok()) {
-        return ip;
+/// The addresses the server binds: the `bind` plugin's, else the pod IP (POD_IP), else every
+/// non-loopback address of the host (the stand-ins' pods share the host's network, where a
+/// wildcard bind would collide with a local stub resolver on 127.0.0.53:53).
+fn listen_ips(s: &Setup) -> Vec<IpAddr> {
+    let bound: Vec<IpAddr> = s.bind.iter().filter_map(|b| b.parse().ok()).collect();
+    if !bound.is_empty() {
+        return bound;
     }
     if let Some(ip) = std::env::var("POD_IP").ok().and_then(|p| p.parse().ok()) {
-        return ip;
+        return vec![ip];
     }
-    UdpSocket::bind("0.0.0.0:0")
-        .and_then(|u| {
-            u.connect("10.255.255.255:53")?;
-            u.local_addr()
+    let mut ips: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|it| {
+            it.filter(|i| i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+                .filter_map(|i| i.address)
+                .filter_map(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| IpAddr::V4(v4.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                })
+                .filter(|ip| {
+                    !ip.is_loopback() && !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
+                })
+                .collect()
         })
-        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip())
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+    }
+    ips
 }
 
 fn reuseport_socket(addr: SocketAddr, tcp: bool) -> Result<OwnedFd, String> {
@@ -476,19 +493,36 @@ fn reuseport_socket(addr: SocketAddr, tcp: bool) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-/// `[host]:port` of the health/ready/prometheus plugins on `ip` when the host is empty.
-fn http_addr(spec: &str, ip: IpAddr) -> Result<SocketAddr, String> {
+/// The addresses of the health/ready/prometheus plugins: `[host]:port`, on each of `ips`
+/// when the host is empty.
+fn http_addrs(spec: &str, ips: &[IpAddr]) -> Result<Vec<SocketAddr>, String> {
     let (h, p) = spec
         .rsplit_once(':')
         .ok_or_else(|| format!("invalid address {spec:?}"))?;
     let port: u16 = p.parse().map_err(|_| format!("invalid port in {spec:?}"))?;
     let host = h.trim_start_matches('[').trim_end_matches(']');
-    let ip = match host {
-        "" => ip,
-        "localhost" => IpAddr::from([127, 0, 0, 1]),
-        h => h.parse().map_err(|_| format!("invalid host in {spec:?}"))?,
-    };
-    Ok(SocketAddr::new(ip, port))
+    Ok(match host {
+        "" => ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+        "localhost" => vec![SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)],
+        h => vec![SocketAddr::new(
+            h.parse().map_err(|_| format!("invalid host in {spec:?}"))?,
+            port,
+        )],
+    })
+}
+
+fn http_servers(
+    rt: &tokio::runtime::Runtime,
+    plugin: &str,
+    spec: &str,
+    ips: &[IpAddr],
+    handler: &crate::server::Handler,
+) {
+    let addrs = http_addrs(spec, ips).unwrap_or_else(|e| fatal(&format!("plugin/{plugin}: {e}")));
+    for a in addrs {
+        http_server(rt, a, handler.clone())
+            .unwrap_or_else(|e| fatal(&format!("plugin/{plugin}: {e}")));
+    }
 }
 
 struct State {
@@ -952,10 +986,14 @@ pub fn main(args: &[String]) {
         let st = Arc::new(State {
             view: RwLock::new(None),
         });
-        let ip = listen_ip(&s);
-        let addr = SocketAddr::new(ip, s.port);
-        let udp = UdpSocket::from(reuseport_socket(addr, false).unwrap_or_else(|e| fatal(&e)));
-        let tcp = TcpListener::from(reuseport_socket(addr, true).unwrap_or_else(|e| fatal(&e)));
+        let ips = listen_ips(&s);
+        let mut sockets = Vec::new();
+        for ip in &ips {
+            let addr = SocketAddr::new(*ip, s.port);
+            let udp = UdpSocket::from(reuseport_socket(addr, false).unwrap_or_else(|e| fatal(&e)));
+            let tcp = TcpListener::from(reuseport_socket(addr, true).unwrap_or_else(|e| fatal(&e)));
+            sockets.push((udp, tcp));
+        }
         if let Some(k) = &s.kube {
             let client = kube_client(k).unwrap_or_else(|e| fatal(&e));
             let st2 = st.clone();
@@ -981,7 +1019,6 @@ pub fn main(args: &[String]) {
             ready_flags.push(st.clone());
         }
         if let Some(h) = &s.health {
-            let a = http_addr(h, ip).unwrap_or_else(|e| fatal(&format!("plugin/health: {e}")));
             let handler: crate::server::Handler = Arc::new(|req| {
                 if req.path == "/health" {
                     crate::server::Response::text(200, "OK")
@@ -989,10 +1026,9 @@ pub fn main(args: &[String]) {
                     crate::server::Response::text(404, "404 page not found\n")
                 }
             });
-            http_server(&rt, a, handler).unwrap_or_else(|e| fatal(&format!("plugin/health: {e}")));
+            http_servers(&rt, "health", h, &ips, &handler);
         }
         if let Some(p) = &s.prometheus {
-            let a = http_addr(p, ip).unwrap_or_else(|e| fatal(&format!("plugin/prometheus: {e}")));
             let v = version();
             let handler: crate::server::Handler = Arc::new(move |req| {
                 if req.path == "/metrics" {
@@ -1006,11 +1042,9 @@ pub fn main(args: &[String]) {
                     crate::server::Response::text(404, "404 page not found\n")
                 }
             });
-            http_server(&rt, a, handler)
-                .unwrap_or_else(|e| fatal(&format!("plugin/prometheus: {e}")));
+            http_servers(&rt, "prometheus", p, &ips, &handler);
         }
         if let Some(r) = &s.ready {
-            let a = http_addr(r, ip).unwrap_or_else(|e| fatal(&format!("plugin/ready: {e}")));
             let has_kube = s.kube.is_some();
             let st_r = st.clone();
             let handler: crate::server::Handler = Arc::new(move |req| {
@@ -1024,18 +1058,16 @@ pub fn main(args: &[String]) {
                     crate::server::Response::text(503, "kubernetes")
                 }
             });
-            http_server(&rt, a, handler).unwrap_or_else(|e| fatal(&format!("plugin/ready: {e}")));
+            http_servers(&rt, "ready", r, &ips, &handler);
         }
         for z in &s.zones {
             println!("{z}:{}", s.port);
         }
-        {
-            let (s, st) = (s.clone(), st.clone());
-            std::thread::spawn(move || serve_udp(udp, s, st));
-        }
-        {
-            let (s, st) = (s.clone(), st.clone());
-            std::thread::spawn(move || serve_tcp(tcp, s, st));
+        for (udp, tcp) in sockets {
+            let (s1, st1) = (s.clone(), st.clone());
+            std::thread::spawn(move || serve_udp(udp, s1, st1));
+            let (s2, st2) = (s.clone(), st.clone());
+            std::thread::spawn(move || serve_tcp(tcp, s2, st2));
         }
         if s.loop_detect
             && let Some(f) = &s.forward

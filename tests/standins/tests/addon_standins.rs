@@ -511,8 +511,34 @@ fn coredns_answers_from_services_forwards_and_fails_like_the_real_one() {
     sh(
         "ip link add v0 type veth peer name v1 && ip addr add 10.1.0.1/24 dev v0 && ip link set v1 up && ip link set v0 up",
     );
-    fake_upstream("10.1.0.1:53");
     let resolv = write(d, "resolv.conf", "search example\nnameserver 10.1.0.1\n");
+    // Without POD_IP: the host's non-loopback addresses (pods share the host's network).
+    let conf = write(d, "Corefile", &corefile(&bed.admin, &resolv, ""));
+    let mut host = coredns(&bed, &conf);
+    host.env_remove("POD_IP");
+    let host = Proc::spawn(&mut host, d.join("coredns-host.log"));
+    wait_for(
+        "CoreDNS /ready on the host address",
+        Duration::from_secs(20),
+        || http_get("10.1.0.1:8181", "/ready").is_some_and(|(s, _)| s == 200),
+    );
+    assert_eq!(
+        dns_query(
+            "10.1.0.1:53",
+            "kubernetes.default.svc.cluster.local",
+            1,
+            true
+        )
+        .0,
+        3
+    );
+    assert!(
+        TcpStream::connect("127.0.0.1:53").is_err(),
+        "{}",
+        host.log_text()
+    );
+    drop(host);
+    fake_upstream("10.1.0.1:53");
     apply(
         &bed,
         "web.yaml",
