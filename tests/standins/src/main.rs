@@ -15,11 +15,18 @@ mod apiserver;
 mod client;
 mod common;
 mod controllers;
+mod coredns;
+mod dns;
 mod etcd;
 mod flags;
+mod flanneld;
+mod klog;
+mod kube_proxy;
+mod kubeclient;
 mod kubeconfig;
 mod kubelet;
 mod patch;
+mod pause;
 mod rbac;
 mod resources;
 mod selectors;
@@ -41,6 +48,10 @@ fn main() {
         "kube-controller-manager" => controllers::controller_manager_main(args),
         "kube-scheduler" => controllers::scheduler_main(args),
         "kubelet" => kubelet::main(args),
+        "kube-proxy" => kube_proxy::main(args),
+        "coredns" => coredns::main(args),
+        "flanneld" => flanneld::main(args),
+        "pause" => pause::main(args),
         _ => {
             if args.first().map(String::as_str) == Some("stamp") && args.len() == 4 {
                 match version::stamp(
@@ -56,7 +67,7 @@ fn main() {
                 }
             }
             eprintln!(
-                "standin: run me as kube-apiserver, kube-controller-manager, kube-scheduler or kubelet \
+                "standin: run me as kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, coredns, flanneld or pause \
                  (a copy or symlink with that name), or `standin stamp SRC DEST vX.Y.Z`"
             );
             std::process::exit(1);
