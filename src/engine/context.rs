@@ -913,7 +913,9 @@ hosts:
             (
                 kubelet["resolvConf"].as_str().map(str::to_string),
                 proxy["conntrack"]["maxPerCore"].as_u64(),
-                proxy["conntrack"]["tcpEstablishedTimeout"].as_str().map(str::to_string),
+                proxy["conntrack"]["tcpEstablishedTimeout"]
+                    .as_str()
+                    .map(str::to_string),
                 coredns.contains("forward . /etc/resolv.conf"),
                 files["/etc/kubernetes/resolv.conf"].clone(),
             )
