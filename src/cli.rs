@@ -113,6 +113,20 @@ pub enum Command {
     /// Print a kubeconfig for the API endpoint: the admin's, or one for `--user` with a fresh
     /// client certificate signed by the cluster CA (never stored)
     Kubeconfig(KubeconfigArgs),
+    /// capstan's version and the newest Kubernetes its catalog knows
+    Version,
+    /// A shell completion script on stdout (`source <(capstan completion bash)`)
+    Completion(CompletionArgs),
+    /// The man page (roff) on stdout, from the same definitions as --help
+    /// (`capstan man > capstan.1`)
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod lab;
 mod plan;
 mod reset;
 mod upgrade;
+mod version;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,9 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),
+        Command::Version => version::run(),
+        Command::Completion(args) => version::completion(args.shell),
+        Command::Man => version::man(),
     }
 }
 

@@ -1,0 +1,65 @@
+//! `capstan version`, `capstan completion SHELL`, `capstan man`: about capstan itself.
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+use serde::Serialize;
+
+use crate::artifacts::catalog::Component;
+use crate::cli::Cli;
+
+#[derive(Debug, Serialize)]
+struct About {
+    capstan: &'static str,
+    /// The newest Kubernetes release the catalog pins.
+    newest_kubernetes: Option<&'static str>,
+    /// The Kubernetes minors the catalog pairs images for.
+    kubernetes_minors: Vec<String>,
+}
+
+fn about() -> About {
+    let newest = Component::Kubelet
+        .known_versions()
+        .into_iter()
+        .max_by_key(|v| crate::inventory::Version::parse(v).map(|v| (v.major, v.minor, v.patch)));
+    About {
+        capstan: env!("CARGO_PKG_VERSION"),
+        newest_kubernetes: newest,
+        kubernetes_minors: crate::artifacts::catalog::KUBEADM_DEFAULTS
+            .iter()
+            .map(|d| format!("v1.{}", d.minor))
+            .collect(),
+    }
+}
+
+pub fn run() -> miette::Result<ExitCode> {
+    let a = about();
+    if crate::ui::ui().json {
+        crate::ui::emit_json(&a)?;
+    } else {
+        crate::ui::emit(&format!(
+            "capstan {}\nKubernetes: {} known (newest {})\n",
+            a.capstan,
+            a.kubernetes_minors.join(", "),
+            a.newest_kubernetes.unwrap_or("none")
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn completion(shell: clap_complete::Shell) -> miette::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "capstan", &mut out);
+    crate::ui::emit(&String::from_utf8_lossy(&out));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn man() -> miette::Result<ExitCode> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .map_err(|e| miette::miette!("cannot render the man page: {e}"))?;
+    crate::ui::emit(&String::from_utf8_lossy(&out));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,225 @@
+//! What a new user reads first: `capstan version`, the completion scripts (loaded in a real
+//! bash), the man page, and the README's usage block held against `--help` so that they
+//! cannot drift apart.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+fn capstan(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .env_remove("CAPSTAN_INVENTORY")
+        .output()
+        .expect("run capstan");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The subcommands `capstan [path] --help` lists (without `help`).
+fn subcommands(path: &[&str]) -> Vec<String> {
+    let mut args = path.to_vec();
+    args.push("--help");
+    let (code, out, err) = capstan(&args);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn version_text_and_json() {
+    let (code, out, _) = capstan(&["version"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("capstan {}\n", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    let (code, out, _) = capstan(&["version", "--output", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["capstan"], env!("CARGO_PKG_VERSION"));
+    let newest = v["newest_kubernetes"].as_str().expect("a newest version");
+    assert!(newest.starts_with("v1."), "{newest}");
+    let minors = v["kubernetes_minors"].as_array().expect("minors");
+    let newest_minor = newest.rsplit_once('.').expect("vX.Y.Z").0;
+    assert!(minors.iter().any(|m| m == newest_minor), "{v}");
+}
+
+#[test]
+fn bash_completion_loads_and_completes() {
+    let (code, script, _) = capstan(&["completion", "bash"]);
+    assert_eq!(code, 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("capstan.bash");
+    std::fs::write(&file, script).expect("write");
+    let run = |words: &str, cword: usize| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE='{words}'; \
+                 COMP_POINT=${{#COMP_LINE}}; _capstan capstan; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                file.display()
+            ))
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = run("capstan ''", 1);
+    for c in ["check", "init", "upgrade", "version", "completion"] {
+        assert!(top.lines().any(|l| l == c), "{c} not completed: {top}");
+    }
+    let upgrade = run("capstan upgrade ''", 2);
+    assert!(upgrade.lines().any(|l| l == "apply"), "{upgrade}");
+    for shell in ["zsh", "fish"] {
+        let (code, script, _) = capstan(&["completion", shell]);
+        assert_eq!(code, 0);
+        assert!(
+            script.contains("capstan") && script.contains("upgrade"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn the_man_page_names_every_command() {
+    let (code, page, _) = capstan(&["man"]);
+    assert_eq!(code, 0);
+    assert!(page.contains(".TH capstan 1"), "{page}");
+    for c in subcommands(&[]) {
+        assert!(page.contains(&c), "{c} missing from the man page");
+    }
+}
+
+/// The README's `## Usage` block: every command it shows exists with every flag it shows,
+/// and every command capstan has is shown.
+#[test]
+fn the_readme_usage_block_matches_the_help() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let block: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != "## Usage")
+        .skip_while(|l| !l.starts_with("```"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    assert!(!block.is_empty(), "no usage block in the README");
+    // Each entry: its command words and the flags on its line and its continuation lines.
+    let mut entries: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    for line in &block {
+        if let Some(rest) = line.strip_prefix("capstan ") {
+            let words: Vec<String> = rest
+                .split_whitespace()
+                .take_while(|w| w.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
+                .map(str::to_string)
+                .collect();
+            entries.push((words, Vec::new()));
+        }
+        let Some((_, flags)) = entries.last_mut() else {
+            continue;
+        };
+        // Flags only from the synopsis part (before the description column).
+        // The synopsis ends where two spaces open the description column.
+        let synopsis = if line.starts_with("capstan ") || line.trim_start().starts_with('[') {
+            let t = line.trim_start();
+            t.find("  ").map_or(t, |i| &t[..i])
+        } else {
+            ""
+        };
+        for w in synopsis.split(|c: char| c.is_whitespace() || c == '[' || c == ']') {
+            if let Some(f) = w.strip_prefix("--") {
+                let name: String = f
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                if !name.is_empty() {
+                    flags.push(format!("--{name}"));
+                }
+            }
+        }
+    }
+    let mut shown: BTreeSet<Vec<String>> = BTreeSet::new();
+    for (words, flags) in &entries {
+        // `lab up|down`, `completion bash|zsh|…`: alternatives of one word.
+        let mut paths: Vec<Vec<String>> = vec![Vec::new()];
+        for w in words {
+            let alts: Vec<&str> = w.split('|').collect();
+            let is_command_word = paths.iter().all(|p| {
+                let known = subcommands(&p.iter().map(String::as_str).collect::<Vec<_>>());
+                alts.iter().all(|a| known.iter().any(|k| k == a))
+            });
+            if !is_command_word {
+                break;
+            }
+            paths = paths
+                .iter()
+                .flat_map(|p| {
+                    alts.iter().map(move |a| {
+                        let mut p = p.clone();
+                        p.push((*a).to_string());
+                        p
+                    })
+                })
+                .collect();
+        }
+        for p in paths {
+            assert!(
+                !p.is_empty(),
+                "README usage line `capstan {}` names no command",
+                words.join(" ")
+            );
+            let mut args: Vec<&str> = p.iter().map(String::as_str).collect();
+            args.push("--help");
+            let (code, help, err) = capstan(&args);
+            assert_eq!(
+                code,
+                0,
+                "`capstan {}` is in the README but not a command: {err}",
+                p.join(" ")
+            );
+            for f in flags {
+                assert!(
+                    help.contains(&format!("{f} "))
+                        || help.contains(&format!("{f}\n"))
+                        || help.contains(&format!("{f}="))
+                        || help.contains(&format!("{f} <")),
+                    "the README shows `capstan {} {f}`, which its --help does not have",
+                    p.join(" ")
+                );
+            }
+            shown.insert(p);
+        }
+    }
+    // Every command, down to the leaves, is in the block.
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    while let Some(path) = todo.pop() {
+        let subs = subcommands(&path.iter().map(String::as_str).collect::<Vec<_>>());
+        if subs.is_empty() && !path.is_empty() {
+            assert!(
+                shown.contains(&path),
+                "`capstan {}` is missing from the README's usage block",
+                path.join(" ")
+            );
+        }
+        for s in subs {
+            let mut p = path.clone();
+            p.push(s);
+            todo.push(p);
+        }
+    }
+}
