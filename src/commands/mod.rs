@@ -31,7 +31,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),
         Command::Version => version::run(),
-        Command::Completion(args) => version::completion(args.shell),
+        Command::Completion(args) => Ok(version::completion(args.shell)),
         Command::Man => version::man(),
     }
 }

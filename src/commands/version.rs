@@ -47,12 +47,12 @@ pub fn run() -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn completion(shell: clap_complete::Shell) -> miette::Result<ExitCode> {
+pub fn completion(shell: clap_complete::Shell) -> ExitCode {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "capstan", &mut out);
     crate::ui::emit(&String::from_utf8_lossy(&out));
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 pub fn man() -> miette::Result<ExitCode> {
