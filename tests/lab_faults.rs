@@ -155,24 +155,23 @@ fn lock_exists(lab: &Lab, host: &str) -> bool {
     sh(lab, host, &format!("test -e {LOCK} && echo yes || echo no")).trim() == "yes"
 }
 
-/// The "N changes" of a run's summary line.
+/// The "N changes" ("1 change") of a run's summary line.
 fn changes(r: &Run) -> usize {
-    let line = r
-        .stdout
+    let count = |line: &str| -> Option<usize> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words.windows(2).find_map(|w| {
+            let noun = w[1].trim_end_matches([',', '(']);
+            (noun == "change" || noun == "changes")
+                .then(|| w[0].parse().ok())
+                .flatten()
+        })
+    };
+    r.stdout
         .lines()
         .rev()
-        .find(|l| l.contains(" hosts, ") && l.contains(" changes"))
-        .unwrap_or_else(|| panic!("no summary line:\n{}", r.all()));
-    let before = line
-        .split(" changes")
-        .next()
-        .expect("well-formed")
-        .rsplit(' ')
-        .next()
-        .expect("well-formed");
-    before
-        .parse()
-        .unwrap_or_else(|_| panic!("no change count in {line:?}"))
+        .filter(|l| l.contains(" hosts, ") || l.contains(" host, "))
+        .find_map(count)
+        .unwrap_or_else(|| panic!("no change count in a summary line:\n{}", r.all()))
 }
 
 /// The run succeeded and changed nothing: `N hosts, 0 changes` (workflows) or

@@ -85,7 +85,7 @@ fn exercise(software: &str, role: &str, unit: &str, config: &str) {
     assert_eq!(backends(&cfg), 1, "one backend: {cfg}");
 
     // Idempotent.
-    assert!(apply(&inv, role).contains("1 hosts, 0 changed, 1 unchanged, 0 failed"));
+    assert!(apply(&inv, role).contains("1 host, 0 changed, 1 unchanged, 0 failed"));
 
     // Two more control planes in the inventory: the proxy reloads with three backends.
     let cp1 = read(&inv)
@@ -126,7 +126,7 @@ fn exercise(software: &str, role: &str, unit: &str, config: &str) {
         .trim(),
         "active"
     );
-    assert!(apply(&inv, role).contains("1 hosts, 0 changed, 1 unchanged, 0 failed"));
+    assert!(apply(&inv, role).contains("1 host, 0 changed, 1 unchanged, 0 failed"));
 }
 
 #[test]

@@ -74,6 +74,15 @@ pub fn ui() -> Ui {
 }
 
 /// Wraps `text` in an ANSI colour when colours are on.
+/// `1 change`, `2 changes`, `0 changes`: a count with its noun in agreement.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 pub fn paint(text: &str, color: Color) -> String {
     if !ui().color {
         return text.to_string();

@@ -100,16 +100,40 @@ impl RunReport {
         hosts
     }
 
-    /// Of `n` hosts, those that neither changed nor failed (a failed host may have
-    /// changed something before it failed).
-    fn unchanged_hosts(&self, n: usize) -> usize {
+    /// The hosts a phase planned (whether or not it changed them).
+    fn planned_host_names(&self) -> Vec<&str> {
+        let mut hosts: Vec<&str> = self
+            .phases
+            .iter()
+            .flat_map(|p| &p.hosts)
+            .map(|h| h.host.as_str())
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts
+    }
+
+    /// The hosts some phase planned that neither changed nor failed (a failed host may have
+    /// changed something before it failed). A host no phase reached is not "unchanged":
+    /// it was never compared ([`RunReport::not_converged_hosts`]).
+    fn unchanged_hosts(&self) -> usize {
+        let changed = self.changed_host_names();
+        self.planned_host_names()
+            .into_iter()
+            .filter(|h| !changed.contains(h) && !self.failed.contains_key(*h))
+            .count()
+    }
+
+    /// Of `n` hosts, those that no phase reached and that did not fail (the run stopped
+    /// before them: a preflight refusal, a gate).
+    fn not_converged_hosts(&self, n: usize) -> usize {
         let changed = self.changed_host_names();
         let failed_unchanged = self
             .failed
             .keys()
             .filter(|h| !changed.contains(&h.as_str()))
             .count();
-        n.saturating_sub(changed.len() + failed_unchanged)
+        n.saturating_sub(changed.len() + failed_unchanged + self.unchanged_hosts())
     }
 
     pub fn ok(&self) -> bool {
@@ -605,10 +629,10 @@ fn print_phase(report: &PhaseReport, dry_run: bool) {
         };
         let verb = if dry_run { "would change" } else { "changed" };
         out.push_str(&format!(
-            "  {} {verb} ({}): {} changes\n",
+            "  {} {verb} ({}): {}\n",
             ui::paint(&h.host, Color::Bold),
             h.roles.join(", "),
-            outcome.changes()
+            ui::count(outcome.changes(), "change")
         ));
         // Dry runs show every change with its diff; real runs only with -v.
         if dry_run || u.verbose > 0 {
@@ -659,18 +683,25 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
             .count();
     let changed = report.changed_hosts();
     let failed = report.failed.len();
+    let not_converged = match report.not_converged_hosts(n) {
+        0 => String::new(),
+        k => format!(", {k} not converged"),
+    };
     if report.dry_run {
         out.push_str(&format!(
-            "{}: {n} hosts, {} changes would be made on {changed} hosts, {failed} failed\n",
+            "{}: {}, {} would be made on {}, {failed} failed{not_converged}\n",
             report.command,
-            report.changes()
+            ui::count(n, "host"),
+            ui::count(report.changes(), "change"),
+            ui::count(changed, "host"),
         ));
     } else {
         out.push_str(&format!(
-            "{}: {n} hosts, {changed} changed, {} unchanged, {failed} failed, {} changes ({:.2}s)\n",
+            "{}: {}, {changed} changed, {} unchanged, {failed} failed{not_converged}, {} ({:.2}s)\n",
             report.command,
-            report.unchanged_hosts(n),
-            report.changes(),
+            ui::count(n, "host"),
+            report.unchanged_hosts(),
+            ui::count(report.changes(), "change"),
             report.seconds
         ));
     }
@@ -771,8 +802,10 @@ mod tests {
             seconds: 2.0,
         };
         assert_eq!(report.changed_hosts(), 2);
-        // cp1, cp2, cp3, w9, lb1: only cp3 and lb1 neither changed nor failed.
-        assert_eq!(report.unchanged_hosts(5), 2);
+        // cp1, cp2, cp3, w9, lb1: cp3 and lb1 neither changed nor failed, but no phase
+        // reached them: they are not converged, not "unchanged".
+        assert_eq!(report.unchanged_hosts(), 0);
+        assert_eq!(report.not_converged_hosts(5), 2);
         assert!(!report.ok());
     }
 }

@@ -726,7 +726,11 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
     let n = report.hosts.len();
     let failed = report.failed();
     if report.dry_run {
-        out.push_str(&format!("{} hosts, {} changes", n, report.changes()));
+        out.push_str(&format!(
+            "{}, {}",
+            crate::ui::count(n, "host"),
+            crate::ui::count(report.changes(), "change")
+        ));
         if failed > 0 {
             out.push_str(&format!(", {failed} failed"));
         }
@@ -734,7 +738,8 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
     } else {
         let changed = report.changed_hosts();
         out.push_str(&format!(
-            "{n} hosts, {changed} changed, {} unchanged, {failed} failed ({:.2}s)\n",
+            "{}, {changed} changed, {} unchanged, {failed} failed ({:.2}s)\n",
+            crate::ui::count(n, "host"),
             n - changed - failed,
             report.seconds
         ));
