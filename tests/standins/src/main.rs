@@ -12,6 +12,7 @@
 )]
 
 mod apiserver;
+mod cidr;
 mod client;
 mod common;
 mod controllers;
@@ -22,6 +23,7 @@ mod kubelet;
 mod patch;
 mod rbac;
 mod resources;
+mod satoken;
 mod selectors;
 mod server;
 mod table;

@@ -226,3 +226,251 @@ fn client_cert_from_another_ca_is_refused() {
         "{err}"
     );
 }
+
+/// A kubeconfig with only a bearer token (no client certificate).
+fn token_kubeconfig(bed: &Bed, name: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(&bed.ca.pem);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
+         contexts:\n- name: ctx\n  context:\n    cluster: c\n    user: u\ncurrent-context: ctx\nusers:\n- name: u\n  user:\n    token: {token}\n",
+        bed.api_url
+    );
+    write(bed.dir.path(), name, &text)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn service_account_tokens_are_authorized_by_rbac() {
+    let bed = Bed::start();
+    let k = |args: &[&str]| kubectl(&bed.admin, args);
+    let sa = write(
+        bed.dir.path(),
+        "sa.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: kube-proxy, namespace: kube-system}\n",
+    );
+    ok(&k(&["apply", "-f", &sa]), "create sa");
+    // A real authentication.k8s.io/v1 TokenRequest (kubectl create token speaks protobuf,
+    // which the stand-in does not).
+    let tr_file = write(
+        bed.dir.path(),
+        "tr.json",
+        r#"{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}"#,
+    );
+    let raw = ok(
+        &k(&[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/kube-system/serviceaccounts/kube-proxy/token",
+            "-f",
+            &tr_file,
+        ]),
+        "create token",
+    );
+    let tr: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(tr["kind"], "TokenRequest", "{raw}");
+    assert_eq!(tr["spec"]["expirationSeconds"], 3600, "{raw}");
+    let token = tr["status"]["token"].as_str().unwrap().to_string();
+    let kc = token_kubeconfig(&bed, "sa.conf", &token);
+    // Without a binding: authenticated as the service account, forbidden.
+    let out = kubectl(&kc, &["get", "services", "-A"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "User \"system:serviceaccount:kube-system:kube-proxy\" cannot list resource \"services\""
+        ),
+        "{}\n{}",
+        stderr(&out),
+        bed.logs()
+    );
+    // The binding kube-proxy's manifest makes, to the bootstrap policy's system:node-proxier.
+    let binding = write(
+        bed.dir.path(),
+        "proxier.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: kubeadm:node-proxier}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:node-proxier}\n\
+         subjects: [{kind: ServiceAccount, name: kube-proxy, namespace: kube-system}]\n",
+    );
+    ok(&k(&["apply", "-f", &binding]), "bind");
+    let out = ok(
+        &kubectl(&kc, &["get", "services", "-A", "-o", "name"]),
+        "list services as kube-proxy",
+    );
+    assert!(out.contains("service/kubernetes"), "{out}");
+    ok(
+        &kubectl(&kc, &["get", "endpointslices", "-A"]),
+        "list slices as kube-proxy",
+    );
+    // --token on the command line works the same.
+    let out = kubectl(&bed.admin, &["--token", &token, "get", "nodes"]);
+    // (a client certificate in the kubeconfig wins over a token, as kubectl sends both)
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kubectl(&kc, &["get", "secrets", "-n", "kube-system"]);
+    assert!(
+        stderr(&out).contains("cannot list resource \"secrets\""),
+        "{}",
+        stderr(&out)
+    );
+    // A token signed by another key is 401, as is garbage.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged_sig = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 64])
+    };
+    parts[2] = &forged_sig;
+    let forged = parts.join(".");
+    for bad in [forged.as_str(), "not-a-token"] {
+        let kc = token_kubeconfig(&bed, "forged.conf", bad);
+        let out = kubectl(&kc, &["get", "services", "-A"]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("You must be logged in to the server (Unauthorized)"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // A deleted service account's tokens stop working.
+    ok(
+        &k(&[
+            "delete",
+            "serviceaccount",
+            "kube-proxy",
+            "-n",
+            "kube-system",
+        ]),
+        "delete sa",
+    );
+    let out = kubectl(&kc, &["get", "services", "-A"]);
+    assert!(stderr(&out).contains("Unauthorized"), "{}", stderr(&out));
+    // A TokenRequest for a missing service account is 404.
+    let out = k(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/kube-system/serviceaccounts/nobody/token",
+        "-f",
+        &tr_file,
+    ]);
+    assert!(
+        stderr(&out).contains("serviceaccounts \"nobody\" not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_kubernetes_service_and_cluster_ips() {
+    let bed = Bed::start();
+    let k = |args: &[&str]| kubectl(&bed.admin, args);
+    let port = bed.api_url.rsplit(':').next().unwrap().to_string();
+    wait_for("the kubernetes Service", Duration::from_secs(20), || {
+        k(&["get", "service", "kubernetes", "-n", "default"])
+            .status
+            .success()
+    });
+    let svc: serde_json::Value = serde_json::from_str(&ok(
+        &k(&[
+            "get",
+            "service",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ]),
+        "get svc",
+    ))
+    .unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], "10.96.0.1", "{svc}");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 443);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"].to_string(), port);
+    let slice: serde_json::Value = serde_json::from_str(&ok(
+        &k(&[
+            "get",
+            "endpointslice",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ]),
+        "get slice",
+    ))
+    .unwrap();
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"],
+        "kubernetes"
+    );
+    assert_eq!(
+        slice["endpoints"][0]["addresses"][0], "127.0.0.1",
+        "{slice}"
+    );
+    assert_eq!(slice["ports"][0]["port"].to_string(), port);
+    let ep = ok(
+        &k(&[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+        ]),
+        "get ep",
+    );
+    assert_eq!(ep, format!("127.0.0.1:{port}"));
+
+    let svcs = write(
+        bed.dir.path(),
+        "svcs.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: kube-system}\n\
+         spec: {clusterIP: 10.96.0.10, selector: {k8s-app: kube-dns}, ports: [{name: dns, port: 53, protocol: UDP}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
+         spec: {selector: {app: web}, ports: [{port: 80}]}\n",
+    );
+    ok(&k(&["apply", "-f", &svcs]), "apply services");
+    let ip = ok(
+        &k(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]),
+        "web ip",
+    );
+    let addr: std::net::Ipv4Addr = ip.parse().unwrap();
+    assert!(
+        addr.octets()[0] == 10 && (96..112).contains(&addr.octets()[1]),
+        "{ip}"
+    );
+    assert_ne!(ip, "10.96.0.1");
+    assert_ne!(ip, "10.96.0.10");
+    // Re-applying keeps the allocated address (kubectl diff sees nothing).
+    ok(&k(&["apply", "-f", &svcs]), "re-apply services");
+    let again = ok(
+        &k(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]),
+        "ip",
+    );
+    assert_eq!(again, ip);
+    // Taken or out of range: 422.
+    let svc = |name: &str, ip: &str| {
+        write(
+            bed.dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: \"{ip}\", ports: [{{port: 80}}]}}\n"
+            ),
+        )
+    };
+    let out = k(&["apply", "-f", &svc("dup", "10.96.0.10")]);
+    assert!(
+        stderr(&out).contains("provided IP is already allocated"),
+        "{}",
+        stderr(&out)
+    );
+    let out = k(&["apply", "-f", &svc("far", "192.168.0.1")]);
+    assert!(
+        stderr(&out).contains("is not in the valid range"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ok(&k(&["apply", "-f", &svc("hl", "None")]), "headless");
+    assert!(out.contains("created"), "{out}");
+}
