@@ -14,6 +14,7 @@
 mod apiserver;
 mod cidr;
 mod client;
+mod cm_network;
 mod common;
 mod controllers;
 mod etcd;
