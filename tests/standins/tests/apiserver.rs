@@ -474,3 +474,271 @@ fn the_kubernetes_service_and_cluster_ips() {
     let out = ok(&k(&["apply", "-f", &svc("hl", "None")]), "headless");
     assert!(out.contains("created"), "{out}");
 }
+
+/// What a kubelet reports for a pod: running on `ip`, Ready or not.
+fn report_pod(bed: &Bed, ns: &str, pod: &str, ip: &str, ready: bool) {
+    let cond = if ready { "True" } else { "False" };
+    let patch = format!(
+        r#"{{"status": {{"phase": "Running", "podIP": "{ip}", "podIPs": [{{"ip": "{ip}"}}], "conditions": [{{"type": "Ready", "status": "{cond}"}}]}}}}"#
+    );
+    ok(
+        &kubectl(
+            &bed.admin,
+            &[
+                "patch",
+                "pod",
+                pod,
+                "-n",
+                ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+        ),
+        "report pod status",
+    );
+}
+
+fn get_json(bed: &Bed, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&ok(&kubectl(&bed.admin, &a), "get -o json")).unwrap()
+}
+
+fn pod_names(bed: &Bed, ns: &str, selector: &str) -> Vec<String> {
+    let v = get_json(bed, &["pods", "-n", ns, "-l", selector]);
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn controller_manager_networking_and_rollouts() {
+    let bed = Bed::start();
+    let dir = bed.dir.path();
+    let k = |args: &[&str]| kubectl(&bed.admin, args);
+    let cm = bed
+        .ca
+        .issue("system:kube-controller-manager", &[], &[], false, true);
+    let cm_kc = kubeconfig(
+        dir,
+        "controller-manager.conf",
+        &bed.api_url,
+        &bed.ca.pem,
+        &cm,
+    );
+    let cm_bin = stamped(dir, "kube-controller-manager", VERSION);
+    let _cm = Proc::spawn(
+        std::process::Command::new(cm_bin).args([
+            "--bind-address=127.0.0.1".to_string(),
+            format!("--secure-port={}", free_port()),
+            format!("--kubeconfig={cm_kc}"),
+            "--leader-elect=false".into(),
+            "--allocate-node-cidrs=true".into(),
+            "--cluster-cidr=10.244.0.0/16".into(),
+            format!("--root-ca-file={}", bed.path("ca.crt")),
+        ]),
+        dir.join("cm.log"),
+    );
+    let nodes = write(dir, "nodes.yaml", NODES);
+    ok(&k(&["apply", "-f", &nodes]), "apply nodes");
+
+    // Node IPAM: a /24 each, distinct.
+    wait_for("podCIDRs", Duration::from_secs(20), || {
+        let v = get_json(&bed, &["nodes"]);
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["spec"]["podCIDR"].is_string())
+    });
+    let v = get_json(&bed, &["nodes"]);
+    let mut cidrs: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["spec"]["podCIDR"].as_str().unwrap().to_string())
+        .collect();
+    cidrs.sort();
+    assert_eq!(cidrs, ["10.244.0.0/24", "10.244.1.0/24"]);
+
+    // The root CA and the default service account in every namespace, new ones too.
+    let ns = write(
+        dir,
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n",
+    );
+    ok(&k(&["apply", "-f", &ns]), "create ns");
+    wait_for("kube-root-ca.crt in apps", Duration::from_secs(20), || {
+        k(&["get", "configmap", "kube-root-ca.crt", "-n", "apps"])
+            .status
+            .success()
+            && k(&["get", "serviceaccount", "default", "-n", "apps"])
+                .status
+                .success()
+    });
+    let ca = ok(
+        &k(&[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ]),
+        "root ca",
+    );
+    assert_eq!(ca.trim(), bed.ca.pem.trim());
+
+    // EndpointSlices follow the pods' Ready condition.
+    let manifests = write(
+        dir,
+        "web.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: apps}\n\
+         spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: web-a, namespace: apps, labels: {app: web}}\n\
+         spec: {nodeName: n1, containers: [{name: web, image: nginx, ports: [{name: http, containerPort: 8080}]}]}\n",
+    );
+    ok(&k(&["apply", "-f", &manifests]), "apply web");
+    report_pod(&bed, "apps", "web-a", "10.244.0.5", false);
+    let slice = || {
+        let v = get_json(
+            &bed,
+            &[
+                "endpointslices",
+                "-n",
+                "apps",
+                "-l",
+                "kubernetes.io/service-name=web",
+            ],
+        );
+        v["items"][0].clone()
+    };
+    wait_for(
+        "a slice with the not-ready pod",
+        Duration::from_secs(20),
+        || slice()["endpoints"][0]["conditions"]["ready"] == false,
+    );
+    let s = slice();
+    assert_eq!(s["endpoints"][0]["addresses"][0], "10.244.0.5", "{s}");
+    assert_eq!(s["endpoints"][0]["nodeName"], "n1", "{s}");
+    assert_eq!(s["ports"][0]["port"], 8080, "{s}");
+    report_pod(&bed, "apps", "web-a", "10.244.0.5", true);
+    wait_for(
+        "the pod ready in the slice",
+        Duration::from_secs(20),
+        || slice()["endpoints"][0]["conditions"]["ready"] == true,
+    );
+    ok(&k(&["delete", "pod", "web-a", "-n", "apps"]), "delete pod");
+    wait_for("the slice emptied", Duration::from_secs(20), || {
+        slice()["endpoints"].as_array().is_some_and(Vec::is_empty)
+    });
+
+    // A Deployment is Available once its pod is Ready.
+    let dep = write(
+        dir,
+        "dep.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: apps}\n\
+         spec: {replicas: 1, selector: {matchLabels: {app: api}}, template: {metadata: {labels: {app: api}}, spec: {containers: [{name: c, image: x}]}}}\n",
+    );
+    ok(&k(&["apply", "-f", &dep]), "apply deployment");
+    wait_for("the deployment's pod", Duration::from_secs(20), || {
+        pod_names(&bed, "apps", "app=api").len() == 1
+    });
+    let dstatus = || get_json(&bed, &["deployment", "api", "-n", "apps"])["status"].clone();
+    wait_for("Available=False", Duration::from_secs(20), || {
+        dstatus()["conditions"][0]["status"] == "False"
+    });
+    report_pod(
+        &bed,
+        "apps",
+        &pod_names(&bed, "apps", "app=api")[0],
+        "10.244.1.7",
+        true,
+    );
+    wait_for("Available=True", Duration::from_secs(20), || {
+        let st = dstatus();
+        st["conditions"][0]["type"] == "Available"
+            && st["conditions"][0]["status"] == "True"
+            && st["availableReplicas"] == 1
+    });
+    let st = dstatus();
+    assert_eq!(st["readyReplicas"], 1, "{st}");
+    assert_eq!(st["updatedReplicas"], 1, "{st}");
+    assert_eq!(st["observedGeneration"], 1, "{st}");
+
+    // A DaemonSet rolls a changed template one node at a time.
+    let ds = |image: &str| {
+        write(
+            dir,
+            "ds.yaml",
+            &format!(
+                "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent, namespace: apps}}\n\
+                 spec: {{selector: {{matchLabels: {{app: agent}}}}, template: {{metadata: {{labels: {{app: agent}}}}, spec: {{containers: [{{name: c, image: {image}}}]}}}}}}\n"
+            ),
+        )
+    };
+    ok(&k(&["apply", "-f", &ds("agent:v1")]), "apply ds");
+    wait_for("2 agent pods", Duration::from_secs(20), || {
+        pod_names(&bed, "apps", "app=agent").len() == 2
+    });
+    let image_of = |p: &serde_json::Value| {
+        p["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mark_all_ready = || {
+        for (i, p) in pod_names(&bed, "apps", "app=agent").iter().enumerate() {
+            report_pod(&bed, "apps", p, &format!("10.244.{i}.2"), true);
+        }
+    };
+    mark_all_ready();
+    let dsst = || get_json(&bed, &["daemonset", "agent", "-n", "apps"])["status"].clone();
+    wait_for("the DaemonSet ready", Duration::from_secs(20), || {
+        let st = dsst();
+        st["numberReady"] == 2 && st["numberAvailable"] == 2 && st["updatedNumberScheduled"] == 2
+    });
+    ok(&k(&["apply", "-f", &ds("agent:v2")]), "change the template");
+    let pods = || {
+        get_json(&bed, &["pods", "-n", "apps", "-l", "app=agent"])["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    wait_for("one pod replaced", Duration::from_secs(20), || {
+        let p = pods();
+        p.len() == 2 && p.iter().filter(|p| image_of(p) == "agent:v2").count() == 1
+    });
+    // The new pod is not ready yet: the other old one stays.
+    std::thread::sleep(Duration::from_secs(3));
+    let p = pods();
+    assert_eq!(
+        p.iter().filter(|p| image_of(p) == "agent:v1").count(),
+        1,
+        "{p:?}"
+    );
+    let st = dsst();
+    assert_eq!(st["updatedNumberScheduled"], 1, "{st}");
+    assert_eq!(st["observedGeneration"], 2, "{st}");
+    assert_eq!(st["numberUnavailable"], 1, "{st}");
+    mark_all_ready();
+    wait_for("both pods replaced", Duration::from_secs(20), || {
+        let p = pods();
+        p.len() == 2 && p.iter().all(|p| image_of(p) == "agent:v2")
+    });
+    mark_all_ready();
+    wait_for("the rollout done", Duration::from_secs(20), || {
+        let st = dsst();
+        st["updatedNumberScheduled"] == 2
+            && st["numberAvailable"] == 2
+            && st["desiredNumberScheduled"] == 2
+            && st["currentNumberScheduled"] == 2
+    });
+}
