@@ -742,3 +742,157 @@ fn controller_manager_networking_and_rollouts() {
             && st["currentNumberScheduled"] == 2
     });
 }
+
+/// A kubelet's :10250 for the logs: TLS with a serving cert from `ca`, client certs of
+/// `ca` required; answers every request with `body` and records the request lines.
+fn fake_kubelet(
+    ca: &Ca,
+    body: &'static str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead, BufReader, Write};
+    let serving = ca.issue("n1", &[], &["127.0.0.1"], true, false);
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(serving.cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(serving.key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut reader = BufReader::new(&mut tls);
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                    break;
+                }
+            }
+            log.lock().unwrap().push(first.trim().to_string());
+            let _ = write!(
+                tls,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn pod_logs_are_proxied_to_the_kubelet() {
+    let bed = Bed::start();
+    let dir = bed.dir.path();
+    let (kport, seen) = fake_kubelet(&bed.ca, "line 1\nline 2\n");
+    // A second API server, with the kubelet client flags, on the same etcd.
+    let client = bed.ca.issue(
+        "kube-apiserver-kubelet-client",
+        &["kubeadm:cluster-admins"],
+        &[],
+        false,
+        true,
+    );
+    let cert = write(dir, "kubelet-client.crt", &client.cert);
+    let key = write(dir, "kubelet-client.key", &client.key);
+    let port = free_port();
+    let mut args = bed.apiserver_args(port);
+    args.extend([
+        format!("--kubelet-client-certificate={cert}"),
+        format!("--kubelet-client-key={key}"),
+        format!("--kubelet-certificate-authority={}", bed.path("ca.crt")),
+        "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
+    ]);
+    let _api2 = Proc::spawn(
+        std::process::Command::new(stamped(dir, "kube-apiserver", VERSION)).args(&args),
+        dir.join("apiserver2.log"),
+    );
+    let admin = bed
+        .ca
+        .issue("kubernetes-admin", &["system:masters"], &[], false, true);
+    let kc = kubeconfig(
+        dir,
+        "admin2.conf",
+        &format!("https://127.0.0.1:{port}"),
+        &bed.ca.pem,
+        &admin,
+    );
+    wait_for("the second API server", Duration::from_secs(30), || {
+        kubectl(&kc, &["get", "--raw", "/readyz"]).status.success()
+    });
+    let objects = write(
+        dir,
+        "logs.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: n1}}\n\
+             status: {{addresses: [{{type: Hostname, address: n1}}, {{type: InternalIP, address: 127.0.0.1}}], daemonEndpoints: {{kubeletEndpoint: {{Port: {kport}}}}}}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: default}}\n\
+             spec: {{nodeName: n1, containers: [{{name: app, image: \"x\"}}, {{name: side, image: \"y\"}}]}}\n"
+        ),
+    );
+    ok(&kubectl(&kc, &["apply", "-f", &objects]), "apply");
+    let out = ok(
+        &kubectl(&kc, &["logs", "web", "-c", "app", "--tail=5", "--previous"]),
+        "kubectl logs",
+    );
+    assert_eq!(out, "line 1\nline 2\n");
+    let reqs = seen.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert!(
+        reqs[0].starts_with("GET /containerLogs/default/web/app?"),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs[0].contains("tailLines=5") && reqs[0].contains("previous=true"),
+        "{reqs:?}"
+    );
+    // Two containers and none named: the real error.
+    let out = kubectl(
+        &kc,
+        &["get", "--raw", "/api/v1/namespaces/default/pods/web/log"],
+    );
+    assert!(
+        stderr(&out)
+            .contains("a container name must be specified for pod web, choose one of: [app side]"),
+        "{}",
+        stderr(&out)
+    );
+    // A container that is not the pod's.
+    let out = kubectl(&kc, &["logs", "web", "-c", "nope"]);
+    assert!(
+        stderr(&out).contains("container nope is not valid for pod web"),
+        "{}",
+        stderr(&out)
+    );
+    // The first server has no kubelet client certificate: the kubelet refuses it.
+    let out = kubectl(&bed.admin, &["logs", "web", "-c", "app"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+}
