@@ -894,6 +894,12 @@ impl ApiServer {
         {
             return conflict(t, &name);
         }
+        if t.res.name == "services"
+            && t.sub.is_none()
+            && let Err(r) = keep_cluster_ip(old, &mut new)
+        {
+            return r;
+        }
         if t.sub.as_deref() == Some("status") {
             let st = new.get("status").cloned().unwrap_or(Value::Null);
             new = old.clone();
@@ -1639,6 +1645,37 @@ pub fn main(args: &[String]) -> ! {
         crate::server::serve(listener, Some(cfg), Arc::new(move |r| h.handle(r))).await;
     });
     std::process::exit(0)
+}
+
+/// A Service's ClusterIP outlives updates: one sent without it keeps the allocated one
+/// (the real server's patchAllocatedValues), a different one is refused.
+fn keep_cluster_ip(old: &Value, new: &mut Value) -> Result<(), Response> {
+    let Some(ip) = old["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    if old["spec"]["type"] == "ExternalName" || new["spec"]["type"] == "ExternalName" {
+        return Ok(());
+    }
+    match new["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty()) {
+        None => {
+            new["spec"]["clusterIP"] = json!(ip);
+            new["spec"]["clusterIPs"] = old["spec"]["clusterIPs"].clone();
+            for f in ["ipFamilies", "ipFamilyPolicy"] {
+                if new["spec"][f].is_null() {
+                    new["spec"][f] = old["spec"][f].clone();
+                }
+            }
+            Ok(())
+        }
+        Some(n) if n == ip => Ok(()),
+        Some(n) => Err(invalid(
+            "Service",
+            old["metadata"]["name"].as_str().unwrap_or(""),
+            &format!(
+                "spec.clusterIPs[0]: Invalid value: []string{{\"{n}\"}}: may not change once set"
+            ),
+        )),
+    }
 }
 
 /// Seconds since the epoch.

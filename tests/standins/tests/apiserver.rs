@@ -449,6 +449,31 @@ fn the_kubernetes_service_and_cluster_ips() {
         "ip",
     );
     assert_eq!(again, ip);
+    // A replace without the address keeps it; changing it is refused.
+    let mut web: serde_json::Value =
+        serde_json::from_str(&ok(&k(&["get", "service", "web", "-o", "json"]), "get web")).unwrap();
+    web["spec"].as_object_mut().unwrap().remove("clusterIP");
+    web["spec"].as_object_mut().unwrap().remove("clusterIPs");
+    let f = write(bed.dir.path(), "web.json", &web.to_string());
+    ok(&k(&["replace", "-f", &f]), "replace without clusterIP");
+    let kept = ok(
+        &k(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]),
+        "ip",
+    );
+    assert_eq!(kept, ip);
+    let out = k(&[
+        "patch",
+        "service",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"clusterIP": "10.96.0.99", "clusterIPs": ["10.96.0.99"]}}"#,
+    ]);
+    assert!(
+        stderr(&out).contains("may not change once set"),
+        "{}",
+        stderr(&out)
+    );
     // Taken or out of range: 422.
     let svc = |name: &str, ip: &str| {
         write(
@@ -473,6 +498,47 @@ fn the_kubernetes_service_and_cluster_ips() {
     );
     let out = ok(&k(&["apply", "-f", &svc("hl", "None")]), "headless");
     assert!(out.contains("created"), "{out}");
+
+    // Every live API server keeps its entry; one that stops is dropped.
+    let port2 = free_port();
+    let args: Vec<String> = bed
+        .apiserver_args(port2)
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--advertise-address=") {
+                "--advertise-address=127.0.0.2".to_string()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut api2 = Proc::spawn(
+        std::process::Command::new(stamped(bed.dir.path(), "kube-apiserver", VERSION)).args(&args),
+        bed.dir.path().join("apiserver2.log"),
+    );
+    let addrs = || {
+        ok(
+            &k(&[
+                "get",
+                "endpointslice",
+                "kubernetes",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.endpoints[*].addresses[0]}",
+            ]),
+            "slice addresses",
+        )
+    };
+    wait_for("both servers in the slice", Duration::from_secs(30), || {
+        addrs() == "127.0.0.1 127.0.0.2"
+    });
+    api2.kill();
+    wait_for(
+        "the stopped server dropped",
+        Duration::from_secs(40),
+        || addrs() == "127.0.0.1",
+    );
 }
 
 /// What a kubelet reports for a pod: running on `ip`, Ready or not.
