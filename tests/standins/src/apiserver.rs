@@ -1214,7 +1214,8 @@ fn admit_eviction(
     let healthy = pods
         .iter()
         .filter(|p| {
-            p["status"]["phase"] == "Running"
+            // Healthy as the disruption controller counts it: the pod's Ready condition.
+            crate::cm_network::pod_ready(p)
                 && p["metadata"]["deletionTimestamp"].is_null()
                 && !p["metadata"]["name"]
                     .as_str()
@@ -2218,7 +2219,7 @@ mod tests {
 
     #[test]
     fn an_eviction_is_recorded_so_that_a_racing_one_is_refused() {
-        let pod = |n: &str| json!({"metadata": {"name": n, "labels": {"app": "web"}}, "status": {"phase": "Running"}});
+        let pod = |n: &str| json!({"metadata": {"name": n, "labels": {"app": "web"}}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
         let pods = [pod("a"), pod("b"), pod("c"), pod("d")];
         let refs: Vec<&Value> = pods.iter().collect();
         let pdb = json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 3}});
