@@ -311,4 +311,21 @@ fn kubectl_diff_sees_drift_of_the_addons() {
     // Applying the manifests again repairs it.
     ok(&k(&["apply", "-f", &dir]), "repair");
     assert_eq!(k(&["diff", "-f", &dir]).status.code(), Some(0));
+    // A missing object is a difference too (a dry-run create, which writes nothing).
+    ok(
+        &k(&["delete", "configmap", "kube-proxy", "-n", "kube-system"]),
+        "delete",
+    );
+    let missing = k(&["diff", "-f", &dir]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stdout).contains("ConfigMap.kube-system.kube-proxy"),
+        "{}",
+        text(&missing)
+    );
+    assert!(
+        !k(&["get", "configmap", "kube-proxy", "-n", "kube-system"])
+            .status
+            .success()
+    );
 }

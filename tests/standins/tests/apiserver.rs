@@ -304,10 +304,21 @@ fn service_account_tokens_are_authorized_by_rbac() {
         &kubectl(&kc, &["get", "endpointslices", "-A"]),
         "list slices as kube-proxy",
     );
-    // --token on the command line works the same.
-    let out = kubectl(&bed.admin, &["--token", &token, "get", "nodes"]);
-    // (a client certificate in the kubeconfig wins over a token, as kubectl sends both)
-    assert!(out.status.success(), "{}", stderr(&out));
+    // --token on the command line, with a kubeconfig that has no credentials.
+    let bare = token_kubeconfig(&bed, "bare.conf", "");
+    let out = ok(
+        &kubectl(&bare, &["--token", &token, "get", "nodes", "-o", "name"]),
+        "get nodes with --token",
+    );
+    assert!(out.is_empty(), "{out}");
+    let out = kubectl(&bare, &["--token", &token, "get", "pods", "-A"]);
+    assert!(
+        stderr(&out).contains(
+            "system:serviceaccount:kube-system:kube-proxy\" cannot list resource \"pods\""
+        ),
+        "{}",
+        stderr(&out)
+    );
     let out = kubectl(&kc, &["get", "secrets", "-n", "kube-system"]);
     assert!(
         stderr(&out).contains("cannot list resource \"secrets\""),
@@ -332,6 +343,67 @@ fn service_account_tokens_are_authorized_by_rbac() {
             stderr(&out)
         );
     }
+    // A node gets tokens only for the pods bound to it (the Node authorizer's rule).
+    let pods = write(
+        bed.dir.path(),
+        "pods.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: mine, namespace: kube-system}\n\
+         spec: {nodeName: n1, serviceAccountName: kube-proxy, containers: [{name: c, image: x}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: theirs, namespace: kube-system}\n\
+         spec: {nodeName: n2, serviceAccountName: kube-proxy, containers: [{name: c, image: x}]}\n",
+    );
+    ok(&k(&["apply", "-f", &pods]), "pods");
+    let node = bed
+        .ca
+        .issue("system:node:n1", &["system:nodes"], &[], false, true);
+    let node_kc = kubeconfig(bed.dir.path(), "n1.conf", &bed.api_url, &bed.ca.pem, &node);
+    let bound = |pod: &str| {
+        let uid = ok(
+            &k(&[
+                "get",
+                "pod",
+                pod,
+                "-n",
+                "kube-system",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ]),
+            "uid",
+        );
+        write(
+            bed.dir.path(),
+            &format!("tr-{pod}.json"),
+            &format!(
+                r#"{{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {{"audiences": [], "expirationSeconds": 3607, "boundObjectRef": {{"apiVersion": "v1", "kind": "Pod", "name": "{pod}", "uid": "{uid}"}}}}}}"#
+            ),
+        )
+    };
+    let url = "/api/v1/namespaces/kube-system/serviceaccounts/kube-proxy/token";
+    let raw = ok(
+        &kubectl(&node_kc, &["create", "--raw", url, "-f", &bound("mine")]),
+        "node token for its pod",
+    );
+    let pod_token: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let pod_token = pod_token["status"]["token"].as_str().unwrap().to_string();
+    let out = kubectl(&node_kc, &["create", "--raw", url, "-f", &bound("theirs")]);
+    assert!(
+        stderr(&out).contains("Forbidden") || stderr(&out).contains("forbidden"),
+        "{}",
+        stderr(&out)
+    );
+    let pod_kc = token_kubeconfig(&bed, "pod.conf", &pod_token);
+    ok(
+        &kubectl(&pod_kc, &["get", "services", "-A"]),
+        "the pod's token",
+    );
+    // A token bound to a pod dies with it.
+    ok(
+        &k(&["delete", "pod", "mine", "-n", "kube-system"]),
+        "delete pod",
+    );
+    let out = kubectl(&pod_kc, &["get", "services", "-A"]);
+    assert!(stderr(&out).contains("Unauthorized"), "{}", stderr(&out));
+
     // A deleted service account's tokens stop working.
     ok(
         &k(&[
