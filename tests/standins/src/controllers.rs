@@ -648,34 +648,30 @@ fn controllers_once(api: &Api) {
     ) else {
         return;
     };
-    // Deployments -> one ReplicaSet per template (older ones removed: recreate).
+    // Deployments -> a ReplicaSet per template, rolled as the strategy says.
     for d in &deployments {
         let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
         let dname = d["metadata"]["name"].as_str().unwrap_or("");
         let uid = d["metadata"]["uid"].as_str().unwrap_or("");
         let hash = fnv(&d["spec"]["template"].to_string());
         let want = format!("{dname}-{hash}");
-        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
         let mine: Vec<Value> = rsets
             .iter()
             .filter(|r| controller_uid(r).is_some_and(|(_, u)| u == uid))
             .cloned()
             .collect();
-        for r in &mine {
-            let rname = r["metadata"]["name"].as_str().unwrap_or("");
-            if rname != want {
-                delete(
-                    api,
-                    &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
-                );
-            } else if r["spec"]["replicas"].as_i64() != Some(replicas) {
-                let _ = api.merge_patch(
-                    &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
-                    &json!({"spec": {"replicas": replicas}}),
-                );
-            }
+        let new_rs = mine.iter().find(|r| r["metadata"]["name"] == want.as_str());
+        let olds: Vec<&Value> = mine
+            .iter()
+            .filter(|r| r["metadata"]["name"] != want.as_str())
+            .collect();
+        let plan = rollout(d, new_rs, &olds, &pods);
+        let rs_path = |n: &str| format!("/apis/apps/v1/namespaces/{ns}/replicasets/{n}");
+        for (rname, n) in &plan.scale {
+            log(CM, &format!("scaling replicaset {ns}/{rname} to {n}"));
+            let _ = api.merge_patch(&rs_path(rname), &json!({"spec": {"replicas": n}}));
         }
-        if !mine.iter().any(|r| r["metadata"]["name"] == want.as_str()) {
+        if new_rs.is_none() {
             let mut tpl = d["spec"]["template"].clone();
             tpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
             let mut sel = d["spec"]["selector"].clone();
@@ -683,7 +679,7 @@ fn controllers_once(api: &Api) {
             let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {"name": want, "namespace": ns, "labels": tpl["metadata"]["labels"].clone(),
                              "ownerReferences": owner_ref(d, "Deployment", "apps/v1")},
-                "spec": {"replicas": replicas, "selector": sel, "template": tpl}});
+                "spec": {"replicas": plan.new_replicas, "selector": sel, "template": tpl}});
             match api.post(&format!("/apis/apps/v1/namespaces/{ns}/replicasets"), &rs) {
                 Ok(r) if r.ok() => rsets.push(r.body),
                 Ok(r) => log(
@@ -749,7 +745,7 @@ fn controllers_once(api: &Api) {
             }
         }
         let mut extra: Vec<&&Value> = owned.iter().collect();
-        extra.sort_by_key(|p| p["spec"]["nodeName"].as_str().is_some());
+        extra.sort_by_key(|p| (p["spec"]["nodeName"].as_str().is_some(), pod_ready(p)));
         for p in extra.iter().take(owned.len().saturating_sub(want)) {
             delete(
                 api,
@@ -944,6 +940,128 @@ fn daemonset(api: &Api, ds: &Value, pods: &[Value], nodes: &[Value]) {
             &body,
         );
     }
+}
+
+/// What one sync of a Deployment does to its ReplicaSets.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Rollout {
+    /// Replicas of the current template's ReplicaSet (to create it with, if missing).
+    new_replicas: i64,
+    /// ReplicaSets to scale: (name, replicas).
+    scale: Vec<(String, i64)>,
+}
+
+/// The deployment controller's rollout step: RollingUpdate scales the new ReplicaSet up
+/// within maxSurge (default 25%, rounded up) and the old ones down keeping
+/// replicas - maxUnavailable (default 25%, rounded down) pods ready; Recreate scales the old
+/// ones to 0 and starts the new one when their pods are gone. Old ReplicaSets are kept at
+/// 0 replicas (the revision history), and reused when their template comes back.
+fn rollout(d: &Value, new_rs: Option<&Value>, olds: &[&Value], pods: &[Value]) -> Rollout {
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+    let spec_of = |r: &Value| r["spec"]["replicas"].as_i64().unwrap_or(0);
+    let name_of = |r: &Value| r["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let uid_of = |r: &Value| r["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let ready_of = |r: &Value| {
+        i64::try_from(
+            owned_by(pods, &uid_of(r))
+                .iter()
+                .filter(|p| pod_ready(p))
+                .count(),
+        )
+        .unwrap_or(0)
+    };
+    let pods_of = |r: &Value| i64::try_from(owned_by(pods, &uid_of(r)).len()).unwrap_or(0);
+    let mut out = Rollout::default();
+    let new_cur = new_rs.map_or(0, spec_of);
+    let strategy = &d["spec"]["strategy"];
+    if strategy["type"] == "Recreate" {
+        for o in olds {
+            if spec_of(o) != 0 {
+                out.scale.push((name_of(o), 0));
+            }
+        }
+        let old_pods: i64 = olds.iter().map(|o| pods_of(o)).sum();
+        let target = if old_pods == 0 {
+            replicas
+        } else {
+            new_cur.min(replicas)
+        };
+        out.new_replicas = target;
+        if let Some(n) = new_rs.filter(|_| target != new_cur) {
+            out.scale.push((name_of(n), target));
+        }
+        return out;
+    }
+    let total = |v: &Value, round_up: bool, default_pct: i64| -> i64 {
+        match v {
+            Value::Number(n) => n.as_i64().unwrap_or(0),
+            Value::String(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<i64>().ok())
+                .map_or(0, |p| {
+                    if round_up {
+                        (p * replicas + 99) / 100
+                    } else {
+                        p * replicas / 100
+                    }
+                }),
+            _ if round_up => (default_pct * replicas + 99) / 100,
+            _ => default_pct * replicas / 100,
+        }
+    };
+    let ru = &strategy["rollingUpdate"];
+    let max_surge = total(&ru["maxSurge"], true, 25);
+    let mut max_unavailable = total(&ru["maxUnavailable"], false, 25);
+    if max_surge == 0 && max_unavailable == 0 {
+        max_unavailable = 1;
+    }
+    let old_total: i64 = olds.iter().map(|o| spec_of(o)).sum();
+    // Scale the new ReplicaSet up (or down to the wanted count).
+    let new_target = if new_cur < replicas {
+        let room = (replicas + max_surge - old_total - new_cur).max(0);
+        new_cur + room.min(replicas - new_cur)
+    } else {
+        replicas
+    };
+    out.new_replicas = new_target;
+    if let Some(n) = new_rs.filter(|_| new_target != new_cur) {
+        out.scale.push((name_of(n), new_target));
+    }
+    if new_rs.is_none() || new_target > new_cur {
+        return out;
+    }
+    // Scale the old ones down, keeping the minimum available.
+    let min_available = replicas - max_unavailable;
+    let new_unavailable = (new_cur - new_rs.map_or(0, ready_of)).max(0);
+    let mut budget = old_total + new_cur - min_available - new_unavailable;
+    if budget <= 0 {
+        return out;
+    }
+    let mut olds: Vec<&&Value> = olds.iter().filter(|o| spec_of(o) > 0).collect();
+    olds.sort_by_key(|o| {
+        o["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    });
+    // Old pods that are not ready go first, then ready ones, within the budget.
+    let mut target: Vec<i64> = olds.iter().map(|o| spec_of(o)).collect();
+    for (o, t) in olds.iter().zip(target.iter_mut()) {
+        let c = (spec_of(o) - ready_of(o)).max(0).min(budget);
+        budget -= c;
+        *t -= c;
+    }
+    for t in &mut target {
+        let c = (*t).min(budget);
+        budget -= c;
+        *t -= c;
+    }
+    for (o, t) in olds.iter().zip(target) {
+        if t != spec_of(o) {
+            out.scale.push((name_of(o), t));
+        }
+    }
+    out
 }
 
 /// An int or a percentage of `total`, rounded up.
@@ -1211,6 +1329,59 @@ mod tests {
                 .any(|w| w.starts_with("DELETE /apis/apps/v1/namespaces/default/replicasets/web-")),
             "{writes:?}"
         );
+    }
+
+    #[test]
+    fn rolling_update_keeps_the_minimum_available() {
+        let d = json!({"metadata": {"name": "dns", "uid": "d1"}, "spec": {"replicas": 4}});
+        let rs = |name: &str, n: i64| json!({"metadata": {"name": name, "uid": name, "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"replicas": n}});
+        let pods = |rs: &str, n: usize, ready: bool| -> Vec<Value> {
+            (0..n)
+                .map(|i| {
+                    json!({"metadata": {"name": format!("{rs}-{i}"), "ownerReferences": [{"uid": rs, "controller": true}]},
+                    "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
+                })
+                .collect()
+        };
+        let old = rs("old", 4);
+        let p = pods("old", 4, true);
+        // A new template: the new ReplicaSet starts at maxSurge (1 of 4).
+        assert_eq!(rollout(&d, None, &[&old], &p).new_replicas, 1);
+        // Its pod is not ready: one old pod may go (maxUnavailable 1), no more.
+        let new = rs("new", 1);
+        let mut all = p.clone();
+        all.extend(pods("new", 1, false));
+        let r = rollout(&d, Some(&new), &[&old], &all);
+        assert_eq!(r.scale, vec![("old".to_string(), 3)]);
+        let old3 = rs("old", 3);
+        let mut all = pods("old", 3, true);
+        all.extend(pods("new", 1, false));
+        assert_eq!(
+            rollout(&d, Some(&new), &[&old3], &all).scale,
+            vec![("new".to_string(), 2)]
+        );
+        // New pods that never get ready stall the rollout: the old ones stay.
+        let new2 = rs("new", 2);
+        let mut stalled = pods("old", 3, true);
+        stalled.extend(pods("new", 2, false));
+        assert!(
+            rollout(&d, Some(&new2), &[&old3], &stalled)
+                .scale
+                .is_empty()
+        );
+        // Once the new pods are ready, old ones go.
+        let mut ready = pods("old", 3, true);
+        ready.extend(pods("new", 2, true));
+        assert_eq!(
+            rollout(&d, Some(&new2), &[&old3], &ready).scale,
+            vec![("old".to_string(), 1)]
+        );
+        // Recreate: old ones to 0 first, the new one once their pods are gone.
+        let rec = json!({"metadata": {"name": "dns", "uid": "d1"}, "spec": {"replicas": 2, "strategy": {"type": "Recreate"}}});
+        let r = rollout(&rec, None, &[&old], &p);
+        assert_eq!((r.new_replicas, r.scale), (0, vec![("old".to_string(), 0)]));
+        let gone = rs("old", 0);
+        assert_eq!(rollout(&rec, None, &[&gone], &[]).new_replicas, 2);
     }
 
     #[test]

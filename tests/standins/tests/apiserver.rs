@@ -810,6 +810,62 @@ fn controller_manager_networking_and_rollouts() {
     assert_eq!(st["readyReplicas"], 1, "{st}");
     assert_eq!(st["updatedReplicas"], 1, "{st}");
     assert_eq!(st["observedGeneration"], 1, "{st}");
+    // A new template rolls: the old pod serves until the new one is ready (maxSurge 1,
+    // maxUnavailable 0 for one replica).
+    let dep2 = std::fs::read_to_string(&dep)
+        .unwrap()
+        .replace("image: x", "image: x2");
+    ok(
+        &k(&["apply", "-f", &write(dir, "dep2.yaml", &dep2)]),
+        "change the deployment",
+    );
+    let api_pods = || {
+        get_json(&bed, &["pods", "-n", "apps", "-l", "app=api"])["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    wait_for("a surge pod", Duration::from_secs(20), || {
+        api_pods().len() == 2
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        api_pods().len(),
+        2,
+        "the old pod stays while the new one is not ready"
+    );
+    let new_pod = api_pods()
+        .into_iter()
+        .find(|p| p["spec"]["containers"][0]["image"] == "x2")
+        .unwrap();
+    report_pod(
+        &bed,
+        "apps",
+        new_pod["metadata"]["name"].as_str().unwrap(),
+        "10.244.1.8",
+        true,
+    );
+    wait_for("the old pod gone", Duration::from_secs(20), || {
+        let p = api_pods();
+        p.len() == 1 && p[0]["spec"]["containers"][0]["image"] == "x2"
+    });
+    wait_for("the rollout reported", Duration::from_secs(20), || {
+        let st = dstatus();
+        st["observedGeneration"] == 2
+            && st["updatedReplicas"] == 1
+            && st["availableReplicas"] == 1
+            && st["replicas"] == 1
+    });
+    // The old ReplicaSet stays, at 0 replicas (the revision history).
+    let rs = get_json(&bed, &["replicasets", "-n", "apps"]);
+    let mut counts: Vec<i64> = rs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["spec"]["replicas"].as_i64().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [0, 1], "{rs}");
 
     // A DaemonSet rolls a changed template one node at a time.
     let ds = |image: &str| {
