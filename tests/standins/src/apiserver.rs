@@ -8,6 +8,7 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use serde_json::{Value, json};
 
+use crate::cidr::Cidr;
 use crate::common::{self, log};
 use crate::etcd::{Etcd, EtcdError};
 use crate::flags::Kind::{Bool as B, Value as V};
@@ -24,6 +25,7 @@ pub const FLAGS: &[(&str, Kind)] = &[
     ("advertise-address", V),
     ("allow-privileged", B),
     ("anonymous-auth", B),
+    ("api-audiences", V),
     ("apiserver-count", V),
     ("audit-log-path", V),
     ("audit-log-maxage", V),
@@ -95,6 +97,19 @@ pub struct ApiServer {
     /// Set once the default namespaces and RBAC policy exist: the real server's readyz
     /// holds back on its post-start hooks the same way, so "ready" means usable.
     bootstrapped: Arc<std::sync::atomic::AtomicBool>,
+    signer: crate::satoken::Signer,
+    sa_keys: crate::satoken::Verifier,
+    issuer: String,
+    /// --api-audiences, defaulting to the issuer.
+    audiences: Vec<String>,
+    service_range: Option<Cidr>,
+    secure_port: u16,
+    /// --advertise-address (or the bind address): this server's entry in the `kubernetes`
+    /// Service's endpoints.
+    advertise_ip: String,
+    /// The client of the kubelets' :10250 (pods/log), with --kubelet-client-certificate.
+    kubelet: ureq::Agent,
+    kubelet_address_types: Vec<String>,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Response {
@@ -172,6 +187,12 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
 impl ApiServer {
     fn authenticate(&self, req: &Request) -> Result<User, Response> {
         if req.peer_certs.is_empty() {
+            if let Some(token) = req.header("authorization").strip_prefix("Bearer ") {
+                return self.token_user(token.trim()).map_err(|e| {
+                    log(NAME, &format!("unable to authenticate the request: {e}"));
+                    status(401, "Unauthorized", "Unauthorized")
+                });
+            }
             return Ok(User {
                 name: "system:anonymous".into(),
                 groups: vec!["system:unauthenticated".into()],
@@ -188,6 +209,92 @@ impl ApiServer {
             .map_err(|_| status(401, "Unauthorized", "Unauthorized"))?;
         u.groups.push("system:authenticated".into());
         Ok(u)
+    }
+
+    /// The service account a bearer token names, once its signature, issuer, audience and
+    /// validity are checked and (as --service-account-lookup does) the service account,
+    /// and the pod it is bound to, still exist.
+    fn token_user(&self, token: &str) -> Result<User, String> {
+        if !crate::satoken::looks_like_jwt(token) {
+            return Err("invalid bearer token".into());
+        }
+        let claims = self
+            .sa_keys
+            .verify(token)
+            .map_err(|e| format!("[invalid bearer token, {e}]"))?;
+        if claims["iss"].as_str() != Some(self.issuer.as_str()) {
+            return Err("[invalid bearer token, token issuer is not trusted]".into());
+        }
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        )
+        .unwrap_or(i64::MAX);
+        if claims["exp"].as_i64().is_none_or(|e| e < now) {
+            return Err("[invalid bearer token, service account token has expired]".into());
+        }
+        if claims["nbf"].as_i64().is_some_and(|n| n > now + 60) {
+            return Err("[invalid bearer token, service account token is not valid yet]".into());
+        }
+        let auds: Vec<&str> = match &claims["aud"] {
+            Value::String(a) => vec![a.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !auds.iter().any(|a| self.audiences.iter().any(|x| x == a)) {
+            return Err(
+                "[invalid bearer token, token audiences is invalid for the target audiences]"
+                    .into(),
+            );
+        }
+        let sub = claims["sub"].as_str().unwrap_or("");
+        let Some((ns, name)) = sub
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|r| r.split_once(':'))
+        else {
+            return Err("[invalid bearer token, not a service account token]".into());
+        };
+        let k8s = &claims["kubernetes.io"];
+        let sa = self
+            .etcd
+            .get(&format!("/registry/serviceaccounts/{ns}/{name}"))
+            .map_err(|e| e.to_string())?
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+        match sa {
+            Some(sa) if sa["metadata"]["uid"] == k8s["serviceaccount"]["uid"] => {}
+            Some(_) => {
+                return Err(format!(
+                    "[invalid bearer token, service account {ns}/{name} was recreated: its UID does not match the claim]"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "[invalid bearer token, service account {ns}/{name} has been deleted]"
+                ));
+            }
+        }
+        if let Some(pod) = k8s["pod"]["name"].as_str() {
+            let live = self
+                .etcd
+                .get(&format!("/registry/pods/{ns}/{pod}"))
+                .map_err(|e| e.to_string())?
+                .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+            if !live.is_some_and(|p| p["metadata"]["uid"] == k8s["pod"]["uid"]) {
+                return Err(format!(
+                    "[invalid bearer token, pod {ns}/{pod} does not exist or was recreated]"
+                ));
+            }
+        }
+        Ok(User {
+            name: sub.to_string(),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ],
+        })
     }
 
     /// Node, controller-manager and scheduler rules; `system:masters` may do anything.
@@ -219,6 +326,9 @@ impl ApiServer {
                         && obj.is_some_and(|o| o["spec"]["nodeName"].as_str() == Some(node))
                 }
                 "events" => verb == "create" || verb == "patch" || verb == "update",
+                // Checked further by the caller: the token must be bound to a pod of
+                // this node (the Node authorizer's rule).
+                "serviceaccounts" if sub == "token" => verb == "create",
                 "namespaces"
                 | "services"
                 | "endpoints"
@@ -244,8 +354,12 @@ impl ApiServer {
                             | "daemonsets"
                             | "events"
                             | "controllerrevisions"
+                            | "endpointslices"
+                            | "configmaps"
+                            | "serviceaccounts"
                     )
-                    || (matches!(res, "nodes" | "namespaces" | "poddisruptionbudgets") && read)
+                    || (res == "nodes" && matches!(verb, "get" | "list" | "patch" | "update"))
+                    || (matches!(res, "namespaces" | "poddisruptionbudgets" | "services") && read)
             }
             "system:kube-scheduler" => {
                 lease_of("kube-scheduler")
@@ -543,6 +657,9 @@ impl ApiServer {
                 || Self::authorize(user, verb, t, body.as_ref())
                 || user.in_group("system:masters")
                 || !user.in_group("system:nodes"));
+        let allowed = allowed
+            && (t.sub.as_deref() != Some("token")
+                || self.token_for_own_pod(user, &ns, body.as_ref()));
         if !allowed && !self.rbac_allows(user, verb, t, authz_obj) {
             return Self::forbidden(user, verb, t);
         }
@@ -570,6 +687,10 @@ impl ApiServer {
             ("create", None) => self.create(t, &ns, body, req.q("dryRun").is_some()),
             ("create", Some("eviction")) => self.evict(t, &ns, existing),
             ("create", Some("binding")) => self.bind(t, &ns, existing, body),
+            ("create", Some("token")) => {
+                self.token_request(&ns, t.name.as_deref().unwrap_or(""), existing, body)
+            }
+            ("get", Some("log")) => self.pod_log(req, t, &ns),
             ("update", None | Some("status")) => {
                 self.update(t, &ns, existing, body, req.q("dryRun").is_some())
             }
@@ -671,6 +792,11 @@ impl ApiServer {
         if let Err(r) = Self::check_kind(t, &obj) {
             return r;
         }
+        if t.res.name == "services"
+            && let Err(r) = self.allocate_cluster_ip(&mut obj)
+        {
+            return r;
+        }
         let meta_ns = obj["metadata"]["namespace"].as_str().map(String::from);
         if t.res.namespaced {
             if let Some(m) = &meta_ns
@@ -767,6 +893,12 @@ impl ApiServer {
             && rv != rev.to_string()
         {
             return conflict(t, &name);
+        }
+        if t.res.name == "services"
+            && t.sub.is_none()
+            && let Err(r) = keep_cluster_ip(old, &mut new)
+        {
+            return r;
         }
         if t.sub.as_deref() == Some("status") {
             let st = new.get("status").cloned().unwrap_or(Value::Null);
@@ -1082,7 +1214,8 @@ fn admit_eviction(
     let healthy = pods
         .iter()
         .filter(|p| {
-            p["status"]["phase"] == "Running"
+            // Healthy as the disruption controller counts it: the pod's Ready condition.
+            crate::cm_network::pod_ready(p)
                 && p["metadata"]["deletionTimestamp"].is_null()
                 && !p["metadata"]["name"]
                     .as_str()
@@ -1157,6 +1290,46 @@ fn check_pair(p: &Parsed, cert: &str, key: &str) -> Result<(), String> {
     }
 }
 
+/// The client of the kubelets: --kubelet-client-certificate/--kubelet-client-key; the
+/// kubelet's serving certificate checked against --kubelet-certificate-authority, and (as
+/// the real server does without that flag) not checked at all otherwise.
+fn kubelet_agent(p: &Parsed) -> Result<ureq::Agent, String> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let mut cfg = TlsConfig::builder().provider(TlsProvider::Rustls);
+    match p.get("kubelet-certificate-authority") {
+        Some(f) => {
+            let cas = tls::load_certs(f, "--kubelet-certificate-authority")?;
+            let roots: Vec<Certificate<'static>> = cas
+                .iter()
+                .map(|c| Certificate::from_der(c).to_owned())
+                .collect();
+            cfg = cfg.root_certs(RootCerts::Specific(Arc::new(roots)));
+        }
+        None => cfg = cfg.disable_verification(true),
+    }
+    if let (Some(c), Some(k)) = (
+        p.get("kubelet-client-certificate"),
+        p.get("kubelet-client-key"),
+    ) {
+        let chain: Vec<Certificate<'static>> = tls::load_certs(c, "--kubelet-client-certificate")?
+            .iter()
+            .map(|c| Certificate::from_der(c).to_owned())
+            .collect();
+        let pem = std::fs::read(k).map_err(|e| format!("--kubelet-client-key={k}: {e}"))?;
+        let key = PrivateKey::from_pem(&pem)
+            .map_err(|e| format!("--kubelet-client-key={k}: {e}"))?
+            .to_owned();
+        cfg = cfg.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    Ok(ureq::Agent::config_builder()
+        .tls_config(cfg.build())
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent())
+}
+
 fn setup(
     p: &Parsed,
     version: String,
@@ -1185,24 +1358,27 @@ fn setup(
     if !problems.is_empty() {
         return Err(format!("[{}]", problems.join(", ")));
     }
-    if let Some(raw) = load_flag_file(p, "service-account-signing-key-file")? {
-        tls::key_from_pem(&raw, "--service-account-signing-key-file")?;
-    }
-    if let Some(raw) = load_flag_file(p, "service-account-key-file")? {
-        let text = String::from_utf8_lossy(&raw);
-        if !text.contains("-----BEGIN") {
-            return Err("--service-account-key-file: no PEM public or private key found".into());
+    let signing_pem = load_flag_file(p, "service-account-signing-key-file")?.unwrap_or_default();
+    tls::key_from_pem(&signing_pem, "--service-account-signing-key-file")?;
+    let signer =
+        crate::satoken::Signer::from_pem(&signing_pem, "--service-account-signing-key-file")?;
+    let sa_keys = match load_flag_file(p, "service-account-key-file")? {
+        Some(raw) => crate::satoken::Verifier::from_pem(&raw, "--service-account-key-file")?,
+        None => {
+            crate::satoken::Verifier::from_pem(&signing_pem, "--service-account-signing-key-file")?
         }
-    }
+    };
+    let issuer = p.get("service-account-issuer").unwrap_or("").to_string();
+    let audiences: Vec<String> = match p.get("api-audiences") {
+        Some(a) if !a.is_empty() => a.split(',').map(|x| x.trim().to_string()).collect(),
+        _ => vec![issuer.clone()],
+    };
+    let mut service_range = None;
     if let Some(r) = p.get("service-cluster-ip-range") {
         for cidr in r.split(',') {
-            let (ip, bits) = cidr
-                .split_once('/')
-                .ok_or_else(|| format!("--service-cluster-ip-range: {cidr:?} is not a CIDR"))?;
-            ip.parse::<IpAddr>()
+            let c = Cidr::parse(cidr)
                 .map_err(|e| format!("--service-cluster-ip-range: {cidr:?}: {e}"))?;
-            bits.parse::<u8>()
-                .map_err(|e| format!("--service-cluster-ip-range: {cidr:?}: {e}"))?;
+            service_range.get_or_insert(c);
         }
     }
     if let Some(a) = p.get("advertise-address") {
@@ -1210,17 +1386,22 @@ fn setup(
             .map_err(|e| format!("--advertise-address={a}: {e}"))?;
     }
     let port = p.get("secure-port").unwrap_or("6443");
-    port.parse::<u16>()
+    let secure_port = port
+        .parse::<u16>()
         .map_err(|e| format!("--secure-port={port}: {e}"))?;
     let client_ca = tls::load_certs(p.required("client-ca-file")?, "--client-ca-file")?;
     let client_roots = tls::roots(&client_ca, "--client-ca-file")?;
     if let Some(f) = p.get("requestheader-client-ca-file") {
         tls::load_certs(f, "--requestheader-client-ca-file")?;
     }
-    if let Some(f) = p.get("kubelet-certificate-authority") {
-        tls::load_certs(f, "--kubelet-certificate-authority")?;
-    }
     check_pair(p, "kubelet-client-certificate", "kubelet-client-key")?;
+    let kubelet = kubelet_agent(p)?;
+    let kubelet_address_types: Vec<String> = p
+        .get("kubelet-preferred-address-types")
+        .unwrap_or("Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP")
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .collect();
     check_pair(p, "proxy-client-cert-file", "proxy-client-key-file")?;
     let serving = match (p.get("tls-cert-file"), p.get("tls-private-key-file")) {
         (Some(c), Some(k)) => tls::load_pair(c, "--tls-cert-file", k, "--tls-private-key-file")?,
@@ -1280,6 +1461,15 @@ fn setup(
             client_roots,
             advertise: crate::server::join_host_port(adv, port),
             bootstrapped: Arc::default(),
+            signer,
+            sa_keys,
+            issuer,
+            audiences,
+            service_range,
+            secure_port,
+            advertise_ip: adv.to_string(),
+            kubelet,
+            kubelet_address_types,
         },
         cfg,
         addr,
@@ -1306,9 +1496,24 @@ fn bootstrap(api: &ApiServer) {
         }
         if ok {
             bootstrap_policy(api);
+            if let Err(e) = api.reconcile_kubernetes_service() {
+                log(
+                    NAME,
+                    &format!("cannot reconcile the kubernetes Service: {e}"),
+                );
+            }
             api.bootstrapped
                 .store(true, std::sync::atomic::Ordering::Release);
-            return;
+            // The endpoint reconciler: this server's entry stays fresh while it lives.
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                if let Err(e) = api.reconcile_kubernetes_service() {
+                    log(
+                        NAME,
+                        &format!("cannot reconcile the kubernetes Service: {e}"),
+                    );
+                }
+            }
         }
         std::thread::sleep(Duration::from_secs(2));
     }
@@ -1323,6 +1528,65 @@ fn bootstrap_policy(api: &ApiServer) {
             "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
             "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}})
     };
+    let role = |name: &str, rules: Value| {
+        (
+            format!("/registry/clusterroles/{name}"),
+            json!({"kind": "ClusterRole", "apiVersion": "rbac.authorization.k8s.io/v1",
+                "metadata": meta(name), "rules": rules}),
+        )
+    };
+    let binding = |name: &str, subject: Value| {
+        (
+            format!("/registry/clusterrolebindings/{name}"),
+            json!({"kind": "ClusterRoleBinding", "apiVersion": "rbac.authorization.k8s.io/v1",
+                "metadata": meta(name),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                "subjects": [subject]}),
+        )
+    };
+    let more = [
+        // As the real bootstrap policy defines them (plugin/pkg/auth/authorizer/rbac/bootstrappolicy).
+        role(
+            "system:node-proxier",
+            json!([
+                {"apiGroups": [""], "resources": ["endpoints", "services"], "verbs": ["list", "watch"]},
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+            ]),
+        ),
+        binding(
+            "system:node-proxier",
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-proxy"}),
+        ),
+        role(
+            "system:basic-user",
+            json!([{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}]),
+        ),
+        binding(
+            "system:basic-user",
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}),
+        ),
+        role(
+            "system:public-info-viewer",
+            json!([{"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+        ),
+        binding(
+            "system:public-info-viewer",
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}),
+        ),
+    ];
+    for (k, obj) in more {
+        if let Err(e) = api
+            .etcd
+            .put_if(&k, &serde_json::to_vec(&obj).unwrap_or_default(), 0)
+        {
+            log(
+                NAME,
+                &format!("cannot create the bootstrap policy {k}: {e}"),
+            );
+        }
+    }
     let objects = [
         (
             "/registry/clusterroles/cluster-admin",
@@ -1384,6 +1648,556 @@ pub fn main(args: &[String]) -> ! {
     std::process::exit(0)
 }
 
+/// A Service's ClusterIP outlives updates: one sent without it keeps the allocated one
+/// (the real server's patchAllocatedValues), a different one is refused.
+fn keep_cluster_ip(old: &Value, new: &mut Value) -> Result<(), Response> {
+    let Some(ip) = old["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    if old["spec"]["type"] == "ExternalName" || new["spec"]["type"] == "ExternalName" {
+        return Ok(());
+    }
+    match new["spec"]["clusterIP"].as_str().filter(|s| !s.is_empty()) {
+        None => {
+            new["spec"]["clusterIP"] = json!(ip);
+            new["spec"]["clusterIPs"] = old["spec"]["clusterIPs"].clone();
+            for f in ["ipFamilies", "ipFamilyPolicy"] {
+                if new["spec"][f].is_null() {
+                    new["spec"][f] = old["spec"][f].clone();
+                }
+            }
+            Ok(())
+        }
+        Some(n) if n == ip => Ok(()),
+        Some(n) => Err(invalid(
+            "Service",
+            old["metadata"]["name"].as_str().unwrap_or(""),
+            &format!(
+                "spec.clusterIPs[0]: Invalid value: []string{{\"{n}\"}}: may not change once set"
+            ),
+        )),
+    }
+}
+
+/// Seconds since the epoch.
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+fn invalid(kind: &str, name: &str, msg: &str) -> Response {
+    status(
+        422,
+        "Invalid",
+        &format!("{kind} \"{name}\" is invalid: {msg}"),
+    )
+}
+
+/// How long the `kubernetes` Service's endpoint of a server that stopped renewing counts
+/// (the lease endpoint reconciler's master lease TTL).
+const MASTER_LEASE_TTL: Duration = Duration::from_secs(15);
+
+impl ApiServer {
+    fn get_json(&self, k: &str) -> Result<Option<(Value, i64)>, EtcdError> {
+        Ok(self.etcd.get(k)?.and_then(|kv| {
+            serde_json::from_slice(&kv.value)
+                .ok()
+                .map(|v| (v, kv.mod_revision))
+        }))
+    }
+
+    /// A node may ask for a token only for a pod bound to it (the Node authorizer);
+    /// anyone else is left to RBAC.
+    fn token_for_own_pod(&self, user: &User, ns: &str, body: Option<&Value>) -> bool {
+        let Some(node) = user
+            .name
+            .strip_prefix("system:node:")
+            .filter(|_| user.in_group("system:nodes"))
+        else {
+            return true;
+        };
+        let r = body.map_or(&Value::Null, |b| &b["spec"]["boundObjectRef"]);
+        if r["kind"] != "Pod" {
+            return false;
+        }
+        let name = r["name"].as_str().unwrap_or("");
+        matches!(self.get_json(&format!("/registry/pods/{ns}/{name}")),
+            Ok(Some((p, _))) if p["spec"]["nodeName"].as_str() == Some(node))
+    }
+
+    /// POST .../serviceaccounts/NAME/token: an authentication.k8s.io/v1 TokenRequest in,
+    /// the same with `status.token` (a signed JWT) out.
+    fn token_request(
+        &self,
+        ns: &str,
+        name: &str,
+        existing: Option<(Value, i64)>,
+        body: Option<Value>,
+    ) -> Response {
+        let body = body.unwrap_or_else(|| json!({}));
+        let Some((sa, _)) = existing else {
+            return status(
+                404,
+                "NotFound",
+                &format!("serviceaccounts \"{name}\" not found"),
+            );
+        };
+        let name = sa["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if let Some(k) = body["kind"].as_str()
+            && k != "TokenRequest"
+        {
+            return status(
+                400,
+                "BadRequest",
+                &format!("not a TokenRequest: kind {k:?}"),
+            );
+        }
+        let spec = &body["spec"];
+        let seconds = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+        if seconds < 600 {
+            return invalid(
+                "TokenRequest",
+                &name,
+                &format!(
+                    "spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+                ),
+            );
+        }
+        if seconds > 1 << 32 {
+            return invalid(
+                "TokenRequest",
+                &name,
+                &format!(
+                    "spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration larger than 2^32 seconds"
+                ),
+            );
+        }
+        let audiences: Vec<Value> = match spec["audiences"].as_array() {
+            Some(a) if !a.is_empty() => a.clone(),
+            _ => self.audiences.iter().map(|a| json!(a)).collect(),
+        };
+        let now = unix_now();
+        let mut k8s = json!({"namespace": ns,
+            "serviceaccount": {"name": name, "uid": sa["metadata"]["uid"]}});
+        let bound = &spec["boundObjectRef"];
+        if !bound.is_null() {
+            let kind = bound["kind"].as_str().unwrap_or("");
+            let bname = bound["name"].as_str().unwrap_or("");
+            let (res, field) = match kind {
+                "Pod" => ("pods", "pod"),
+                "Secret" => ("secrets", "secret"),
+                _ => {
+                    return invalid(
+                        "TokenRequest",
+                        &name,
+                        &format!(
+                            "spec.boundObjectRef.kind: Unsupported value: {kind:?}: supported values: \"Pod\", \"Secret\""
+                        ),
+                    );
+                }
+            };
+            let obj = match self.get_json(&format!("/registry/{res}/{ns}/{bname}")) {
+                Ok(Some((o, _))) => o,
+                Ok(None) => {
+                    return status(404, "NotFound", &format!("{res} \"{bname}\" not found"));
+                }
+                Err(e) => return etcd_error(&e),
+            };
+            if let Some(uid) = bound["uid"].as_str()
+                && !uid.is_empty()
+                && obj["metadata"]["uid"] != uid
+            {
+                return status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on {res} \"{bname}\": the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+                    ),
+                );
+            }
+            k8s[field] = json!({"name": bname, "uid": obj["metadata"]["uid"]});
+            if kind == "Pod"
+                && let Some(node) = obj["spec"]["nodeName"].as_str()
+                && let Ok(Some((n, _))) = self.get_json(&format!("/registry/nodes/{node}"))
+            {
+                k8s["node"] = json!({"name": node, "uid": n["metadata"]["uid"]});
+            }
+        }
+        let claims = json!({"aud": audiences, "exp": now + seconds, "iat": now, "nbf": now,
+            "iss": self.issuer, "jti": common::uid(),
+            "sub": format!("system:serviceaccount:{ns}:{name}"), "kubernetes.io": k8s});
+        let token = match self.signer.sign(&claims) {
+            Ok(t) => t,
+            Err(e) => {
+                return status(
+                    500,
+                    "InternalError",
+                    &format!("failed to sign the token: {e}"),
+                );
+            }
+        };
+        let exp =
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(now + seconds).unwrap_or(0));
+        let mut spec_out =
+            json!({"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": bound});
+        if bound.is_null()
+            && let Some(m) = spec_out.as_object_mut()
+        {
+            m.remove("boundObjectRef");
+        }
+        Response::json(
+            201,
+            &json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": timefmt::now()},
+                "spec": spec_out,
+                "status": {"token": token, "expirationTimestamp": timefmt::rfc3339(exp)}}),
+        )
+    }
+
+    /// Allocates (or checks the requested) ClusterIP of a Service being created, and fills
+    /// the fields the real server defaults.
+    fn allocate_cluster_ip(&self, obj: &mut Value) -> Result<(), Response> {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let spec = &mut obj["spec"];
+        if spec["type"].is_null() {
+            spec["type"] = json!("ClusterIP");
+        }
+        if spec["sessionAffinity"].is_null() {
+            spec["sessionAffinity"] = json!("None");
+        }
+        if let Some(ports) = spec["ports"].as_array_mut() {
+            for p in ports {
+                if p["protocol"].is_null() {
+                    p["protocol"] = json!("TCP");
+                }
+                if p["targetPort"].is_null() {
+                    p["targetPort"] = p["port"].clone();
+                }
+            }
+        }
+        if spec["type"] == "ExternalName" {
+            return Ok(());
+        }
+        if spec["internalTrafficPolicy"].is_null() {
+            spec["internalTrafficPolicy"] = json!("Cluster");
+        }
+        let requested = spec["clusterIP"]
+            .as_str()
+            .or_else(|| spec["clusterIPs"][0].as_str())
+            .filter(|s| !s.is_empty())
+            .map(String::from);
+        if requested.as_deref() == Some("None") {
+            spec["clusterIP"] = json!("None");
+            spec["clusterIPs"] = json!(["None"]);
+            return Ok(());
+        }
+        let Some(range) = self.service_range else {
+            return Ok(());
+        };
+        let (kvs, _) = self
+            .etcd
+            .list("/registry/services/")
+            .map_err(|e| etcd_error(&e))?;
+        let taken: Vec<String> = kvs
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .filter_map(|s| s["spec"]["clusterIP"].as_str().map(String::from))
+            .collect();
+        let ip = if let Some(req) = requested {
+            let bad = |why: &str| {
+                invalid(
+                    "Service",
+                    &name,
+                    &format!("spec.clusterIPs: Invalid value: []string{{\"{req}\"}}: {why}"),
+                )
+            };
+            let Ok(addr) = req.parse::<IpAddr>() else {
+                return Err(bad("must be a valid IP address"));
+            };
+            if !range.contains(addr) {
+                return Err(bad(&format!(
+                    "failed to allocate IP {req}: the provided IP ({req}) is not in the valid range. The range of valid IPs is {range}"
+                )));
+            }
+            if taken.contains(&addr.to_string()) {
+                return Err(bad(&format!(
+                    "failed to allocate IP {req}: provided IP is already allocated"
+                )));
+            }
+            addr.to_string()
+        } else {
+            // Dynamic allocation prefers the upper band, leaving the low addresses
+            // (the DNS Service's .10) to the Services that ask for them, as the real
+            // allocator does.
+            let size = range.size().min(1 << 20);
+            let reserved_top = u128::from(!range.v6);
+            let band = (size / 16).clamp(16, 256).min(size.saturating_sub(2));
+            let free = (band..size - reserved_top)
+                .chain(1..band)
+                .map(|i| range.nth(i).to_string())
+                .find(|ip| !taken.contains(ip));
+            let Some(ip) = free else {
+                return Err(status(
+                    500,
+                    "InternalError",
+                    "Internal error occurred: failed to allocate a serviceIP: range is full",
+                ));
+            };
+            ip
+        };
+        spec["clusterIP"] = json!(ip);
+        spec["clusterIPs"] = json!([ip]);
+        spec["ipFamilies"] = json!([if range.v6 { "IPv6" } else { "IPv4" }]);
+        spec["ipFamilyPolicy"] = json!("SingleStack");
+        Ok(())
+    }
+
+    /// One pass of the endpoint reconciler: renews this server's master lease and keeps
+    /// the `kubernetes` Service, its Endpoints and EndpointSlice listing every server whose
+    /// lease is fresh.
+    fn reconcile_kubernetes_service(&self) -> Result<(), String> {
+        let e = |e: EtcdError| e.to_string();
+        let now = std::time::SystemTime::now();
+        let lease_key = format!("/registry/masterleases/{}", self.advertise_ip);
+        let cur = self
+            .etcd
+            .get(&lease_key)
+            .map_err(e)?
+            .map_or(0, |kv| kv.mod_revision);
+        let lease = json!({"ip": self.advertise_ip, "renewTime": timefmt::micro(now)});
+        self.etcd
+            .put_if(
+                &lease_key,
+                &serde_json::to_vec(&lease).unwrap_or_default(),
+                cur,
+            )
+            .map_err(e)?;
+        let (kvs, _) = self.etcd.list("/registry/masterleases/").map_err(e)?;
+        let mut ips = Vec::new();
+        for kv in kvs {
+            let Ok(v) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            let fresh = v["renewTime"]
+                .as_str()
+                .and_then(timefmt::parse)
+                .and_then(|t| now.duration_since(t).ok().or(Some(Duration::ZERO)))
+                .is_some_and(|age| age < MASTER_LEASE_TTL);
+            match v["ip"].as_str() {
+                Some(ip) if fresh => ips.push(ip.to_string()),
+                _ => {
+                    let _ = self.etcd.delete_if(&kv.key, kv.mod_revision);
+                }
+            }
+        }
+        ips.sort();
+        ips.dedup();
+        let meta = |name: &str, labels: Value| {
+            json!({"name": name, "namespace": "default", "uid": common::uid(),
+                "creationTimestamp": timefmt::now(), "labels": labels})
+        };
+        let port = self.secure_port;
+        if let Some(range) = self.service_range {
+            let ip = range.nth(1).to_string();
+            let want_ports =
+                json!([{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]);
+            let svc = json!({"metadata": meta("kubernetes", json!({"component": "apiserver", "provider": "kubernetes"})),
+                "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ports": want_ports,
+                         "sessionAffinity": "None", "ipFamilies": [if range.v6 { "IPv6" } else { "IPv4" }],
+                         "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster"},
+                "status": {"loadBalancer": {}}});
+            self.ensure("/registry/services/default/kubernetes", svc, |old| {
+                (old["spec"]["ports"] != want_ports).then(|| {
+                    let mut new = old.clone();
+                    new["spec"]["ports"] = want_ports.clone();
+                    new
+                })
+            })?;
+        }
+        let addresses: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+        let subsets = if ips.is_empty() {
+            json!([])
+        } else {
+            json!([{"addresses": addresses, "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}])
+        };
+        let ep = json!({"metadata": meta("kubernetes", json!({"endpointslice.kubernetes.io/skip-mirror": "true"})), "subsets": subsets});
+        self.ensure("/registry/endpoints/default/kubernetes", ep, |old| {
+            (old["subsets"] != subsets).then(|| {
+                let mut new = old.clone();
+                new["subsets"] = subsets.clone();
+                new
+            })
+        })?;
+        let v6 = ips.iter().any(|i| i.contains(':'));
+        let endpoints: Vec<Value> = ips
+            .iter()
+            .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+            .collect();
+        let endpoints = json!(endpoints);
+        let slice = json!({"metadata": meta("kubernetes", json!({"kubernetes.io/service-name": "kubernetes"})),
+            "addressType": if v6 { "IPv6" } else { "IPv4" }, "endpoints": endpoints,
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+        self.ensure(
+            "/registry/endpointslices/default/kubernetes",
+            slice,
+            |old| {
+                (old["endpoints"] != endpoints).then(|| {
+                    let mut new = old.clone();
+                    new["endpoints"] = endpoints.clone();
+                    new
+                })
+            },
+        )
+    }
+
+    /// Creates `k` as `fresh` when missing, else stores what `change` makes of it.
+    fn ensure(
+        &self,
+        k: &str,
+        fresh: Value,
+        change: impl Fn(&Value) -> Option<Value>,
+    ) -> Result<(), String> {
+        match self.get_json(k).map_err(|e| e.to_string())? {
+            None => self
+                .etcd
+                .put_if(k, &serde_json::to_vec(&fresh).unwrap_or_default(), 0)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Some((old, rev)) => match change(&old) {
+                Some(new) => self
+                    .etcd
+                    .put_if(k, &serde_json::to_vec(&new).unwrap_or_default(), rev)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// GET .../pods/NAME/log: proxied to the kubelet of the pod's node, as the real server
+    /// does (https://<node address>:<kubelet port>/containerLogs/NS/POD/CONTAINER).
+    fn pod_log(&self, req: &Request, t: &Target, ns: &str) -> Response {
+        let name = t.name.clone().unwrap_or_default();
+        let pod = match self.get_json(&format!("/registry/pods/{ns}/{name}")) {
+            Ok(Some((p, _))) => p,
+            Ok(None) => return not_found(t.res, &name),
+            Err(e) => return etcd_error(&e),
+        };
+        let containers: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        let inits: Vec<&str> = pod["spec"]["initContainers"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        let container = match req.q("container").filter(|c| !c.is_empty()) {
+            Some(c) => c.to_string(),
+            None if containers.len() == 1 => containers[0].to_string(),
+            None => {
+                return status(
+                    400,
+                    "BadRequest",
+                    &format!(
+                        "a container name must be specified for pod {name}, choose one of: [{}]",
+                        containers.join(" ")
+                    ),
+                );
+            }
+        };
+        if !containers.contains(&container.as_str()) && !inits.contains(&container.as_str()) {
+            return status(
+                400,
+                "BadRequest",
+                &format!("container {container} is not valid for pod {name}"),
+            );
+        }
+        let Some(node) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+            return status(
+                400,
+                "BadRequest",
+                &format!("pod {name} does not have a host assigned"),
+            );
+        };
+        let node_obj = match self.get_json(&format!("/registry/nodes/{node}")) {
+            Ok(Some((n, _))) => n,
+            Ok(None) => return status(404, "NotFound", &format!("nodes \"{node}\" not found")),
+            Err(e) => return etcd_error(&e),
+        };
+        let Some(host) = self.kubelet_address(&node_obj) else {
+            return status(
+                500,
+                "InternalError",
+                &format!(
+                    "no preferred addresses found; known addresses: {}",
+                    node_obj["status"]["addresses"]
+                ),
+            );
+        };
+        let kport = node_obj["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+            .as_u64()
+            .filter(|p| *p > 0)
+            .unwrap_or(10250);
+        let mut query = Vec::new();
+        for (from, to) in [
+            ("tailLines", "tailLines"),
+            ("previous", "previous"),
+            ("timestamps", "timestamps"),
+            ("sinceSeconds", "sinceSeconds"),
+            ("sinceTime", "sinceTime"),
+            ("limitBytes", "limitBytes"),
+        ] {
+            if let Some(v) = req.q(from) {
+                query.push(format!(
+                    "{to}={}",
+                    v.replace('%', "%25")
+                        .replace('&', "%26")
+                        .replace('+', "%2B")
+                        .replace(':', "%3A")
+                ));
+            }
+        }
+        let url = format!(
+            "https://{}/containerLogs/{ns}/{name}/{container}{}",
+            crate::server::join_host_port(&host, &kport.to_string()),
+            if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            }
+        );
+        match self.kubelet.get(&url).call() {
+            Ok(mut r) => {
+                let code = r.status().as_u16();
+                let text = r.body_mut().read_to_string().unwrap_or_default();
+                if code == 200 {
+                    Response::text(200, &text)
+                } else {
+                    status(code, "InternalError", text.trim())
+                }
+            }
+            Err(e) => status(500, "InternalError", &format!("Get \"{url}\": {e}")),
+        }
+    }
+
+    /// The node address the kubelet is reached at, by --kubelet-preferred-address-types.
+    fn kubelet_address(&self, node: &Value) -> Option<String> {
+        let addrs = node["status"]["addresses"].as_array()?;
+        self.kubelet_address_types.iter().find_map(|ty| {
+            addrs
+                .iter()
+                .find(|a| a["type"] == ty.as_str())
+                .and_then(|a| a["address"].as_str())
+                .map(String::from)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1405,7 +2219,7 @@ mod tests {
 
     #[test]
     fn an_eviction_is_recorded_so_that_a_racing_one_is_refused() {
-        let pod = |n: &str| json!({"metadata": {"name": n, "labels": {"app": "web"}}, "status": {"phase": "Running"}});
+        let pod = |n: &str| json!({"metadata": {"name": n, "labels": {"app": "web"}}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
         let pods = [pod("a"), pod("b"), pod("c"), pod("d")];
         let refs: Vec<&Value> = pods.iter().collect();
         let pdb = json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 3}});

@@ -581,6 +581,19 @@ fn owner_ref(o: &Value, kind: &str, api_version: &str) -> Value {
             "controller": true, "blockOwnerDeletion": true}])
 }
 
+/// A short, stable name suffix from `s` (the generateName alphabet).
+pub fn short_hash(s: &str) -> String {
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..5)
+        .map(|i| ALPHA[usize::try_from((h >> (i * 8)) % ALPHA.len() as u64).unwrap_or(0)] as char)
+        .collect()
+}
+
 fn fnv(s: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
@@ -635,34 +648,30 @@ fn controllers_once(api: &Api) {
     ) else {
         return;
     };
-    // Deployments -> one ReplicaSet per template (older ones removed: recreate).
+    // Deployments -> a ReplicaSet per template, rolled as the strategy says.
     for d in &deployments {
         let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
         let dname = d["metadata"]["name"].as_str().unwrap_or("");
         let uid = d["metadata"]["uid"].as_str().unwrap_or("");
         let hash = fnv(&d["spec"]["template"].to_string());
         let want = format!("{dname}-{hash}");
-        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
         let mine: Vec<Value> = rsets
             .iter()
             .filter(|r| controller_uid(r).is_some_and(|(_, u)| u == uid))
             .cloned()
             .collect();
-        for r in &mine {
-            let rname = r["metadata"]["name"].as_str().unwrap_or("");
-            if rname != want {
-                delete(
-                    api,
-                    &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
-                );
-            } else if r["spec"]["replicas"].as_i64() != Some(replicas) {
-                let _ = api.merge_patch(
-                    &format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}"),
-                    &json!({"spec": {"replicas": replicas}}),
-                );
-            }
+        let new_rs = mine.iter().find(|r| r["metadata"]["name"] == want.as_str());
+        let olds: Vec<&Value> = mine
+            .iter()
+            .filter(|r| r["metadata"]["name"] != want.as_str())
+            .collect();
+        let plan = rollout(d, new_rs, &olds, &pods);
+        let rs_path = |n: &str| format!("/apis/apps/v1/namespaces/{ns}/replicasets/{n}");
+        for (rname, n) in &plan.scale {
+            log(CM, &format!("scaling replicaset {ns}/{rname} to {n}"));
+            let _ = api.merge_patch(&rs_path(rname), &json!({"spec": {"replicas": n}}));
         }
-        if !mine.iter().any(|r| r["metadata"]["name"] == want.as_str()) {
+        if new_rs.is_none() {
             let mut tpl = d["spec"]["template"].clone();
             tpl["metadata"]["labels"]["pod-template-hash"] = json!(hash);
             let mut sel = d["spec"]["selector"].clone();
@@ -670,7 +679,7 @@ fn controllers_once(api: &Api) {
             let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {"name": want, "namespace": ns, "labels": tpl["metadata"]["labels"].clone(),
                              "ownerReferences": owner_ref(d, "Deployment", "apps/v1")},
-                "spec": {"replicas": replicas, "selector": sel, "template": tpl}});
+                "spec": {"replicas": plan.new_replicas, "selector": sel, "template": tpl}});
             match api.post(&format!("/apis/apps/v1/namespaces/{ns}/replicasets"), &rs) {
                 Ok(r) if r.ok() => rsets.push(r.body),
                 Ok(r) => log(
@@ -680,21 +689,18 @@ fn controllers_once(api: &Api) {
                 Err(e) => log(CM, &format!("creating replicaset {ns}/{want}: {e}")),
             }
         }
-        let owned: Vec<&Value> = rsets
+        let all: Vec<&Value> = rsets
+            .iter()
+            .filter(|r| controller_uid(r).is_some_and(|(_, u)| u == uid))
+            .flat_map(|r| owned_by(&pods, r["metadata"]["uid"].as_str().unwrap_or("")))
+            .collect();
+        let updated = rsets
             .iter()
             .filter(|r| r["metadata"]["name"] == want.as_str())
             .flat_map(|r| owned_by(&pods, r["metadata"]["uid"].as_str().unwrap_or("")))
-            .collect();
-        let ready = owned
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running")
             .count();
-        let st = json!({"status": {"observedGeneration": d["metadata"]["generation"], "replicas": owned.len(),
-            "updatedReplicas": owned.len(), "readyReplicas": ready, "availableReplicas": ready}});
-        if d["status"]["replicas"] != st["status"]["replicas"]
-            || d["status"]["readyReplicas"] != st["status"]["readyReplicas"]
-            || d["status"]["observedGeneration"] != st["status"]["observedGeneration"]
-        {
+        let st = deployment_status(d, &want, &all, updated);
+        if d["status"] != st["status"] {
             let _ = api.merge_patch(
                 &format!("/apis/apps/v1/namespaces/{ns}/deployments/{dname}/status"),
                 &st,
@@ -739,7 +745,7 @@ fn controllers_once(api: &Api) {
             }
         }
         let mut extra: Vec<&&Value> = owned.iter().collect();
-        extra.sort_by_key(|p| p["spec"]["nodeName"].as_str().is_some());
+        extra.sort_by_key(|p| (p["spec"]["nodeName"].as_str().is_some(), pod_ready(p)));
         for p in extra.iter().take(owned.len().saturating_sub(want)) {
             delete(
                 api,
@@ -749,76 +755,17 @@ fn controllers_once(api: &Api) {
                 ),
             );
         }
-        let ready = owned
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running")
-            .count();
+        let ready = owned.iter().filter(|p| pod_ready(p)).count();
         if r["status"]["replicas"].as_u64() != Some(owned.len() as u64)
             || r["status"]["readyReplicas"].as_u64() != Some(ready as u64)
+            || r["status"]["observedGeneration"] != r["metadata"]["generation"]
         {
-            let _ = api.merge_patch(&format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}/status"), &json!({"status": {"replicas": owned.len(), "readyReplicas": ready, "availableReplicas": ready}}));
+            let _ = api.merge_patch(&format!("/apis/apps/v1/namespaces/{ns}/replicasets/{rname}/status"), &json!({"status": {"replicas": owned.len(), "readyReplicas": ready, "availableReplicas": ready, "fullyLabeledReplicas": owned.len(), "observedGeneration": r["metadata"]["generation"]}}));
         }
     }
-    // DaemonSets -> one pod per node.
+    // DaemonSets -> one pod per node, rolled to a new template.
     for ds in &daemonsets {
-        let ns = ds["metadata"]["namespace"].as_str().unwrap_or("default");
-        let name = ds["metadata"]["name"].as_str().unwrap_or("");
-        let owned = owned_by(&pods, ds["metadata"]["uid"].as_str().unwrap_or(""));
-        let sel = ds["spec"]["template"]["spec"]["nodeSelector"].clone();
-        let eligible: Vec<&str> = nodes
-            .iter()
-            .filter(|n| {
-                sel.as_object().is_none_or(|s| {
-                    s.iter()
-                        .all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))
-                })
-            })
-            .filter_map(|n| n["metadata"]["name"].as_str())
-            .collect();
-        for node in &eligible {
-            if !owned.iter().any(|p| p["spec"]["nodeName"] == *node) {
-                let pod = new_pod(ds, "DaemonSet", "apps/v1", Some(node), &json!({}));
-                match api.post(&format!("/api/v1/namespaces/{ns}/pods"), &pod) {
-                    Ok(x) if x.ok() => {
-                        log(CM, &format!("created daemon pod on {node} for {ns}/{name}"));
-                    }
-                    Ok(x) => log(
-                        CM,
-                        &format!("creating daemon pod for {ns}/{name}: {}", x.message()),
-                    ),
-                    Err(e) => log(CM, &format!("creating daemon pod for {ns}/{name}: {e}")),
-                }
-            }
-        }
-        for p in &owned {
-            if !p["spec"]["nodeName"]
-                .as_str()
-                .is_some_and(|n| eligible.contains(&n))
-            {
-                delete(
-                    api,
-                    &format!(
-                        "/api/v1/namespaces/{ns}/pods/{}",
-                        p["metadata"]["name"].as_str().unwrap_or("")
-                    ),
-                );
-            }
-        }
-        let ready = owned
-            .iter()
-            .filter(|p| p["status"]["phase"] == "Running")
-            .count();
-        let st = json!({"status": {"desiredNumberScheduled": eligible.len(), "currentNumberScheduled": owned.len(),
-            "numberReady": ready, "numberMisscheduled": 0, "observedGeneration": ds["metadata"]["generation"]}});
-        if ds["status"]["currentNumberScheduled"] != st["status"]["currentNumberScheduled"]
-            || ds["status"]["numberReady"] != st["status"]["numberReady"]
-            || ds["status"]["desiredNumberScheduled"] != st["status"]["desiredNumberScheduled"]
-        {
-            let _ = api.merge_patch(
-                &format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}/status"),
-                &st,
-            );
-        }
+        daemonset(api, ds, &pods, &nodes);
     }
     // Garbage collection of pods whose ReplicaSet or DaemonSet is gone.
     let live: Vec<&str> = rsets
@@ -843,14 +790,413 @@ fn controllers_once(api: &Api) {
     }
 }
 
+use crate::cm_network::pod_ready;
+
+/// A taint a DaemonSet pod must tolerate to run on a node: NoSchedule/NoExecute ones,
+/// except those the DaemonSet controller tolerates on its pods' behalf.
+fn daemon_tolerates(pod: &Value, node: &Value) -> bool {
+    const AUTO: &[&str] = &[
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/disk-pressure",
+        "node.kubernetes.io/memory-pressure",
+        "node.kubernetes.io/pid-pressure",
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/network-unavailable",
+    ];
+    node["spec"]["taints"].as_array().is_none_or(|ts| {
+        ts.iter()
+            .filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute")
+            .filter(|t| !t["key"].as_str().is_some_and(|k| AUTO.contains(&k)))
+            .all(|t| tolerates(pod, t))
+    })
+}
+
+/// The DaemonSet controller for one DaemonSet: a pod (of the current template, labelled
+/// with its `controller-revision-hash`) on every eligible node; with RollingUpdate, old
+/// pods replaced at most maxUnavailable (default 1) at a time, an old one deleted only when
+/// the others are available; the status fields the real controller reports.
+fn daemonset(api: &Api, ds: &Value, pods: &[Value], nodes: &[Value]) {
+    const CM: &str = "kube-controller-manager";
+    let ns = ds["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = ds["metadata"]["name"].as_str().unwrap_or("");
+    let owned = owned_by(pods, ds["metadata"]["uid"].as_str().unwrap_or(""));
+    let hash = fnv(&ds["spec"]["template"].to_string());
+    let tpl = json!({"spec": ds["spec"]["template"]["spec"].clone()});
+    let sel = ds["spec"]["template"]["spec"]["nodeSelector"].clone();
+    let eligible: Vec<&str> = nodes
+        .iter()
+        .filter(|n| {
+            sel.as_object().is_none_or(|s| {
+                s.iter()
+                    .all(|(k, v)| n["metadata"]["labels"].get(k) == Some(v))
+            })
+        })
+        .filter(|n| daemon_tolerates(&tpl, n))
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    let on = |node: &str| -> Vec<&Value> {
+        owned
+            .iter()
+            .copied()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .collect()
+    };
+    let is_new = |p: &Value| p["metadata"]["labels"]["controller-revision-hash"] == hash.as_str();
+    let generation = ds["metadata"]["generation"].as_i64().unwrap_or(1);
+    for node in &eligible {
+        if on(node).is_empty() {
+            let labels = json!({"controller-revision-hash": hash, "pod-template-generation": generation.to_string()});
+            let pod = new_pod(ds, "DaemonSet", "apps/v1", Some(node), &labels);
+            match api.post(&format!("/api/v1/namespaces/{ns}/pods"), &pod) {
+                Ok(x) if x.ok() => {
+                    log(CM, &format!("created daemon pod on {node} for {ns}/{name}"));
+                }
+                Ok(x) => log(
+                    CM,
+                    &format!("creating daemon pod for {ns}/{name}: {}", x.message()),
+                ),
+                Err(e) => log(CM, &format!("creating daemon pod for {ns}/{name}: {e}")),
+            }
+        }
+    }
+    let pod_path = |p: &Value| {
+        format!(
+            "/api/v1/namespaces/{ns}/pods/{}",
+            p["metadata"]["name"].as_str().unwrap_or("")
+        )
+    };
+    for p in &owned {
+        if !p["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| eligible.contains(&n))
+        {
+            delete(api, &pod_path(p));
+        }
+    }
+    // Rolling update.
+    let desired = eligible.len();
+    let strategy = &ds["spec"]["updateStrategy"];
+    if strategy["type"].as_str().unwrap_or("RollingUpdate") == "RollingUpdate" {
+        let max_unavailable = match &strategy["rollingUpdate"]["maxUnavailable"] {
+            Value::Null => 1,
+            v => int_or_percent_up(v, desired).unwrap_or(1),
+        }
+        .max(1);
+        let mut unavailable = eligible
+            .iter()
+            .filter(|n| !on(n).iter().any(|p| pod_ready(p)))
+            .count();
+        for node in &eligible {
+            let here = on(node);
+            let Some(old) = here.iter().find(|p| !is_new(p)) else {
+                continue;
+            };
+            let available = pod_ready(old);
+            if available && unavailable >= max_unavailable {
+                continue;
+            }
+            log(
+                CM,
+                &format!(
+                    "rolling {ns}/{name}: deleting old pod {} on {node}",
+                    old["metadata"]["name"].as_str().unwrap_or("")
+                ),
+            );
+            delete(api, &pod_path(old));
+            if available {
+                unavailable += 1;
+            }
+        }
+    }
+    let scheduled: Vec<&&Value> = owned
+        .iter()
+        .filter(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| eligible.contains(&n))
+        })
+        .collect();
+    let current = eligible.iter().filter(|n| !on(n).is_empty()).count();
+    let ready = scheduled.iter().filter(|p| pod_ready(p)).count();
+    let updated = eligible
+        .iter()
+        .filter(|n| on(n).iter().any(|p| is_new(p)))
+        .count();
+    let misscheduled = owned.len() - scheduled.len();
+    let mut st = json!({"desiredNumberScheduled": desired, "currentNumberScheduled": current,
+        "updatedNumberScheduled": updated, "numberReady": ready, "numberAvailable": ready,
+        "numberMisscheduled": misscheduled, "observedGeneration": generation});
+    if desired > ready {
+        st["numberUnavailable"] = json!(desired - ready);
+    }
+    if ds["status"] != st {
+        let mut body = json!({"status": st});
+        if ds["status"]["numberUnavailable"].is_number() && desired <= ready {
+            body["status"]["numberUnavailable"] = Value::Null;
+        }
+        let _ = api.merge_patch(
+            &format!("/apis/apps/v1/namespaces/{ns}/daemonsets/{name}/status"),
+            &body,
+        );
+    }
+}
+
+/// What one sync of a Deployment does to its ReplicaSets.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Rollout {
+    /// Replicas of the current template's ReplicaSet (to create it with, if missing).
+    new_replicas: i64,
+    /// ReplicaSets to scale: (name, replicas).
+    scale: Vec<(String, i64)>,
+}
+
+/// The deployment controller's rollout step: RollingUpdate scales the new ReplicaSet up
+/// within maxSurge (default 25%, rounded up) and the old ones down keeping
+/// replicas - maxUnavailable (default 25%, rounded down) pods ready; Recreate scales the old
+/// ones to 0 and starts the new one when their pods are gone. Old ReplicaSets are kept at
+/// 0 replicas (the revision history), and reused when their template comes back.
+fn rollout(d: &Value, new_rs: Option<&Value>, olds: &[&Value], pods: &[Value]) -> Rollout {
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+    let spec_of = |r: &Value| r["spec"]["replicas"].as_i64().unwrap_or(0);
+    let name_of = |r: &Value| r["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let uid_of = |r: &Value| r["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let ready_of = |r: &Value| {
+        i64::try_from(
+            owned_by(pods, &uid_of(r))
+                .iter()
+                .filter(|p| pod_ready(p))
+                .count(),
+        )
+        .unwrap_or(0)
+    };
+    let pods_of = |r: &Value| i64::try_from(owned_by(pods, &uid_of(r)).len()).unwrap_or(0);
+    let mut out = Rollout::default();
+    let new_cur = new_rs.map_or(0, spec_of);
+    let strategy = &d["spec"]["strategy"];
+    if strategy["type"] == "Recreate" {
+        for o in olds {
+            if spec_of(o) != 0 {
+                out.scale.push((name_of(o), 0));
+            }
+        }
+        let old_pods: i64 = olds.iter().map(|o| pods_of(o)).sum();
+        let target = if old_pods == 0 {
+            replicas
+        } else {
+            new_cur.min(replicas)
+        };
+        out.new_replicas = target;
+        if let Some(n) = new_rs.filter(|_| target != new_cur) {
+            out.scale.push((name_of(n), target));
+        }
+        return out;
+    }
+    let total = |v: &Value, round_up: bool, default_pct: i64| -> i64 {
+        match v {
+            Value::Number(n) => n.as_i64().unwrap_or(0),
+            Value::String(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<i64>().ok())
+                .map_or(0, |p| {
+                    if round_up {
+                        (p * replicas + 99) / 100
+                    } else {
+                        p * replicas / 100
+                    }
+                }),
+            _ if round_up => (default_pct * replicas + 99) / 100,
+            _ => default_pct * replicas / 100,
+        }
+    };
+    let ru = &strategy["rollingUpdate"];
+    let max_surge = total(&ru["maxSurge"], true, 25);
+    let mut max_unavailable = total(&ru["maxUnavailable"], false, 25);
+    if max_surge == 0 && max_unavailable == 0 {
+        max_unavailable = 1;
+    }
+    let old_total: i64 = olds.iter().map(|o| spec_of(o)).sum();
+    // Scale the new ReplicaSet up (or down to the wanted count).
+    let new_target = if new_cur < replicas {
+        let room = (replicas + max_surge - old_total - new_cur).max(0);
+        new_cur + room.min(replicas - new_cur)
+    } else {
+        replicas
+    };
+    out.new_replicas = new_target;
+    if let Some(n) = new_rs.filter(|_| new_target != new_cur) {
+        out.scale.push((name_of(n), new_target));
+    }
+    if new_rs.is_none() || new_target > new_cur {
+        return out;
+    }
+    // Scale the old ones down, keeping the minimum available.
+    let min_available = replicas - max_unavailable;
+    let new_unavailable = (new_cur - new_rs.map_or(0, ready_of)).max(0);
+    let mut budget = old_total + new_cur - min_available - new_unavailable;
+    if budget <= 0 {
+        return out;
+    }
+    let mut olds: Vec<&&Value> = olds.iter().filter(|o| spec_of(o) > 0).collect();
+    olds.sort_by_key(|o| {
+        o["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    });
+    // Old pods that are not ready go first, then ready ones, within the budget.
+    let mut target: Vec<i64> = olds.iter().map(|o| spec_of(o)).collect();
+    for (o, t) in olds.iter().zip(target.iter_mut()) {
+        let c = (spec_of(o) - ready_of(o)).max(0).min(budget);
+        budget -= c;
+        *t -= c;
+    }
+    for t in &mut target {
+        let c = (*t).min(budget);
+        budget -= c;
+        *t -= c;
+    }
+    for (o, t) in olds.iter().zip(target) {
+        if t != spec_of(o) {
+            out.scale.push((name_of(o), t));
+        }
+    }
+    out
+}
+
+/// An int or a percentage of `total`, rounded up.
+fn int_or_percent_up(v: &Value, total: usize) -> Option<usize> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
+        Value::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<usize>().ok())
+            .map(|p| (p * total).div_ceil(100)),
+        _ => None,
+    }
+}
+
+/// A Deployment's status from its pods (`all`, of every ReplicaSet it owns; `updated` of
+/// them from the current template's): the counts and the Available and Progressing
+/// conditions, transition times kept while a condition's status holds.
+fn deployment_status(d: &Value, current_rs: &str, all: &[&Value], updated: usize) -> Value {
+    let replicas = usize::try_from(d["spec"]["replicas"].as_i64().unwrap_or(1).max(0)).unwrap_or(0);
+    let ready = all.iter().filter(|p| pod_ready(p)).count();
+    let max_unavailable = match &d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] {
+        Value::Null if d["spec"]["strategy"]["type"] == "Recreate" => 0,
+        // The default 25%, rounded down.
+        Value::Null => replicas / 4,
+        Value::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<usize>().ok())
+            .map_or(0, |p| p * replicas / 100),
+        v => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0),
+    };
+    let available_ok = ready + max_unavailable.min(replicas) >= replicas;
+    let now = timefmt::now();
+    let condition = |ty: &str, ok: bool, reason: &str, message: String| {
+        let status = if ok { "True" } else { "False" };
+        let prev = d["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == ty));
+        let (transition, update) = match prev {
+            Some(p) if p["status"] == status && p["reason"] == reason => {
+                (p["lastTransitionTime"].clone(), p["lastUpdateTime"].clone())
+            }
+            Some(p) if p["status"] == status => (p["lastTransitionTime"].clone(), json!(now)),
+            _ => (json!(now), json!(now)),
+        };
+        json!({"type": ty, "status": status, "reason": reason, "message": message,
+               "lastTransitionTime": transition, "lastUpdateTime": update})
+    };
+    let available = if available_ok {
+        condition(
+            "Available",
+            true,
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+        )
+    } else {
+        condition(
+            "Available",
+            false,
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+        )
+    };
+    let done = updated == replicas && ready >= replicas && all.len() == replicas;
+    let progressing = if done {
+        condition(
+            "Progressing",
+            true,
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{current_rs}\" has successfully progressed."),
+        )
+    } else {
+        condition(
+            "Progressing",
+            true,
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{current_rs}\" is progressing."),
+        )
+    };
+    let mut st = json!({"observedGeneration": d["metadata"]["generation"], "replicas": all.len(),
+        "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": ready,
+        "conditions": [available, progressing]});
+    if replicas > ready {
+        st["unavailableReplicas"] = json!(replicas - ready);
+    }
+    json!({"status": st})
+}
+
 pub fn controller_manager_main(args: &[String]) -> ! {
-    let (_p, api, leader) = setup("kube-controller-manager", args, CM_ONLY, "10257");
+    let (p, api, leader) = setup("kube-controller-manager", args, CM_ONLY, "10257");
+    let cfg = match network_config(&p) {
+        Ok(c) => c,
+        Err(e) => common::fatal("kube-controller-manager", &e),
+    };
     loop {
         if leader.load(Ordering::SeqCst) {
             controllers_once(&api);
+            crate::cm_network::run_once(&api, &cfg);
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The root CA to publish (--root-ca-file, else the kubeconfig's CA) and the node IPAM
+/// settings.
+fn network_config(p: &Parsed) -> Result<crate::cm_network::Config, String> {
+    let root_ca = if let Some(f) = p.get("root-ca-file") {
+        std::fs::read_to_string(f).map_err(|e| format!("--root-ca-file={f}: {e}"))?
+    } else {
+        use base64::Engine;
+        {
+            let kc = crate::kubeconfig::load(p.required("kubeconfig")?, "--kubeconfig")?;
+            kc.ca
+                .iter()
+                .map(|c| {
+                    let b = base64::engine::general_purpose::STANDARD.encode(c);
+                    let body: Vec<String> = b
+                        .as_bytes()
+                        .chunks(64)
+                        .map(|l| String::from_utf8_lossy(l).into_owned())
+                        .collect();
+                    format!(
+                        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                        body.join("\n")
+                    )
+                })
+                .collect()
+        }
+    };
+    Ok(crate::cm_network::Config {
+        root_ca,
+        cluster_cidrs: crate::cm_network::cluster_cidrs(p)?,
+    })
 }
 
 #[allow(dead_code)]
@@ -929,9 +1275,8 @@ mod tests {
 
     /// A Deployment's ReplicaSet and its 4 running pods, all in step.
     fn web() -> Vec<(&'static str, Value)> {
-        let d = json!({"metadata": {"name": "web", "namespace": "default", "uid": "d1", "generation": 1},
-            "spec": {"replicas": 4, "template": {"metadata": {"labels": {"app": "web"}}}},
-            "status": {"replicas": 4, "readyReplicas": 4, "observedGeneration": 1}});
+        let mut d = json!({"metadata": {"name": "web", "namespace": "default", "uid": "d1", "generation": 1},
+            "spec": {"replicas": 4, "template": {"metadata": {"labels": {"app": "web"}}}}});
         let hash = fnv(&d["spec"]["template"].to_string());
         let rs = json!({"metadata": {"name": format!("web-{hash}"), "namespace": "default", "uid": "r1",
                 "ownerReferences": owner_ref(&d, "Deployment", "apps/v1")},
@@ -940,9 +1285,13 @@ mod tests {
             .map(|i| {
                 json!({"metadata": {"name": format!("web-{i}"), "namespace": "default",
                     "ownerReferences": owner_ref(&rs, "ReplicaSet", "apps/v1")},
-                "spec": {"nodeName": "w1"}, "status": {"phase": "Running"}})
+                "spec": {"nodeName": "w1"}, "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
             })
             .collect();
+        let refs: Vec<&Value> = pods.iter().collect();
+        d["status"] = deployment_status(&d, &format!("web-{hash}"), &refs, 4)["status"].clone();
+        assert_eq!(d["status"]["conditions"][0]["status"], "True");
+        assert_eq!(d["status"]["availableReplicas"], 4);
         vec![
             ("/api/v1/pods", json!(pods)),
             ("/apis/apps/v1/deployments", json!([d])),
@@ -980,6 +1329,59 @@ mod tests {
                 .any(|w| w.starts_with("DELETE /apis/apps/v1/namespaces/default/replicasets/web-")),
             "{writes:?}"
         );
+    }
+
+    #[test]
+    fn rolling_update_keeps_the_minimum_available() {
+        let d = json!({"metadata": {"name": "dns", "uid": "d1"}, "spec": {"replicas": 4}});
+        let rs = |name: &str, n: i64| json!({"metadata": {"name": name, "uid": name, "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"replicas": n}});
+        let pods = |rs: &str, n: usize, ready: bool| -> Vec<Value> {
+            (0..n)
+                .map(|i| {
+                    json!({"metadata": {"name": format!("{rs}-{i}"), "ownerReferences": [{"uid": rs, "controller": true}]},
+                    "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
+                })
+                .collect()
+        };
+        let old = rs("old", 4);
+        let p = pods("old", 4, true);
+        // A new template: the new ReplicaSet starts at maxSurge (1 of 4).
+        assert_eq!(rollout(&d, None, &[&old], &p).new_replicas, 1);
+        // Its pod is not ready: one old pod may go (maxUnavailable 1), no more.
+        let new = rs("new", 1);
+        let mut all = p.clone();
+        all.extend(pods("new", 1, false));
+        let r = rollout(&d, Some(&new), &[&old], &all);
+        assert_eq!(r.scale, vec![("old".to_string(), 3)]);
+        let old3 = rs("old", 3);
+        let mut all = pods("old", 3, true);
+        all.extend(pods("new", 1, false));
+        assert_eq!(
+            rollout(&d, Some(&new), &[&old3], &all).scale,
+            vec![("new".to_string(), 2)]
+        );
+        // New pods that never get ready stall the rollout: the old ones stay.
+        let new2 = rs("new", 2);
+        let mut stalled = pods("old", 3, true);
+        stalled.extend(pods("new", 2, false));
+        assert!(
+            rollout(&d, Some(&new2), &[&old3], &stalled)
+                .scale
+                .is_empty()
+        );
+        // Once the new pods are ready, old ones go.
+        let mut ready = pods("old", 3, true);
+        ready.extend(pods("new", 2, true));
+        assert_eq!(
+            rollout(&d, Some(&new2), &[&old3], &ready).scale,
+            vec![("old".to_string(), 1)]
+        );
+        // Recreate: old ones to 0 first, the new one once their pods are gone.
+        let rec = json!({"metadata": {"name": "dns", "uid": "d1"}, "spec": {"replicas": 2, "strategy": {"type": "Recreate"}}});
+        let r = rollout(&rec, None, &[&old], &p);
+        assert_eq!((r.new_replicas, r.scale), (0, vec![("old".to_string(), 0)]));
+        let gone = rs("old", 0);
+        assert_eq!(rollout(&rec, None, &[&gone], &[]).new_replicas, 2);
     }
 
     #[test]

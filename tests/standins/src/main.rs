@@ -12,7 +12,9 @@
 )]
 
 mod apiserver;
+mod cidr;
 mod client;
+mod cm_network;
 mod common;
 mod controllers;
 mod coredns;
@@ -29,6 +31,7 @@ mod patch;
 mod pause;
 mod rbac;
 mod resources;
+mod satoken;
 mod selectors;
 mod server;
 mod table;

@@ -79,7 +79,7 @@ pub const RESOURCES: &[Res] = &[
         "Pod",
         true,
         &["po"],
-        &["status", "eviction", "binding"],
+        &["status", "eviction", "binding", "log"],
     ),
     r(
         "",
@@ -120,7 +120,7 @@ pub const RESOURCES: &[Res] = &[
         "ServiceAccount",
         true,
         &["sa"],
-        &[],
+        &["token"],
     ),
     r("", "v1", "events", "event", "Event", true, &["ev"], &[]),
     r(
@@ -434,6 +434,12 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                     json!({"group": "policy", "version": "v1"}),
                 ),
                 "binding" => ("Binding", vec!["create"], json!({})),
+                "token" => (
+                    "TokenRequest",
+                    vec!["create"],
+                    json!({"group": "authentication.k8s.io", "version": "v1"}),
+                ),
+                "log" => ("Pod", vec!["get"], json!({})),
                 _ => (r.kind, vec!["get", "patch", "update"], json!({})),
             };
             let mut e = json!({"name": format!("{}/{s}", r.name), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});

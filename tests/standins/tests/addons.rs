@@ -265,3 +265,67 @@ fn nodes_json_has_what_a_readiness_gate_reads() {
     );
     assert_eq!(out.trim(), "lab-cp1=True/v1.32.4 lab-w1=True/v1.31.9");
 }
+
+/// `kubectl diff -f DIR`, capstan's drift check of the addons: a server-side dry run of
+/// each object's client-side apply patch; exit 0 when the live objects are the
+/// manifests', 1 with the diff once one was edited by hand.
+#[test]
+fn kubectl_diff_sees_drift_of_the_addons() {
+    let bed = Bed::start();
+    let dir = fixtures();
+    let k = |args: &[&str]| kubectl(&bed.admin, args);
+    ok(&k(&["apply", "-f", &dir]), "apply addons");
+    let same = k(&["diff", "-f", &dir]);
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "diff right after apply:\n{}\n{}",
+        text(&same),
+        bed.logs()
+    );
+    assert!(same.stdout.is_empty(), "{}", text(&same));
+    // Applying again keeps it so (nothing was written by the dry runs).
+    ok(&k(&["apply", "-f", &dir]), "re-apply addons");
+    assert_eq!(k(&["diff", "-f", &dir]).status.code(), Some(0));
+    // An edit by hand, as `kubectl edit` or `patch` make it.
+    ok(
+        &k(&[
+            "patch",
+            "configmap",
+            "coredns",
+            "-n",
+            "kube-system",
+            "--type=merge",
+            "-p",
+            r#"{"data": {"Corefile": ".:53 {\n    errors\n    forward . 9.9.9.9\n}\n"}}"#,
+        ]),
+        "patch coredns",
+    );
+    let drift = k(&["diff", "-f", &dir]);
+    assert_eq!(drift.status.code(), Some(1), "{}", text(&drift));
+    let out = String::from_utf8_lossy(&drift.stdout);
+    assert!(out.contains("forward . 9.9.9.9"), "{out}");
+    assert!(out.contains("ConfigMap.kube-system.coredns"), "{out}");
+    // Only the edited object differs.
+    assert!(!out.contains("kube-proxy"), "{out}");
+    // Applying the manifests again repairs it.
+    ok(&k(&["apply", "-f", &dir]), "repair");
+    assert_eq!(k(&["diff", "-f", &dir]).status.code(), Some(0));
+    // A missing object is a difference too (a dry-run create, which writes nothing).
+    ok(
+        &k(&["delete", "configmap", "kube-proxy", "-n", "kube-system"]),
+        "delete",
+    );
+    let missing = k(&["diff", "-f", &dir]);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stdout).contains("ConfigMap.kube-system.kube-proxy"),
+        "{}",
+        text(&missing)
+    );
+    assert!(
+        !k(&["get", "configmap", "kube-proxy", "-n", "kube-system"])
+            .status
+            .success()
+    );
+}
