@@ -19,6 +19,7 @@ mod etcd;
 mod flags;
 mod kubeconfig;
 mod kubelet;
+mod kubelet_pods;
 mod patch;
 mod rbac;
 mod resources;
