@@ -1,10 +1,10 @@
 //! kubelet stand-in: registers its Node, keeps it Ready (status + Lease), runs the static pods
-//! of staticPodPath as host processes from the image store, posts their mirror pods, marks
-//! pods bound to it Running, serves :10250 (TLS) and :10248 (/healthz).
+//! of staticPodPath and the pods bound to it as host processes from the image store (the pod
+//! runtime is kubelet_pods.rs), posts mirror pods and pod status, serves :10250 (TLS,
+//! /containerLogs) and :10248 (/healthz).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::client::Api;
 use crate::common::{self, log};
 use crate::flags::Kind::{Bool as B, Value as V};
 use crate::flags::{Kind, Parsed};
+use crate::kubelet_pods::{self, Node, PodRun};
 use crate::timefmt;
 
 const NAME: &str = "kubelet";
@@ -81,6 +82,9 @@ struct Config {
     address: String,
     healthz_port: u16,
     healthz_bind: String,
+    resolv_conf: String,
+    cluster_dns: Vec<String>,
+    cluster_domain: String,
 }
 
 fn ystr(v: &Y, path: &[&str]) -> Option<String> {
@@ -150,6 +154,34 @@ fn load_config(p: &Parsed) -> Result<Config, String> {
             .map(String::from)
             .or_else(|| ystr(&doc, &["healthzBindAddress"]))
             .unwrap_or_else(|| "127.0.0.1".into()),
+        resolv_conf: p
+            .get("resolv-conf")
+            .map(String::from)
+            .or_else(|| ystr(&doc, &["resolvConf"]))
+            .unwrap_or_else(|| "/etc/resolv.conf".into()),
+        cluster_dns: p.get("cluster-dns").map_or_else(
+            || {
+                doc.get("clusterDNS")
+                    .and_then(Y::as_sequence)
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            },
+            |f| {
+                f.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            },
+        ),
+        cluster_domain: p
+            .get("cluster-domain")
+            .map(String::from)
+            .or_else(|| ystr(&doc, &["clusterDomain"]))
+            .unwrap_or_default(),
     };
     if let Some(d) = ystr(&doc, &["cgroupDriver"])
         && d != "systemd"
@@ -186,84 +218,10 @@ pub fn image_store() -> PathBuf {
 }
 
 /// The executable for a container: `<store>/<repo>/<tag>/<basename of command[0]>`.
-fn resolve(container: &Value) -> Result<(PathBuf, Vec<String>), String> {
-    let image = container["image"]
-        .as_str()
-        .ok_or("container has no image")?;
-    let (repo, tag) = split_image(image);
-    let dir = image_store().join(&repo).join(&tag);
-    let strs = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut command = strs(&container["command"]);
-    let args = strs(&container["args"]);
-    if !dir.is_dir() {
-        return Err(format!(
-            "failed to pull image {image:?}: not found in the image store ({} does not exist)",
-            dir.display()
-        ));
-    }
-    if command.is_empty() {
-        return Err(format!(
-            "image {image:?}: the container has no command (the image store has no entrypoints)"
-        ));
-    }
-    let first = command.remove(0);
-    let base = Path::new(&first)
-        .file_name()
-        .map(|b| b.to_string_lossy().into_owned())
-        .unwrap_or(first.clone());
-    let exe = dir.join(&base);
-    if !exe.is_file() {
-        return Err(format!(
-            "image {image:?} has no executable {base:?} ({} is missing): exec: \"{first}\": executable file not found",
-            exe.display()
-        ));
-    }
-    command.extend(args);
-    Ok((exe, command))
-}
-
-struct Ctr {
-    name: String,
-    child: Option<Child>,
-    restarts: u32,
-    next_start: Instant,
-    waiting: Option<(String, String)>,
-    started: String,
-}
-
 struct StaticPod {
     hash: String,
-    pod: Value,
-    ctrs: Vec<Ctr>,
+    run: PodRun,
     posted: bool,
-}
-
-fn stop(c: &mut Ctr) {
-    if let Some(mut ch) = c.child.take() {
-        if let Ok(pid) = i32::try_from(ch.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if matches!(ch.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = ch.kill();
-        let _ = ch.wait();
-    }
 }
 
 struct Kubelet {
@@ -272,8 +230,9 @@ struct Kubelet {
     version: String,
     node_ip: String,
     cfg: Config,
-    log_dir: PathBuf,
+    rt: Node,
     pods: HashMap<PathBuf, StaticPod>,
+    bound: HashMap<String, PodRun>,
     node_uid: String,
 }
 
@@ -399,72 +358,6 @@ impl Kubelet {
         }
     }
 
-    fn start(&self, file: &Path, pod: &Value, c: &mut Ctr, spec: &Value) {
-        match resolve(spec) {
-            Err(e) => {
-                if c.waiting.as_ref().is_none_or(|(_, m)| *m != e) {
-                    log(
-                        NAME,
-                        &format!("static pod {}: container {}: {e}", file.display(), c.name),
-                    );
-                }
-                c.waiting = Some(("ErrImagePull".into(), e));
-                c.next_start = Instant::now() + Duration::from_secs(5);
-            }
-            Ok((exe, args)) => {
-                let log_path = self.log_dir.join(format!(
-                    "{}_{}.log",
-                    pod["metadata"]["name"].as_str().unwrap_or("pod"),
-                    c.name
-                ));
-                let out = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path);
-                let mut cmd = Command::new(&exe);
-                cmd.args(&args).stdin(Stdio::null());
-                use std::os::unix::process::CommandExt;
-                cmd.process_group(0);
-                if let Some(wd) = spec["workingDir"].as_str() {
-                    cmd.current_dir(wd);
-                }
-                for e in spec["env"].as_array().cloned().unwrap_or_default() {
-                    if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
-                        cmd.env(k, v);
-                    }
-                }
-                if let Ok(f) = out
-                    && let Ok(f2) = f.try_clone()
-                {
-                    cmd.stdout(f).stderr(f2);
-                }
-                match cmd.spawn() {
-                    Ok(ch) => {
-                        log(
-                            NAME,
-                            &format!(
-                                "started container {} of static pod {} ({})",
-                                c.name,
-                                file.display(),
-                                exe.display()
-                            ),
-                        );
-                        c.child = Some(ch);
-                        c.waiting = None;
-                        c.started = timefmt::now();
-                    }
-                    Err(e) => {
-                        c.waiting = Some((
-                            "RunContainerError".into(),
-                            format!("{}: {e}", exe.display()),
-                        ));
-                        c.next_start = Instant::now() + Duration::from_secs(10);
-                    }
-                }
-            }
-        }
-    }
-
     fn mirror_name(&self, pod: &Value) -> (String, String) {
         (
             pod["metadata"]["namespace"]
@@ -528,39 +421,20 @@ impl Kubelet {
                         continue;
                     }
                 };
-                if let Some(mut old) = self.pods.remove(&path) {
+                if let Some(old) = self.pods.remove(&path) {
                     log(
                         NAME,
                         &format!("static pod manifest {} changed: restarting", path.display()),
                     );
-                    for c in &mut old.ctrs {
-                        stop(c);
-                    }
-                    let (ns, n) = self.mirror_name(&old.pod);
-                    let _ = self
-                        .api
-                        .delete(&format!("/api/v1/namespaces/{ns}/pods/{n}"));
+                    self.stop_static(old);
                 }
-                let ctrs = pod["spec"]["containers"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|c| Ctr {
-                        name: c["name"].as_str().unwrap_or("c").to_string(),
-                        child: None,
-                        restarts: 0,
-                        next_start: Instant::now(),
-                        waiting: None,
-                        started: String::new(),
-                    })
-                    .collect();
+                let (_, mirror) = self.mirror_name(&pod);
+                let run = PodRun::new(pod, &hash, &mirror, false);
                 self.pods.insert(
                     path,
                     StaticPod {
                         hash,
-                        pod,
-                        ctrs,
+                        run,
                         posted: false,
                     },
                 );
@@ -573,18 +447,12 @@ impl Kubelet {
             .cloned()
             .collect();
         for p in gone {
-            if let Some(mut old) = self.pods.remove(&p) {
+            if let Some(old) = self.pods.remove(&p) {
                 log(
                     NAME,
                     &format!("static pod manifest {} removed: stopping", p.display()),
                 );
-                for c in &mut old.ctrs {
-                    stop(c);
-                }
-                let (ns, n) = self.mirror_name(&old.pod);
-                let _ = self
-                    .api
-                    .delete(&format!("/api/v1/namespaces/{ns}/pods/{n}"));
+                self.stop_static(old);
             }
         }
         // Run, restart with back-off, report.
@@ -593,41 +461,32 @@ impl Kubelet {
             let Some(mut sp) = self.pods.remove(&f) else {
                 continue;
             };
-            let specs = sp.pod["spec"]["containers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for (c, spec) in sp.ctrs.iter_mut().zip(specs.iter()) {
-                if let Some(ch) = c.child.as_mut()
-                    && let Ok(Some(st)) = ch.try_wait()
-                {
-                    c.child = None;
-                    c.restarts += 1;
-                    let backoff = Duration::from_secs(
-                        (10u64 << c.restarts.min(5).saturating_sub(1)).min(300),
-                    );
-                    c.next_start = Instant::now() + backoff;
-                    let msg = format!(
-                        "back-off {}s restarting failed container={} ({st})",
-                        backoff.as_secs(),
-                        c.name
-                    );
-                    log(NAME, &format!("static pod {}: {msg}", f.display()));
-                    c.waiting = Some(("CrashLoopBackOff".into(), msg));
-                }
-                if c.child.is_none() && Instant::now() >= c.next_start {
-                    self.start(&f, &sp.pod, c, spec);
-                }
-            }
+            sp.run.step(&self.rt);
             self.post_mirror(&mut sp);
             self.pods.insert(f, sp);
         }
     }
 
+    /// Stops a static pod's processes (waiting for them, so that its replacement finds its
+    /// ports free) and deletes its mirror pod.
+    fn stop_static(&self, old: StaticPod) {
+        let grace = Duration::from_secs(
+            old.run.pod["spec"]["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or(30),
+        );
+        let (ns, n) = (old.run.ns.clone(), old.run.name.clone());
+        let done = old.run.stop(&self.rt, grace);
+        let _ = done.recv_timeout(grace + Duration::from_secs(5));
+        let _ = self
+            .api
+            .delete(&format!("/api/v1/namespaces/{ns}/pods/{n}"));
+    }
+
     fn post_mirror(&self, sp: &mut StaticPod) {
-        let (ns, name) = self.mirror_name(&sp.pod);
+        let (ns, name) = (sp.run.ns.clone(), sp.run.name.clone());
         if !sp.posted {
-            let mut m = sp.pod.clone();
+            let mut m = sp.run.pod.clone();
             m["metadata"]["name"] = json!(name);
             m["metadata"]["namespace"] = json!(ns);
             let ann = json!({"kubernetes.io/config.hash": sp.hash, "kubernetes.io/config.mirror": sp.hash, "kubernetes.io/config.source": "file", "kubernetes.io/config.seen": timefmt::now()});
@@ -642,7 +501,10 @@ impl Kubelet {
             m["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": self.node_uid, "controller": true}]);
             m["spec"]["nodeName"] = json!(self.node);
             match self.api.post(&format!("/api/v1/namespaces/{ns}/pods"), &m) {
-                Ok(r) if r.ok() => sp.posted = true,
+                Ok(r) if r.ok() => {
+                    sp.posted = true;
+                    sp.run.posted_status = Value::Null;
+                }
                 Ok(r) if r.status == 409 => {
                     let _ = self
                         .api
@@ -661,52 +523,128 @@ impl Kubelet {
         if !sp.posted {
             return;
         }
-        let statuses: Vec<Value> = sp.ctrs.iter().map(|c| {
-            let state = match (&c.child, &c.waiting) {
-                (Some(_), _) => json!({"running": {"startedAt": c.started}}),
-                (None, Some((r, m))) => json!({"waiting": {"reason": r, "message": m}}),
-                (None, None) => json!({"waiting": {"reason": "ContainerCreating"}}),
-            };
-            let image = sp.pod["spec"]["containers"].as_array().and_then(|a| a.iter().find(|x| x["name"] == c.name.as_str())).map(|x| x["image"].clone()).unwrap_or_default();
-            json!({"name": c.name, "ready": c.child.is_some(), "started": c.child.is_some(), "restartCount": c.restarts, "image": image, "imageID": "", "state": state})
-        }).collect();
-        let all = sp.ctrs.iter().all(|c| c.child.is_some());
-        let phase = if all { "Running" } else { "Pending" };
-        let cond = if all { "True" } else { "False" };
-        let status = json!({"status": {"phase": phase, "hostIP": self.node_ip, "podIP": self.node_ip, "podIPs": [{"ip": self.node_ip}],
-            "conditions": [{"type": "Ready", "status": cond}, {"type": "ContainersReady", "status": cond}, {"type": "PodScheduled", "status": "True"}],
-            "containerStatuses": statuses}});
-        match self.api.merge_patch(
-            &format!("/api/v1/namespaces/{ns}/pods/{name}/status"),
-            &status,
-        ) {
-            Ok(r) if r.status == 404 => sp.posted = false,
-            _ => {}
+        if self.patch_status(&mut sp.run) == Some(404) {
+            sp.posted = false;
         }
     }
 
-    /// Pods the scheduler bound here: reported Running (nothing is run for them).
-    fn sync_bound(&self) {
+    /// Posts the pod's status when it changed; the HTTP status of the patch, if sent.
+    fn patch_status(&self, run: &mut PodRun) -> Option<u16> {
+        let status = run.status(&self.rt);
+        if status == run.posted_status {
+            return None;
+        }
+        let path = format!("/api/v1/namespaces/{}/pods/{}/status", run.ns, run.name);
+        match self.api.merge_patch(&path, &json!({"status": status})) {
+            Ok(r) if r.ok() => {
+                run.posted_status = status;
+                Some(r.status)
+            }
+            Ok(r) => Some(r.status),
+            Err(_) => None,
+        }
+    }
+
+    /// Pods the scheduler bound here: run as host processes, stopped once deleted or
+    /// replaced (another UID under the same name).
+    fn sync_bound(&mut self) {
         let sel = format!("spec.nodeName%3D{}", self.node);
-        let Ok(r) = self.api.get(&format!("/api/v1/pods?fieldSelector={sel}")) else {
-            return;
+        let r = match self.api.get(&format!("/api/v1/pods?fieldSelector={sel}")) {
+            Ok(r) if r.ok() => r,
+            Ok(r) => {
+                log(
+                    NAME,
+                    &format!("failed to list pods bound to this node: {}", r.message()),
+                );
+                return;
+            }
+            Err(e) => {
+                log(
+                    NAME,
+                    &format!("failed to list pods bound to this node: {e}"),
+                );
+                return;
+            }
         };
+        let mut live = Vec::new();
         for p in r.body["items"].as_array().cloned().unwrap_or_default() {
             if p["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string()
-                || p["status"]["phase"] == "Running"
+                || p["spec"]["nodeName"].as_str() != Some(self.node.as_str())
             {
                 continue;
             }
-            let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
-            let name = p["metadata"]["name"].as_str().unwrap_or("");
-            let statuses: Vec<Value> = p["spec"]["containers"].as_array().cloned().unwrap_or_default().iter().map(|c| json!({
-                "name": c["name"], "ready": true, "started": true, "restartCount": 0, "image": c["image"], "imageID": "",
-                "state": {"running": {"startedAt": timefmt::now()}}})).collect();
-            let st = json!({"status": {"phase": "Running", "hostIP": self.node_ip, "startTime": timefmt::now(),
-                "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}], "containerStatuses": statuses}});
-            let _ = self
-                .api
-                .merge_patch(&format!("/api/v1/namespaces/{ns}/pods/{name}/status"), &st);
+            let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            if uid.is_empty() {
+                continue;
+            }
+            if !p["metadata"]["deletionTimestamp"].is_null() {
+                // Graceful deletion: stop, then finish the deletion as the real kubelet does.
+                if let Some(run) = self.bound.remove(&uid) {
+                    let grace = Duration::from_secs(
+                        p["metadata"]["deletionGracePeriodSeconds"]
+                            .as_u64()
+                            .unwrap_or(30),
+                    );
+                    let done = run.stop(&self.rt, grace);
+                    let api = self.api.clone();
+                    let path = format!(
+                        "/api/v1/namespaces/{}/pods/{}?gracePeriodSeconds=0",
+                        p["metadata"]["namespace"].as_str().unwrap_or("default"),
+                        p["metadata"]["name"].as_str().unwrap_or("")
+                    );
+                    std::thread::spawn(move || {
+                        let _ = done.recv();
+                        let _ = api.delete(&path);
+                    });
+                }
+                continue;
+            }
+            live.push(uid.clone());
+            if !self.bound.contains_key(&uid) {
+                let phase = p["status"]["phase"].as_str().unwrap_or("");
+                if phase == "Succeeded" || phase == "Failed" {
+                    continue;
+                }
+                let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+                log(
+                    NAME,
+                    &format!(
+                        "SyncLoop ADD: pod {}/{name} ({uid})",
+                        p["metadata"]["namespace"].as_str().unwrap_or("")
+                    ),
+                );
+                self.bound
+                    .insert(uid.clone(), PodRun::new(p, &uid, &name, true));
+            }
+        }
+        let gone: Vec<String> = self
+            .bound
+            .keys()
+            .filter(|u| !live.contains(u))
+            .cloned()
+            .collect();
+        for u in gone {
+            if let Some(run) = self.bound.remove(&u) {
+                log(
+                    NAME,
+                    &format!("SyncLoop REMOVE: pod {}/{} ({u})", run.ns, run.name),
+                );
+                let grace = Duration::from_secs(
+                    run.pod["spec"]["terminationGracePeriodSeconds"]
+                        .as_u64()
+                        .unwrap_or(30),
+                );
+                drop(run.stop(&self.rt, grace));
+            }
+        }
+        let uids: Vec<String> = self.bound.keys().cloned().collect();
+        for u in uids {
+            let Some(mut run) = self.bound.remove(&u) else {
+                continue;
+            };
+            run.step(&self.rt);
+            let _ = self.patch_status(&mut run);
+            self.bound.insert(u, run);
         }
     }
 }
@@ -730,7 +668,41 @@ fn local_ip_towards(server: &str) -> String {
         .map_or_else(|_| "127.0.0.1".into(), |a| a.ip().to_string())
 }
 
-fn serve(cfg: &Config) -> Result<(), String> {
+/// `GET /containerLogs/NS/POD/CONTAINER?tailLines=N&previous=true`, for a client whose
+/// certificate the clientCAFile issued (anonymous requests are refused, as with
+/// anonymous-auth false).
+fn container_logs(
+    r: &crate::server::Request,
+    roots: Option<&Arc<rustls::RootCertStore>>,
+    log_root: &Path,
+) -> crate::server::Response {
+    use crate::server::Response;
+    if let Some(roots) = roots
+        && crate::tls::verify_client_chain(roots, &r.peer_certs).is_err()
+    {
+        return Response::text(401, "Unauthorized");
+    }
+    let parts: Vec<&str> = r
+        .path
+        .trim_start_matches("/containerLogs/")
+        .split('/')
+        .collect();
+    let [ns, pod, ctr] = parts[..] else {
+        return Response::text(404, "404 page not found");
+    };
+    let previous = r.q("previous") == Some("true");
+    let tail = r.q("tailLines").and_then(|n| n.parse().ok());
+    match kubelet_pods::container_log(log_root, ns, pod, ctr, previous) {
+        Ok(f) => {
+            let text = std::fs::read(&f).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            Response::text(200, &kubelet_pods::tail_lines(&text, tail))
+        }
+        Err(e) => Response::text(404, &e),
+    }
+}
+
+fn serve(cfg: &Config, log_root: PathBuf) -> Result<(), String> {
     let key = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => crate::tls::load_pair(c, "tlsCertFile", k, "tlsPrivateKeyFile")?,
         (None, None) => crate::tls::self_signed(&[common::hostname(), "localhost".into()])?,
@@ -743,7 +715,7 @@ fn serve(cfg: &Config) -> Result<(), String> {
         )?),
         None => None,
     };
-    let tls = crate::tls::server_config(key, roots)?;
+    let tls = crate::tls::server_config(key, roots.clone())?;
     let main_addr = crate::server::join_host_port(&cfg.address, &cfg.port.to_string());
     let hz_addr = crate::server::join_host_port(&cfg.healthz_bind, &cfg.healthz_port.to_string());
     let l1 = std::net::TcpListener::bind(&main_addr)
@@ -767,16 +739,23 @@ fn serve(cfg: &Config) -> Result<(), String> {
             ) else {
                 return;
             };
-            let h: crate::server::Handler =
-                Arc::new(|r: crate::server::Request| match r.path.as_str() {
-                    "/healthz" | "/healthz/ping" | "/healthz/syncloop" => {
-                        crate::server::Response::text(200, "ok")
-                    }
-                    _ => crate::server::Response::text(404, "404 page not found"),
-                });
+            let health = |r: &crate::server::Request| match r.path.as_str() {
+                "/healthz" | "/healthz/ping" | "/healthz/syncloop" => {
+                    crate::server::Response::text(200, "ok")
+                }
+                _ => crate::server::Response::text(404, "404 page not found"),
+            };
+            let main: crate::server::Handler = Arc::new(move |r: crate::server::Request| {
+                if r.path.starts_with("/containerLogs/") && r.method == "GET" {
+                    container_logs(&r, roots.as_ref(), &log_root)
+                } else {
+                    health(&r)
+                }
+            });
+            let hz: crate::server::Handler = Arc::new(move |r: crate::server::Request| health(&r));
             tokio::join!(
-                crate::server::serve(a, Some(tls), h.clone()),
-                crate::server::serve(b, None, h)
+                crate::server::serve(a, Some(tls), main),
+                crate::server::serve(b, None, hz)
             );
         });
     });
@@ -861,17 +840,29 @@ pub fn main(args: &[String]) -> ! {
             .get("node-ip")
             .map_or_else(|| local_ip_towards(&kcfg.server), String::from);
         let root = p.get("root-dir").unwrap_or("/var/lib/kubelet");
-        let log_dir = Path::new(root).join("standin-logs");
-        std::fs::create_dir_all(&log_dir).map_err(|e| format!("--root-dir {root}: {e}"))?;
-        serve(&cfg)?;
+        std::fs::create_dir_all(root).map_err(|e| format!("--root-dir {root}: {e}"))?;
+        let log_root = kubelet_pods::pod_log_dir();
+        std::fs::create_dir_all(&log_root).map_err(|e| format!("{}: {e}", log_root.display()))?;
+        serve(&cfg, log_root.clone())?;
+        let rt = Node {
+            api: api.clone(),
+            name: node.clone(),
+            ip: node_ip.clone(),
+            root: PathBuf::from(root),
+            log_root,
+            resolv_conf: cfg.resolv_conf.clone(),
+            cluster_dns: cfg.cluster_dns.clone(),
+            cluster_domain: cfg.cluster_domain.clone(),
+        };
         Ok(Kubelet {
             api,
             node,
             version: version.clone(),
             node_ip,
             cfg,
-            log_dir,
+            rt,
             pods: HashMap::new(),
+            bound: HashMap::new(),
             node_uid: String::new(),
         })
     };
@@ -888,10 +879,10 @@ pub fn main(args: &[String]) -> ! {
     loop {
         if last_beat.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             k.heartbeat();
-            k.sync_bound();
             last_beat = Some(Instant::now());
         }
         k.sync_static();
+        k.sync_bound();
         std::thread::sleep(Duration::from_secs(1));
     }
 }

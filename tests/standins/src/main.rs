@@ -27,6 +27,7 @@ mod kube_proxy;
 mod kubeclient;
 mod kubeconfig;
 mod kubelet;
+mod kubelet_pods;
 mod patch;
 mod pause;
 mod rbac;

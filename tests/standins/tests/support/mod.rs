@@ -399,6 +399,7 @@ pub fn start_kubelet(bed: &Bed, name: &str, version: &str) -> Proc {
     Proc::spawn(
         Command::new(bin)
             .env("CAPSTAN_STANDIN_IMAGE_STORE", d.join("images"))
+            .env("CAPSTAN_STANDIN_POD_LOG_DIR", d.join("pod-logs"))
             .args([
                 format!("--config={cfg}"),
                 format!("--kubeconfig={kc}"),
