@@ -1373,13 +1373,24 @@ fn setup(
         Some(a) if !a.is_empty() => a.split(',').map(|x| x.trim().to_string()).collect(),
         _ => vec![issuer.clone()],
     };
+    // Without the flag the real server uses 10.0.0.0/24.
     let mut service_range = None;
-    if let Some(r) = p.get("service-cluster-ip-range") {
-        for cidr in r.split(',') {
-            let c = Cidr::parse(cidr)
-                .map_err(|e| format!("--service-cluster-ip-range: {cidr:?}: {e}"))?;
-            service_range.get_or_insert(c);
+    for cidr in p
+        .get("service-cluster-ip-range")
+        .filter(|r| !r.is_empty())
+        .unwrap_or("10.0.0.0/24")
+        .split(',')
+    {
+        let c =
+            Cidr::parse(cidr).map_err(|e| format!("--service-cluster-ip-range: {cidr:?}: {e}"))?;
+        let width = if c.v6 { 128 } else { 32 };
+        if width - c.bits > 20 {
+            return Err(format!(
+                "specified --service-cluster-ip-range is too large; for {width}-bit addresses, the mask must be >= {}",
+                width - 20
+            ));
         }
+        service_range.get_or_insert(c);
     }
     if let Some(a) = p.get("advertise-address") {
         a.parse::<IpAddr>()

@@ -159,6 +159,37 @@ fn bad_files_fail_loudly() {
     let sched = stamped(d, "kube-scheduler", VERSION);
     let err = run_fail(&sched, &[format!("--kubeconfig={kc}")]);
     assert!(err.contains("names no user"), "{err}");
+    // A service range the allocator cannot hold; a signing key that is no key.
+    let mut args = base("apiserver.crt", "apiserver.key", "etcd.crt", "etcd.key");
+    args.push("--service-cluster-ip-range=10.0.0.0/8".into());
+    let err = run_fail(&api, &args);
+    assert!(
+        err.contains("specified --service-cluster-ip-range is too large; for 32-bit addresses, the mask must be >= 12"),
+        "{err}"
+    );
+    let mut args = base("apiserver.crt", "apiserver.key", "etcd.crt", "etcd.key");
+    args.retain(|a| !a.starts_with("--service-account-signing-key-file="));
+    args.push(format!(
+        "--service-account-signing-key-file={}",
+        p("ca.crt")
+    ));
+    let err = run_fail(&api, &args);
+    assert!(err.contains("--service-account-signing-key-file"), "{err}");
+    // Node CIDRs wanted without a cluster CIDR: the node IPAM controller cannot start.
+    let admin = ca.issue("system:kube-controller-manager", &[], &[], false, true);
+    let cm_kc = kubeconfig(d, "cm.conf", "https://127.0.0.1:1", &ca.pem, &admin);
+    let cm = stamped(d, "kube-controller-manager", VERSION);
+    let err = run_fail(
+        &cm,
+        &[
+            format!("--kubeconfig={cm_kc}"),
+            "--allocate-node-cidrs=true".into(),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=0".into(),
+            "--leader-elect=false".into(),
+        ],
+    );
+    assert!(err.contains("missing --cluster-cidr"), "{err}");
 }
 
 fn lease_holder(bed: &Bed) -> String {
