@@ -465,7 +465,77 @@ fn kubelet_runs_bound_pods_with_volumes_dns_logs_probes_and_stops_deleted_ones()
         ready() == "False"
     });
 
-    // 4. A deleted pod's process is gone, and so are its volumes.
+    // 4. A pod whose ConfigMap is missing stays ContainerCreating with a FailedMount event,
+    // and starts once it exists; its init container runs first, sharing an emptyDir.
+    let work = d.join("inpod").join("work");
+    let late_cfg = d.join("inpod").join("late");
+    script_image(
+        &store,
+        "example.org/init",
+        "echo init-ran > \"$WORK/marker\"\n",
+    );
+    script_image(
+        &store,
+        "example.org/late",
+        "cat \"$WORK/marker\" > /out/late-marker\ncat \"$LATE/k\" > /out/late-cm\nexec sleep 374\n",
+    );
+    let env = format!(
+        "    env: [{{name: WORK, value: {w}}}, {{name: LATE, value: {l}}}]\n    volumeMounts:\n\
+         \x20   - {{name: work, mountPath: {w}}}\n    - {{name: late, mountPath: {l}}}\n    - {{name: out, mountPath: /out}}\n",
+        w = work.display(),
+        l = late_cfg.display()
+    );
+    apply(
+        &bed,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: late, namespace: default}}\nspec:\n  nodeName: lab-b1\n\
+             \x20 automountServiceAccountToken: false\n  initContainers:\n  - name: init\n    image: example.org/init:1.0\n{env}\
+             \x20 containers:\n  - name: main\n    image: example.org/late:1.0\n{env}\
+             \x20 volumes:\n  - {{name: work, emptyDir: {{}}}}\n  - name: late\n    configMap: {{name: late-cm}}\n\
+             \x20 - name: out\n    hostPath: {{path: {}, type: DirectoryOrCreate}}\n",
+            out.display()
+        ),
+    );
+    wait_for(
+        "a FailedMount event for pod late",
+        Duration::from_secs(20),
+        || {
+            jsonpath(
+                &bed,
+                &["get", "events", "-o", "jsonpath={.items[*].reason}"],
+            )
+            .contains("FailedMount")
+        },
+    );
+    assert_eq!(pod_field(&bed, "late", ".status.phase"), "Pending");
+    assert_eq!(
+        pod_field(
+            &bed,
+            "late",
+            ".status.containerStatuses[0].state.waiting.reason"
+        ),
+        "ContainerCreating"
+    );
+    apply(
+        &bed,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late-cm, namespace: default}\ndata: {k: arrived}\n",
+    );
+    wait_for("pod late Running", Duration::from_secs(30), || {
+        pod_field(&bed, "late", ".status.phase") == "Running" && out.join("late-cm").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read("late-marker"), "init-ran\n");
+    assert_eq!(read("late-cm"), "arrived");
+    assert_eq!(
+        pod_field(
+            &bed,
+            "late",
+            ".status.initContainerStatuses[0].state.terminated.reason"
+        ),
+        "Completed"
+    );
+
+    // 5. A deleted pod's process is gone, and so are its volumes.
     let see_uid = pod_field(&bed, "see", ".metadata.uid");
     let vols = d.join("b1/root/pods").join(&see_uid);
     assert!(
