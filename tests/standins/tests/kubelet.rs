@@ -255,6 +255,36 @@ fn apply(bed: &Bed, yaml: &str) {
     ok(&kubectl(&bed.admin, &["apply", "-f", &f]), "kubectl apply");
 }
 
+/// Container processes outlive a killed kubelet (as containers outlive the real one): on drop
+/// (the test's end or its failure) the pods are deleted and their processes waited for while
+/// the kubelet still runs.
+struct DeletePods<'a> {
+    bed: &'a Bed,
+    patterns: Vec<String>,
+}
+
+impl Drop for DeletePods<'_> {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &self.bed.admin,
+            &["delete", "pods", "--all", "--wait=false"],
+        );
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(30)
+            && self.patterns.iter().any(|p| {
+                !Command::new("pgrep")
+                    .args(["-f", p])
+                    .output()
+                    .unwrap()
+                    .stdout
+                    .is_empty()
+            })
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 fn pod_field(bed: &Bed, pod: &str, path: &str) -> String {
     jsonpath(
         bed,
@@ -274,6 +304,14 @@ fn kubelet_runs_bound_pods_with_volumes_dns_logs_probes_and_stops_deleted_ones()
     });
     let out = d.join("out");
     let inpod = d.join("inpod").join("config");
+    let cleanup = DeletePods {
+        bed: &bed,
+        patterns: vec![
+            format!("http.server.*{}", d.join("www").display()),
+            "^sleep 373$".into(),
+            "^sleep 374$".into(),
+        ],
+    };
 
     // 1. A ConfigMap volume and dnsPolicy Default, seen by the process itself.
     script_image(
@@ -569,5 +607,6 @@ fn kubelet_runs_bound_pods_with_volumes_dns_logs_probes_and_stops_deleted_ones()
                 && !vols.exists()
         },
     );
+    drop(cleanup);
     drop(kubelet);
 }
