@@ -814,7 +814,7 @@ impl PodRun {
         cmd.arg("--").arg(&exe).args(&args);
         cmd.env_clear()
             .env("PATH", DEFAULT_PATH)
-            .env("HOSTNAME", crate::common::hostname());
+            .env("HOSTNAME", self.hostname());
         for (k, v) in std::env::vars() {
             if k.starts_with("CAPSTAN_STANDIN_") {
                 cmd.env(k, v);
@@ -844,6 +844,18 @@ impl PodRun {
             ),
         );
         Ok(ch)
+    }
+
+    /// A hostNetwork pod sees the node's hostname, others their pod name (or spec.hostname).
+    fn hostname(&self) -> String {
+        if self.pod["spec"]["hostNetwork"].as_bool() == Some(true) {
+            return crate::common::hostname();
+        }
+        self.pod["spec"]["hostname"]
+            .as_str()
+            .or_else(|| self.pod["metadata"]["name"].as_str())
+            .unwrap_or("")
+            .to_string()
     }
 
     fn restart_policy(&self) -> &str {

@@ -255,6 +255,36 @@ fn apply(bed: &Bed, yaml: &str) {
     ok(&kubectl(&bed.admin, &["apply", "-f", &f]), "kubectl apply");
 }
 
+/// Container processes outlive a killed kubelet (as containers outlive the real one): on drop
+/// (the test's end or its failure) the pods are deleted and their processes waited for while
+/// the kubelet still runs.
+struct DeletePods<'a> {
+    bed: &'a Bed,
+    patterns: Vec<String>,
+}
+
+impl Drop for DeletePods<'_> {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &self.bed.admin,
+            &["delete", "pods", "--all", "--wait=false"],
+        );
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(30)
+            && self.patterns.iter().any(|p| {
+                !Command::new("pgrep")
+                    .args(["-f", p])
+                    .output()
+                    .unwrap()
+                    .stdout
+                    .is_empty()
+            })
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 fn pod_field(bed: &Bed, pod: &str, path: &str) -> String {
     jsonpath(
         bed,
@@ -274,6 +304,14 @@ fn kubelet_runs_bound_pods_with_volumes_dns_logs_probes_and_stops_deleted_ones()
     });
     let out = d.join("out");
     let inpod = d.join("inpod").join("config");
+    let cleanup = DeletePods {
+        bed: &bed,
+        patterns: vec![
+            format!("http.server.*{}", d.join("www").display()),
+            "^sleep 373$".into(),
+            "^sleep 374$".into(),
+        ],
+    };
 
     // 1. A ConfigMap volume and dnsPolicy Default, seen by the process itself.
     script_image(
@@ -465,7 +503,77 @@ fn kubelet_runs_bound_pods_with_volumes_dns_logs_probes_and_stops_deleted_ones()
         ready() == "False"
     });
 
-    // 4. A deleted pod's process is gone, and so are its volumes.
+    // 4. A pod whose ConfigMap is missing stays ContainerCreating with a FailedMount event,
+    // and starts once it exists; its init container runs first, sharing an emptyDir.
+    let work = d.join("inpod").join("work");
+    let late_cfg = d.join("inpod").join("late");
+    script_image(
+        &store,
+        "example.org/init",
+        "echo init-ran > \"$WORK/marker\"\n",
+    );
+    script_image(
+        &store,
+        "example.org/late",
+        "cat \"$WORK/marker\" > /out/late-marker\ncat \"$LATE/k\" > /out/late-cm\nexec sleep 374\n",
+    );
+    let env = format!(
+        "    env: [{{name: WORK, value: {w}}}, {{name: LATE, value: {l}}}]\n    volumeMounts:\n\
+         \x20   - {{name: work, mountPath: {w}}}\n    - {{name: late, mountPath: {l}}}\n    - {{name: out, mountPath: /out}}\n",
+        w = work.display(),
+        l = late_cfg.display()
+    );
+    apply(
+        &bed,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: late, namespace: default}}\nspec:\n  nodeName: lab-b1\n\
+             \x20 automountServiceAccountToken: false\n  initContainers:\n  - name: init\n    image: example.org/init:1.0\n{env}\
+             \x20 containers:\n  - name: main\n    image: example.org/late:1.0\n{env}\
+             \x20 volumes:\n  - {{name: work, emptyDir: {{}}}}\n  - name: late\n    configMap: {{name: late-cm}}\n\
+             \x20 - name: out\n    hostPath: {{path: {}, type: DirectoryOrCreate}}\n",
+            out.display()
+        ),
+    );
+    wait_for(
+        "a FailedMount event for pod late",
+        Duration::from_secs(20),
+        || {
+            jsonpath(
+                &bed,
+                &["get", "events", "-o", "jsonpath={.items[*].reason}"],
+            )
+            .contains("FailedMount")
+        },
+    );
+    assert_eq!(pod_field(&bed, "late", ".status.phase"), "Pending");
+    assert_eq!(
+        pod_field(
+            &bed,
+            "late",
+            ".status.containerStatuses[0].state.waiting.reason"
+        ),
+        "ContainerCreating"
+    );
+    apply(
+        &bed,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late-cm, namespace: default}\ndata: {k: arrived}\n",
+    );
+    wait_for("pod late Running", Duration::from_secs(30), || {
+        pod_field(&bed, "late", ".status.phase") == "Running" && out.join("late-cm").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read("late-marker"), "init-ran\n");
+    assert_eq!(read("late-cm"), "arrived");
+    assert_eq!(
+        pod_field(
+            &bed,
+            "late",
+            ".status.initContainerStatuses[0].state.terminated.reason"
+        ),
+        "Completed"
+    );
+
+    // 5. A deleted pod's process is gone, and so are its volumes.
     let see_uid = pod_field(&bed, "see", ".metadata.uid");
     let vols = d.join("b1/root/pods").join(&see_uid);
     assert!(
@@ -499,5 +607,6 @@ fn kubelet_runs_bound_pods_with_volumes_dns_logs_probes_and_stops_deleted_ones()
                 && !vols.exists()
         },
     );
+    drop(cleanup);
     drop(kubelet);
 }
