@@ -620,6 +620,9 @@ impl PodRun {
                             p.display()
                         )));
                     }
+                    // No type: as containerd's CRI does, a missing path becomes a folder.
+                    "" if !p.exists() => std::fs::create_dir_all(&p)
+                        .map_err(|e| fail(format!("{}: {e}", p.display())))?,
                     _ => {}
                 }
                 p
