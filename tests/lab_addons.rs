@@ -202,7 +202,11 @@ fn addons_run_dns_answers_through_resolved_hosts_and_drift_is_reverted() {
     assert_eq!(corefile(&inv), edited, "a dry run changed the cluster");
     let fixed = init(&inv);
     assert_eq!(fixed.code, 0, "{}", fixed.all());
-    assert!(fixed.stdout.contains("apply-addons"), "{}", fixed.all());
+    assert!(
+        fixed.stdout.contains("cp1 changed (addons): 1 change\n"),
+        "{}",
+        fixed.all()
+    );
     assert_eq!(corefile(&inv), before);
     assert_unchanged(&init(&inv));
     let plan = run_capstan(&["plan", "--detailed-exitcode"], &inv);
