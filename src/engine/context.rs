@@ -896,6 +896,8 @@ hosts:
     /// systemd-resolved, and a site that names its nameservers.
     #[test]
     fn dns_and_conntrack_follow_the_hosts() {
+        // config.conf -> the DaemonSet's config hash: one hash per configuration.
+        let hashes = std::cell::RefCell::new(std::collections::BTreeMap::new());
         let render = |inv: &Inventory, facts: &Facts| {
             let (files, _) = files_of(inv, "cp1", facts, None);
             let kubelet = yaml(&files["/var/lib/kubelet/config.yaml"]);
@@ -909,6 +911,19 @@ hosts:
                 .find(|d| d["kind"].as_str() == Some("ConfigMap"))
                 .unwrap();
             let proxy = yaml(cm["data"]["config.conf"].as_str().unwrap());
+            let ds = docs
+                .iter()
+                .find(|d| d["kind"].as_str() == Some("DaemonSet"))
+                .unwrap();
+            let hash = ds["spec"]["template"]["metadata"]["annotations"]["capstan.io/config-hash"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(hash.len(), 16);
+            hashes.borrow_mut().insert(
+                cm["data"]["config.conf"].as_str().unwrap().to_string(),
+                hash,
+            );
             let coredns = files["/etc/kubernetes/addons/20-coredns.yaml"].clone();
             (
                 kubelet["resolvConf"].as_str().map(str::to_string),
@@ -973,6 +988,11 @@ hosts:
             Some(0),
             "set explicitly, also on a VM"
         );
+        // Each kube-proxy configuration rolls the DaemonSet with its own hash.
+        let hashes = hashes.into_inner();
+        let distinct: std::collections::BTreeSet<&String> = hashes.values().collect();
+        assert!(hashes.len() >= 3, "{hashes:?}");
+        assert_eq!(distinct.len(), hashes.len(), "{hashes:?}");
     }
 
     #[test]

@@ -38,6 +38,16 @@ impl Renderer {
         {
             env.set_syntax(syntax);
         }
+        // A fingerprint of rendered text (16 hex digits of its sha256), for annotations that
+        // roll a workload when its configuration changes.
+        env.add_filter("sha256", |text: String| -> String {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(text.as_bytes())
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        });
         // Templates render configs and units, never HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         let library = library.clone();
