@@ -42,11 +42,7 @@ impl Renderer {
         // roll a workload when its configuration changes.
         env.add_filter("sha256", |text: String| -> String {
             use sha2::Digest as _;
-            sha2::Sha256::digest(text.as_bytes())
-                .iter()
-                .take(8)
-                .map(|b| format!("{b:02x}"))
-                .collect()
+            hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
         });
         // Templates render configs and units, never HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
