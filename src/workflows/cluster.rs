@@ -409,6 +409,11 @@ impl<'a> ClusterRun<'a> {
                     });
                 }
                 Err(e) => {
+                    // An exec cut off with its connection: say so, as a gate does.
+                    let e = match self.connection_lost(i) {
+                        Some(lost) => format!("{lost} ({e})"),
+                        None => e,
+                    };
                     report.failed.insert(host.name.clone(), e.clone());
                     self.hosts[i].error = Some(format!("{name}: {e}"));
                     failed.push(i);
