@@ -224,7 +224,7 @@ pub fn rollout(objects: &str, pods: &str, nodes: usize) -> Result<Rollout, Strin
         serde_json::from_str(t.trim()).map_err(|e| {
             format!(
                 "unexpected kubectl output for {what} ({e}): {}",
-                t.lines().next().unwrap_or("(empty)")
+                gates::first_line(t)
             )
         })
     };
@@ -295,7 +295,7 @@ pub fn rollout(objects: &str, pods: &str, nodes: usize) -> Result<Rollout, Strin
             .collect();
         let mut ready = 0u64;
         for p in &mine {
-            let ok = pod_ready(p);
+            let ok = gates::is_ready(p);
             let at_image = p["spec"]["containers"].as_array().is_some_and(|cs| {
                 cs.iter()
                     .all(|c| c["image"].as_str().is_some_and(|i| images.contains(&i)))
@@ -318,13 +318,6 @@ pub fn rollout(objects: &str, pods: &str, nodes: usize) -> Result<Rollout, Strin
         }
     }
     Ok(r)
-}
-
-fn pod_ready(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
 }
 
 fn pod_problem(p: &Value, ready: bool) -> Option<PodProblem> {

@@ -128,10 +128,7 @@ pub fn parse_nodes(stdout: &str) -> Result<BTreeMap<String, NodeStatus>, String>
         .iter()
         .filter_map(|n| {
             let name = n["metadata"]["name"].as_str()?.to_string();
-            let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            });
+            let ready = is_ready(n);
             let kubelet_version = n["status"]["nodeInfo"]["kubeletVersion"]
                 .as_str()
                 .unwrap_or_default()
@@ -156,7 +153,16 @@ pub fn parse_nodes(stdout: &str) -> Result<BTreeMap<String, NodeStatus>, String>
         .collect())
 }
 
-fn first_line(text: &str) -> &str {
+/// A Node's or a Pod's `Ready` condition is `True`.
+pub fn is_ready(object: &serde_json::Value) -> bool {
+    object["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+/// The first line of `text` that is not blank, for error messages.
+pub fn first_line(text: &str) -> &str {
     text.lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("(empty)")
