@@ -115,6 +115,10 @@ pub enum Command {
     Kubeconfig(KubeconfigArgs),
     /// capstan's version and the newest Kubernetes its catalog knows
     Version,
+    /// The version catalog: the Kubernetes minors capstan knows, their dates and support
+    /// today, paired images, node software and pinned sums, and what a new inventory gets
+    /// (with `-i`, the inventory's catalog.yaml laid over the built-in one)
+    Versions,
     /// A shell completion script on stdout (`source <(capstan completion bash)`)
     Completion(CompletionArgs),
     /// The man page (roff) on stdout, from the same definitions as --help

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use capstan::artifacts::{
-    Arch, ArtifactError, ArtifactRef, Cache, Component, ExpectedChecksum, resolve,
+    Arch, ArtifactError, ArtifactRef, Cache, Catalog, Component, ExpectedChecksum, resolve,
 };
 use capstan::inventory::{Artifacts, ChecksumSource};
 use sha2::{Digest, Sha256};
@@ -79,6 +79,7 @@ fn file_mirror(root: &Path, checksums: ChecksumSource) -> Artifacts {
     Artifacts {
         mirror: format!("file://{}", root.display()),
         checksums,
+        catalog: Catalog::builtin(),
     }
 }
 
@@ -334,14 +335,76 @@ fn unknown_or_unpinned_versions_with_pinned_checksums_say_what_to_do() {
     assert!(text.contains("kubelet v1.99.0"), "{text}");
     assert!(text.contains("v1.32.4"), "lists known versions: {text}");
     let help = miette::Diagnostic::help(&err).unwrap().to_string();
-    assert!(help.contains("checksums: mirror"), "{help}");
-    assert!(help.contains("known version"), "{help}");
+    assert!(help.contains("checksums: published"), "{help}");
+    assert!(
+        help.contains("pins: {kubelet: {v1.99.0:"),
+        "says what to add: {help}"
+    );
 
-    // Known (the test mirror has it) but not pinned: same advice.
-    let err = resolve(&r(Component::Etcd, "v3.4.23"), &pinned).unwrap_err();
+    // Pinned for one architecture only (an override that added amd64): says which to add.
+    let over = "pins:\n  etcd:\n    v3.4.23: {amd64: 1111111111111111111111111111111111111111111111111111111111111111}\n";
+    std::fs::write(dir.path().join("catalog.yaml"), over).unwrap();
+    let pinned = Artifacts {
+        catalog: Catalog::for_inventory_dir(dir.path()).unwrap(),
+        ..pinned
+    };
+    assert!(resolve(&r(Component::Etcd, "v3.4.23"), &pinned).is_ok());
+    let err = resolve(
+        &ArtifactRef::new(Component::Etcd, "v3.4.23", Arch::Arm64),
+        &pinned,
+    )
+    .unwrap_err();
     assert!(matches!(err, ArtifactError::NotPinned { .. }), "{err}");
     let help = miette::Diagnostic::help(&err).unwrap().to_string();
-    assert!(help.contains("checksums: mirror"), "{help}");
+    assert!(
+        help.contains("`arm64: SHA256` to `pins.etcd.v3.4.23`"),
+        "{help}"
+    );
+    assert!(
+        help.contains(&dir.path().join("catalog.yaml").display().to_string()),
+        "{help}"
+    );
+}
+
+#[test]
+fn published_checksums_verify_against_upstreams_own_sums_files() {
+    // A mirror in upstream's layout with upstream's sums files: etcd's SHA256SUMS lists
+    // every file of the release; the right line is picked by name.
+    let mirror = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    fake_mirror(mirror.path());
+    let rel = mirror
+        .path()
+        .join("github.com/etcd-io/etcd/releases/download/v3.4.23");
+    let tarball = std::fs::read(rel.join("etcd-v3.4.23-linux-amd64.tar.gz")).unwrap();
+    let sum = sha256(&tarball);
+    std::fs::write(
+        rel.join("SHA256SUMS"),
+        format!(
+            "{}  etcd-v3.4.23-linux-arm64.tar.gz\n{sum}  etcd-v3.4.23-linux-amd64.tar.gz\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let arts = file_mirror(mirror.path(), ChecksumSource::Published);
+    let resolved = resolve(&r(Component::Etcd, "v3.4.23"), &arts).unwrap();
+    assert!(
+        matches!(&resolved.checksum, ExpectedChecksum::Published(url) if url.ends_with("/v3.4.23/SHA256SUMS")),
+        "{:?}",
+        resolved.checksum
+    );
+    let cache = Cache::new(cache_dir.path());
+    let fetched = cache.fetch(&resolved).unwrap();
+    assert_eq!(fetched.sha256, sum);
+
+    // A sums file that does not list the download is refused, nothing cached.
+    std::fs::write(rel.join("SHA256SUMS"), format!("{sum}  other.tar.gz\n")).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let err = Cache::new(cache_dir.path()).fetch(&resolved).unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::BadChecksumFile { .. }),
+        "{err}"
+    );
 }
 
 /// A loopback HTTP/1.1 file server over `root` that records the paths it was asked for.
@@ -414,6 +477,7 @@ fn http_mirror_on_loopback_fetches_once_then_reads_only_the_sha256() {
             .trim_end_matches('/')
             .to_string(),
         checksums: ChecksumSource::Mirror,
+        catalog: Catalog::builtin(),
     };
     let cache = Cache::new(cache_dir.path());
 

@@ -223,3 +223,64 @@ fn the_readme_usage_block_matches_the_help() {
         }
     }
 }
+
+/// `capstan versions`: the built-in catalog, then an inventory's override laid over it.
+#[test]
+fn versions_shows_the_catalog_and_an_inventorys_override() {
+    let (code, out, err) = capstan(&["versions"]);
+    assert_eq!(code, 0, "{err}");
+    for minor in ["v1.35", "v1.36", "v1.37"] {
+        assert!(out.contains(minor), "{out}");
+    }
+    assert!(out.contains("A new inventory: kubernetes_version"), "{out}");
+    let (code, json, err) = capstan(&["versions", "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let minors = v["minors"].as_array().unwrap();
+    let m135 = minors.iter().find(|m| m["minor"] == "v1.35").unwrap();
+    assert_eq!(m135["end_of_life"], "2027-02-28");
+    assert_eq!(m135["coredns"], "v1.13.1");
+    assert_eq!(m135["from"], "built in");
+    assert!(
+        v["pins"]["kubelet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["version"] == "v1.35.1")
+    );
+
+    // v1.38 and its kubelet added beside an inventory: shown, and said to come from there.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        "cluster: {name: a, kubernetes_version: v1.38.0}\nhosts:\n  - {name: cp1, address: 192.0.2.1, roles: [control-plane]}\n",
+    )
+    .unwrap();
+    let over = dir.path().join("catalog.yaml");
+    std::fs::write(
+        &over,
+        "kubernetes:\n  v1.38:\n    released: 2026-12-16\n    end_of_life: 2028-02-28\n    images: {coredns: v1.14.4, pause: \"3.10.2\", etcd: 3.7.0-0}\n    containerd: [v2.3.0, v2.2.0]\npins:\n  kubelet:\n    v1.38.0: {amd64: 1111111111111111111111111111111111111111111111111111111111111111}\n",
+    )
+    .unwrap();
+    let inv = dir.path().to_str().unwrap();
+    let (code, json, err) = capstan(&["versions", "-i", inv, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let m138 = v["minors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["minor"] == "v1.38")
+        .expect("v1.38 from the override");
+    assert_eq!(m138["from"], over.display().to_string());
+    assert_eq!(m138["newest_patch"], "v1.38.0");
+    assert_eq!(v["override_file"], over.display().to_string());
+    // A broken override is bad input (exit 2) at its line and column.
+    std::fs::write(&over, "kubernetes:\n  v1.38: {released: soon}\n").unwrap();
+    let (code, _, err) = capstan(&["versions", "-i", inv]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("catalog.yaml:2:") && err.contains("`soon` is not a date"),
+        "{err}"
+    );
+}

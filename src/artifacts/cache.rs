@@ -135,7 +135,7 @@ impl Cache {
     pub fn fetch(&self, artifact: &ResolvedArtifact) -> Result<Fetched, ArtifactError> {
         let expected = match &artifact.checksum {
             ExpectedChecksum::Pinned(sha) => sha.to_ascii_lowercase(),
-            ExpectedChecksum::MirrorFile(url) => {
+            ExpectedChecksum::MirrorFile(url) | ExpectedChecksum::Published(url) => {
                 let text = self.read_small(url)?;
                 parse_sha256_file(&text, &artifact.file_name).map_err(|reason| {
                     ArtifactError::BadChecksumFile {

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::ArtifactError;
-use super::pins::{self, Pin};
+use super::data::Catalog;
 use crate::inventory::{self, ChecksumSource, Version};
 
 /// The official mirror: Kubernetes binaries from dl.k8s.io, everything else from GitHub
@@ -74,29 +74,11 @@ impl Component {
         }
     }
 
-    fn pins(self) -> &'static [Pin] {
+    /// Its key in the catalog file and in `cluster.versions`.
+    pub fn key(self) -> &'static str {
         match self {
-            Component::Kubelet => pins::KUBELET,
-            Component::Kubectl => pins::KUBECTL,
-            Component::Etcd => pins::ETCD,
-            Component::Containerd => pins::CONTAINERD,
-            Component::Runc => pins::RUNC,
-            Component::Crictl => pins::CRICTL,
-            Component::CniPlugins => pins::CNI_PLUGINS,
-        }
-    }
-
-    /// The versions the catalog knows, oldest first (pinned or not).
-    pub fn known_versions(self) -> Vec<&'static str> {
-        self.pins().iter().map(|p| p.version).collect()
-    }
-
-    /// The pinned sha256 of `version` for `arch`, when the catalog has one.
-    pub fn pinned_sha256(self, version: &str, arch: Arch) -> Option<&'static str> {
-        let pin = self.pins().iter().find(|p| p.version == version)?;
-        match arch {
-            Arch::Amd64 => pin.amd64,
-            Arch::Arm64 => pin.arm64,
+            Component::CniPlugins => "cni_plugins",
+            other => other.name(),
         }
     }
 }
@@ -172,6 +154,9 @@ pub enum ExpectedChecksum {
     Pinned(String),
     /// The `.sha256` file beside the download on the mirror (its URL).
     MirrorFile(String),
+    /// The checksum file upstream publishes with the release (its URL on the mirror):
+    /// `kubelet.sha256`, etcd's `SHA256SUMS`, containerd's `.sha256sum`, runc's `runc.sha256sum`.
+    Published(String),
 }
 
 /// One binary an artifact provides.
@@ -213,26 +198,32 @@ pub fn resolve(
         Some(_) if mirror == OFFICIAL_MIRROR => format!("{GITHUB}/{path}"),
         Some(_) => format!("{mirror}/github.com/{path}"),
     };
+    let catalog = &artifacts.catalog;
     let checksum = match artifacts.checksums {
         ChecksumSource::Pinned => {
-            let known = r.component.known_versions();
+            let known = catalog.known_versions(r.component);
             if !known.contains(&version.as_str()) {
                 return Err(ArtifactError::UnknownVersion {
                     component: r.component,
                     version,
                     known: known.join(", "),
+                    file: catalog.override_hint(),
+                    key: r.component.key(),
                 });
             }
-            let Some(sha) = r.component.pinned_sha256(&version, r.arch) else {
+            let Some(sha) = catalog.pinned_sha256(r.component, &version, r.arch) else {
                 return Err(ArtifactError::NotPinned {
                     component: r.component,
                     version,
                     arch: r.arch,
+                    file: catalog.override_hint(),
+                    key: r.component.key(),
                 });
             };
             ExpectedChecksum::Pinned(sha.to_string())
         }
         ChecksumSource::Mirror => ExpectedChecksum::MirrorFile(format!("{url}.sha256")),
+        ChecksumSource::Published => ExpectedChecksum::Published(published_sums(r.component, &url)),
     };
     Ok(ResolvedArtifact {
         component: r.component,
@@ -244,6 +235,19 @@ pub fn resolve(
         archive,
         binaries,
     })
+}
+
+/// The URL of the checksum file upstream publishes beside the download at `url`.
+fn published_sums(component: Component, url: &str) -> String {
+    let dir = url.rsplit_once('/').map_or(url, |(d, _)| d);
+    match component {
+        Component::Kubelet | Component::Kubectl | Component::Crictl | Component::CniPlugins => {
+            format!("{url}.sha256")
+        }
+        Component::Etcd => format!("{dir}/SHA256SUMS"),
+        Component::Containerd => format!("{url}.sha256sum"),
+        Component::Runc => format!("{dir}/runc.sha256sum"),
+    }
 }
 
 /// `1.32.4` → `v1.32.4`; rejects anything that is not a plain release name, since the
@@ -354,65 +358,6 @@ pub const CNI_PLUGINS: &[&str] = &[
     "tuning",
 ];
 
-/// The versions kubeadm pairs with one Kubernetes minor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct MinorDefaults {
-    pub minor: u32,
-    /// CoreDNS image tag.
-    pub coredns: &'static str,
-    /// pause (sandbox) image tag.
-    pub pause: &'static str,
-    /// etcd image tag (kubeadm's `SupportedEtcdVersion`); the release is this without `-0`.
-    pub etcd: &'static str,
-}
-
-/// kubeadm's constants (cmd/kubeadm/app/constants/constants.go) per minor, from the newest
-/// patch branch of each: `CoreDNSVersion`, `PauseVersion` and `SupportedEtcdVersion`
-/// (release-1.34: 31-33 → 3.5.24-0, 34 → 3.6.5-0; CoreDNS v1.11.3 for 1.31/1.32, v1.12.0
-/// for 1.33, v1.12.1 for 1.34; pause 3.10, 3.10.1 from 1.34).
-pub const KUBEADM_DEFAULTS: &[MinorDefaults] = &[
-    MinorDefaults {
-        minor: 31,
-        coredns: "v1.11.3",
-        pause: "3.10",
-        etcd: "3.5.24-0",
-    },
-    MinorDefaults {
-        minor: 32,
-        coredns: "v1.11.3",
-        pause: "3.10",
-        etcd: "3.5.24-0",
-    },
-    MinorDefaults {
-        minor: 33,
-        coredns: "v1.12.0",
-        pause: "3.10",
-        etcd: "3.5.24-0",
-    },
-    MinorDefaults {
-        minor: 34,
-        coredns: "v1.12.1",
-        pause: "3.10.1",
-        etcd: "3.6.5-0",
-    },
-];
-
-/// kubeadm's paired versions for the minor of `version`.
-pub fn kubeadm_defaults(version: &Version) -> Result<MinorDefaults, ArtifactError> {
-    KUBEADM_DEFAULTS
-        .iter()
-        .find(|d| version.major == 1 && d.minor == version.minor)
-        .copied()
-        .ok_or_else(|| ArtifactError::UnknownMinor {
-            version: version.to_string(),
-            known: KUBEADM_DEFAULTS
-                .iter()
-                .map(|d| format!("v1.{}", d.minor))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
-
 /// Image references for static pods and addons.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Images {
@@ -429,8 +374,12 @@ pub struct Images {
 /// The images of a Kubernetes `version` under `image_repository` (default
 /// [`DEFAULT_IMAGE_REPOSITORY`]). As kubeadm does, CoreDNS sits at `coredns/coredns` under
 /// the default registry and at `coredns` under any other repository.
-pub fn images(version: &Version, image_repository: Option<&str>) -> Result<Images, ArtifactError> {
-    let d = kubeadm_defaults(version)?;
+pub fn images(
+    catalog: &Catalog,
+    version: &Version,
+    image_repository: Option<&str>,
+) -> Result<Images, ArtifactError> {
+    let d = &catalog.minor_or_err(version)?.images;
     let repo = image_repository
         .map(|r| r.trim_end_matches('/'))
         .filter(|r| !r.is_empty())
@@ -459,6 +408,7 @@ mod tests {
         inventory::Artifacts {
             mirror: mirror.to_string(),
             checksums,
+            catalog: Catalog::builtin(),
         }
     }
 
@@ -544,26 +494,68 @@ mod tests {
     }
 
     #[test]
-    fn every_pin_is_a_sha256_and_versions_are_unique() {
+    fn every_pinned_version_is_a_release_name() {
+        let catalog = Catalog::builtin();
         for c in Component::ALL {
-            let versions = c.known_versions();
-            let mut sorted = versions.clone();
-            sorted.sort_unstable();
-            sorted.dedup();
-            assert_eq!(sorted.len(), versions.len(), "{c}");
-            for v in versions {
+            for v in catalog.known_versions(c) {
                 assert!(normalize_version(c, v).unwrap() == v, "{c} {v}");
-                for arch in [Arch::Amd64, Arch::Arm64] {
-                    if let Some(sha) = c.pinned_sha256(v, arch) {
-                        assert_eq!(sha.len(), 64, "{c} {v} {arch}");
-                        assert!(
-                            sha.bytes()
-                                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-                        );
-                    }
-                }
             }
         }
+    }
+
+    #[test]
+    fn published_checksums_are_upstreams_files() {
+        let a = arts(OFFICIAL_MIRROR, ChecksumSource::Published);
+        let sums = |c: Component, v: &str| match resolve(&ArtifactRef::new(c, v, Arch::Amd64), &a)
+            .unwrap()
+            .checksum
+        {
+            ExpectedChecksum::Published(url) => url,
+            other => panic!("{other:?}"),
+        };
+        // A version the catalog has no pin for still resolves: upstream's file verifies it.
+        assert_eq!(
+            sums(Component::Kubelet, "v1.37.1"),
+            "https://dl.k8s.io/release/v1.37.1/bin/linux/amd64/kubelet.sha256"
+        );
+        assert_eq!(
+            sums(Component::Etcd, "v3.6.6"),
+            "https://github.com/etcd-io/etcd/releases/download/v3.6.6/SHA256SUMS"
+        );
+        assert_eq!(
+            sums(Component::Containerd, "v2.2.1"),
+            "https://github.com/containerd/containerd/releases/download/v2.2.1/containerd-2.2.1-linux-amd64.tar.gz.sha256sum"
+        );
+        assert_eq!(
+            sums(Component::Runc, "v1.4.0"),
+            "https://github.com/opencontainers/runc/releases/download/v1.4.0/runc.sha256sum"
+        );
+        assert_eq!(
+            sums(Component::CniPlugins, "v1.9.0"),
+            "https://github.com/containernetworking/plugins/releases/download/v1.9.0/cni-plugins-linux-amd64-v1.9.0.tgz.sha256"
+        );
+    }
+
+    #[test]
+    fn pinned_refuses_an_unpinned_version_and_says_what_to_add() {
+        let a = arts(OFFICIAL_MIRROR, ChecksumSource::Pinned);
+        let err = resolve(
+            &ArtifactRef::new(Component::Kubelet, "v1.37.1", Arch::Amd64),
+            &a,
+        )
+        .unwrap_err();
+        let help = miette::Diagnostic::help(&err).unwrap().to_string();
+        assert!(
+            err.to_string()
+                .contains("kubelet v1.37.1 has no pinned sha256"),
+            "{err}"
+        );
+        assert!(help.contains("catalog.yaml beside the inventory"), "{help}");
+        assert!(
+            help.contains("pins: {kubelet: {v1.37.1: {amd64: SHA256, arm64: SHA256}}}"),
+            "{help}"
+        );
+        assert!(help.contains("checksums: published"), "{help}");
     }
 
     #[test]
@@ -579,20 +571,21 @@ mod tests {
     #[test]
     fn images_follow_kubeadm() {
         let v = Version::parse("v1.32.4").unwrap();
-        let i = images(&v, None).unwrap();
+        let c = Catalog::builtin();
+        let i = images(&c, &v, None).unwrap();
         assert_eq!(i.kube_apiserver, "registry.k8s.io/kube-apiserver:v1.32.4");
         assert_eq!(i.coredns, "registry.k8s.io/coredns/coredns:v1.11.3");
         assert_eq!(i.pause, "registry.k8s.io/pause:3.10");
         assert_eq!(i.etcd, "registry.k8s.io/etcd:3.5.24-0");
-        let i = images(&v, Some("mirror.example:5000/k8s/")).unwrap();
+        let i = images(&c, &v, Some("mirror.example:5000/k8s/")).unwrap();
         assert_eq!(i.coredns, "mirror.example:5000/k8s/coredns:v1.11.3");
         assert_eq!(i.kube_proxy, "mirror.example:5000/k8s/kube-proxy:v1.32.4");
         let v = Version::parse("v1.34.2").unwrap();
         assert_eq!(
-            images(&v, None).unwrap().pause,
+            images(&c, &v, None).unwrap().pause,
             "registry.k8s.io/pause:3.10.1"
         );
-        let err = images(&Version::parse("v1.29.0").unwrap(), None).unwrap_err();
+        let err = images(&c, &Version::parse("v1.29.0").unwrap(), None).unwrap_err();
         assert!(err.to_string().contains("v1.31"), "{err}");
     }
 }

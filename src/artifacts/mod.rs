@@ -46,15 +46,16 @@
 
 pub mod cache;
 pub mod catalog;
-mod pins;
+pub mod data;
 
 use std::path::PathBuf;
 
 pub use cache::{Cache, CachedBinary, Fetched, parse_sha256_file};
 pub use catalog::{
-    Arch, ArtifactRef, BinarySpec, Component, ExpectedChecksum, Images, MinorDefaults,
-    ResolvedArtifact, images, kubeadm_defaults, resolve,
+    Arch, ArtifactRef, BinarySpec, Component, ExpectedChecksum, Images, ResolvedArtifact, images,
+    resolve,
 };
+pub use data::{Catalog, Minor};
 
 /// Everything that can go wrong resolving or fetching an artifact.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -70,41 +71,51 @@ pub enum ArtifactError {
     },
 
     #[error(
-        "{component} {version} is not in capstan's catalog, so there is no pinned sha256 to verify it against (known versions: {known})"
+        "{component} {version} has no pinned sha256 in capstan's catalog (pinned versions: {known})"
     )]
     #[diagnostic(
         code(capstan::artifacts::unknown_version),
         help(
-            "use a known version, or set `cluster.artifacts.checksums: mirror` to verify against the .sha256 file beside each artifact on your mirror"
+            "use a pinned version; or pin it in {file}: `pins: {{{key}: {{{version}: {{amd64: SHA256, arm64: SHA256}}}}}}` with the sums upstream publishes; or set `cluster.artifacts.checksums: published` to verify against the .sha256 file upstream publishes beside each download"
         )
     )]
     UnknownVersion {
         component: Component,
         version: String,
         known: String,
+        file: String,
+        key: &'static str,
     },
 
     #[error("capstan's catalog has no pinned sha256 for {component} {version} on {arch}")]
     #[diagnostic(
         code(capstan::artifacts::not_pinned),
         help(
-            "use a version the catalog pins for {arch}, or set `cluster.artifacts.checksums: mirror` to verify against the .sha256 file beside each artifact on your mirror"
+            "add `{arch}: SHA256` to `pins.{key}.{version}` in {file}, or set `cluster.artifacts.checksums: published` to verify against the .sha256 file upstream publishes beside each download"
         )
     )]
     NotPinned {
         component: Component,
         version: String,
         arch: Arch,
+        file: String,
+        key: &'static str,
     },
 
     #[error(
-        "capstan does not know the image versions kubeadm pairs with {version} (known minors: {known})"
+        "capstan's catalog does not know Kubernetes {version}'s minor, so not the images kubeadm pairs with it (known minors: {known})"
     )]
     #[diagnostic(
         code(capstan::artifacts::unknown_minor),
-        help("use a Kubernetes version of a known minor")
+        help(
+            "use a Kubernetes version of a known minor, or add the minor under `kubernetes:` in {file} (see `capstan versions`)"
+        )
     )]
-    UnknownMinor { version: String, known: String },
+    UnknownMinor {
+        version: String,
+        known: String,
+        file: String,
+    },
 
     #[error("cannot download {url}: {reason}")]
     #[diagnostic(

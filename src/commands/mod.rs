@@ -12,6 +12,7 @@ mod plan;
 mod reset;
 mod upgrade;
 mod version;
+mod versions;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),
         Command::Version => version::run(),
+        Command::Versions => versions::run(&cli.global),
         Command::Completion(args) => Ok(version::completion(args.shell)),
         Command::Man => version::man(),
     }

@@ -5,30 +5,29 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 use serde::Serialize;
 
-use crate::artifacts::catalog::Component;
 use crate::cli::Cli;
 
 #[derive(Debug, Serialize)]
 struct About {
     capstan: &'static str,
-    /// The newest Kubernetes release the catalog pins.
-    newest_kubernetes: Option<&'static str>,
-    /// The Kubernetes minors the catalog pairs images for.
+    /// The newest Kubernetes release the built-in catalog knows.
+    newest_kubernetes: Option<String>,
+    /// The Kubernetes minors the built-in catalog knows.
     kubernetes_minors: Vec<String>,
 }
 
 fn about() -> About {
-    let newest = Component::Kubelet
-        .known_versions()
-        .into_iter()
-        .max_by_key(|v| crate::inventory::Version::parse(v).map(|v| (v.major, v.minor, v.patch)));
+    let catalog = crate::artifacts::Catalog::builtin();
+    let newest = catalog
+        .minors
+        .values()
+        .filter_map(|m| m.newest_patch)
+        .max()
+        .map(|v| v.to_string());
     About {
         capstan: env!("CARGO_PKG_VERSION"),
         newest_kubernetes: newest,
-        kubernetes_minors: crate::artifacts::catalog::KUBEADM_DEFAULTS
-            .iter()
-            .map(|d| format!("v1.{}", d.minor))
-            .collect(),
+        kubernetes_minors: catalog.minor_names(),
     }
 }
 
@@ -41,7 +40,7 @@ pub fn run() -> miette::Result<ExitCode> {
             "capstan {}\nKubernetes: {} known (newest {})\n",
             a.capstan,
             a.kubernetes_minors.join(", "),
-            a.newest_kubernetes.unwrap_or("none")
+            a.newest_kubernetes.as_deref().unwrap_or("none")
         ));
     }
     Ok(ExitCode::SUCCESS)

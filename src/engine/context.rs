@@ -93,7 +93,11 @@ pub const APISERVER_PORT: u16 = 6443;
 impl Computed {
     pub fn new(inventory: &Inventory) -> Result<Computed, crate::artifacts::ArtifactError> {
         let c = &inventory.cluster;
-        let images = catalog::images(&c.kubernetes_version, Some(&c.image_repository))?;
+        let images = catalog::images(
+            &c.artifacts.catalog,
+            &c.kubernetes_version,
+            Some(&c.image_repository),
+        )?;
         let members: Vec<&Host> = inventory.etcd_members().collect();
         let join = |f: &dyn Fn(&Host) -> String| {
             members.iter().map(|h| f(h)).collect::<Vec<_>>().join(",")

@@ -158,6 +158,9 @@ pub struct ApiEndpoint {
 pub struct Artifacts {
     pub mirror: String,
     pub checksums: ChecksumSource,
+    /// The version catalog: built in, with `catalog.yaml` beside the inventory over it.
+    #[serde(skip)]
+    pub catalog: std::sync::Arc<crate::artifacts::Catalog>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -326,6 +329,20 @@ pub struct Problem {
     pub col: usize,
     pub message: String,
     pub help: Option<String>,
+}
+
+impl Problem {
+    /// What serde found wrong with a node of a YAML file, at its place.
+    pub fn from_de(e: &yaml::DeError) -> Problem {
+        let (message, help) = e.message();
+        let loc = e.loc.unwrap_or_default();
+        Problem {
+            line: loc.line,
+            col: loc.col,
+            message,
+            help,
+        }
+    }
 }
 
 /// Every problem found in an inventory file; nothing was contacted.
@@ -516,24 +533,18 @@ pub fn load_str(
             ),
         }],
     })?;
+    // The catalog first: the inventory's defaults and checks come from it.
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let catalog =
+        crate::artifacts::Catalog::for_inventory_dir(dir).map_err(|e| InventoryErrors {
+            file: e.file,
+            problems: e.problems,
+        })?;
     let collected = yaml::from_node_collecting::<InventoryFile>(&root);
-    let mut problems: Vec<Problem> = collected
-        .errors
-        .iter()
-        .map(|e| {
-            let (message, help) = e.message();
-            let loc = e.loc.unwrap_or_default();
-            Problem {
-                line: loc.line,
-                col: loc.col,
-                message,
-                help,
-            }
-        })
-        .collect();
+    let mut problems: Vec<Problem> = collected.errors.iter().map(Problem::from_de).collect();
     // Unknown keys leave the rest sound, so its semantic problems are reported too.
     let inventory = match &collected.value {
-        Some(file) => match resolve(file, &root, path, home) {
+        Some(file) => match resolve(file, &root, path, home, &catalog) {
             Ok(inventory) => Some(inventory),
             Err(more) => {
                 problems.extend(more);

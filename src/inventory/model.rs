@@ -195,6 +195,9 @@ pub enum ChecksumSource {
     Pinned,
     /// The `.sha256` file beside each artifact on the mirror.
     Mirror,
+    /// The checksum file upstream publishes beside each download (`kubelet.sha256`, etcd's
+    /// `SHA256SUMS`, containerd's `.sha256sum`), found on the mirror in upstream's layout.
+    Published,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

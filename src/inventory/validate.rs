@@ -46,6 +46,7 @@ pub fn resolve(
     root: &Node,
     path: &Path,
     home: Option<&Path>,
+    catalog: &std::sync::Arc<crate::artifacts::Catalog>,
 ) -> Result<Inventory, Vec<Problem>> {
     let mut c = Collector {
         root,
@@ -288,8 +289,8 @@ pub fn resolve(
     }
 
     let api_endpoint = resolve_api_endpoint(&mut c, file, &control_planes, &lb_hosts);
-    let artifacts = resolve_artifacts(&mut c, file);
-    let versions = resolve_versions(&mut c, file, version);
+    let artifacts = resolve_artifacts(&mut c, file, catalog);
+    let versions = resolve_versions(&mut c, file, version, catalog);
     let pki = resolve_pki(&mut c, file);
     let leader_election = resolve_leader_election(&mut c, file);
     let dns = resolve_dns(&mut c, file);
@@ -673,7 +674,11 @@ pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(total).ok()
 }
 
-fn resolve_artifacts(c: &mut Collector<'_>, file: &InventoryFile) -> Artifacts {
+fn resolve_artifacts(
+    c: &mut Collector<'_>,
+    file: &InventoryFile,
+    catalog: &std::sync::Arc<crate::artifacts::Catalog>,
+) -> Artifacts {
     let spec = &file.cluster.artifacts;
     let mirror = spec
         .mirror
@@ -699,29 +704,56 @@ fn resolve_artifacts(c: &mut Collector<'_>, file: &InventoryFile) -> Artifacts {
     } else {
         ChecksumSource::Mirror
     });
-    Artifacts { mirror, checksums }
+    Artifacts {
+        mirror,
+        checksums,
+        catalog: catalog.clone(),
+    }
 }
 
-/// Each node software version: the inventory's, else the newest the catalog pins.
+/// Each node software version: the inventory's, else the one the catalog gives a new
+/// cluster on the Kubernetes minor. The minor must be in the catalog, and the containerd one
+/// it runs on.
 fn resolve_versions(
     c: &mut Collector<'_>,
     file: &InventoryFile,
     kubernetes: Option<Version>,
+    catalog: &crate::artifacts::Catalog,
 ) -> std::collections::BTreeMap<String, String> {
     use crate::artifacts::catalog::Component;
+    use crate::artifacts::data::component_version;
     let given = &file.cluster.versions;
     let mut out = std::collections::BTreeMap::new();
-    for (key, component, value) in [
-        ("containerd", Component::Containerd, &given.containerd),
-        ("runc", Component::Runc, &given.runc),
-        ("etcd", Component::Etcd, &given.etcd),
-        ("crictl", Component::Crictl, &given.crictl),
-        ("cni_plugins", Component::CniPlugins, &given.cni_plugins),
+    let minor = kubernetes.and_then(|k| {
+        let m = catalog.minor(&k);
+        if m.is_none() {
+            c.at(
+                &["cluster", "kubernetes_version"],
+                format!(
+                    "capstan's catalog does not know Kubernetes {k}'s minor (known: {})",
+                    catalog.minor_names().join(", ")
+                ),
+                format!(
+                    "use a known minor (see `capstan versions`), or add v{}.{} under `kubernetes:` in {}",
+                    k.major,
+                    k.minor,
+                    catalog.override_hint()
+                ),
+            );
+        }
+        m
+    });
+    for (component, value) in [
+        (Component::Containerd, &given.containerd),
+        (Component::Runc, &given.runc),
+        (Component::Etcd, &given.etcd),
+        (Component::Crictl, &given.crictl),
+        (Component::CniPlugins, &given.cni_plugins),
     ] {
+        let key = component.key();
         let version = match value {
             Some(v) => {
-                let bare = v.strip_prefix('v').unwrap_or(v);
-                if Version::parse(&format!("v{bare}")).is_none() {
+                if component_version(v).is_none() {
                     c.at(
                         &["cluster", "versions", key],
                         format!("`{v}` is not a version"),
@@ -730,13 +762,41 @@ fn resolve_versions(
                 }
                 v.clone()
             }
-            None => component
-                .known_versions()
-                .into_iter()
-                .max_by_key(|v| Version::parse(&format!("v{}", v.trim_start_matches('v'))))
+            None => kubernetes
+                .filter(|_| minor.is_some())
+                .and_then(|k| catalog.node_default(&k, component))
                 .unwrap_or_default()
                 .to_string(),
         };
+        if component == Component::Containerd
+            && let (Some(m), Some(cv)) = (minor, component_version(&version))
+            && !m.supports_containerd(&cv)
+        {
+            let (at, what): (&[&str], String) = if value.is_some() {
+                (
+                    &["cluster", "versions", "containerd"],
+                    format!("containerd {version}"),
+                )
+            } else {
+                (
+                    &["cluster", "kubernetes_version"],
+                    format!("the catalog's default containerd {version}"),
+                )
+            };
+            c.at(
+                at,
+                format!(
+                    "Kubernetes {} does not run on {what}: it runs on containerd {} (containerd's RELEASES.md)",
+                    m.name,
+                    m.containerd_matrix()
+                ),
+                format!(
+                    "set `cluster.versions.containerd` to one of those; or, where a newer containerd is known to work, add it to `kubernetes.{}.containerd` in {}",
+                    m.name,
+                    catalog.override_hint()
+                ),
+            );
+        }
         out.insert(component.name().to_string(), version);
     }
     if let Some(k) = kubernetes {
@@ -1004,6 +1064,124 @@ fn is_user_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifacts::catalog::Component;
+
+    /// The sample inventory states every default; each must be what capstan really gives a
+    /// new inventory on the sample's Kubernetes version (catalog/catalog.yaml).
+    #[test]
+    fn the_samples_versions_are_the_real_defaults() {
+        // (Its identity file is the reader's own, not this machine's.)
+        let text = include_str!("../../inventory/sample/cluster.yaml")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("identity_file:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = text.as_str();
+        let stated = crate::inventory::load_str(text, Path::new("/sample/cluster.yaml"), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The same inventory without its `versions:` block: the defaults.
+        let mut kept = Vec::new();
+        let mut in_versions = false;
+        for line in text.lines() {
+            if line.starts_with("  versions:") {
+                in_versions = true;
+                continue;
+            }
+            if in_versions && line.starts_with("    ") {
+                continue;
+            }
+            in_versions = false;
+            kept.push(line);
+        }
+        let defaulted =
+            crate::inventory::load_str(&kept.join("\n"), Path::new("/sample/cluster.yaml"), None)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stated.cluster.versions, defaulted.cluster.versions);
+        assert_eq!(stated.cluster.versions.len(), 7);
+        // And the sample's release is one capstan pins, so it installs with `pinned`.
+        let catalog = &stated.cluster.artifacts.catalog;
+        let k = stated.cluster.kubernetes_version.to_string();
+        for c in [Component::Kubelet, Component::Kubectl] {
+            assert!(catalog.pin(c, &k).is_some(), "{c} {k} is not pinned");
+        }
+    }
+
+    #[test]
+    fn versions_follow_the_minor_and_containerd_must_fit_it() {
+        let load = |cluster: &str| {
+            crate::inventory::load_str(
+                &format!("cluster: {{name: a, {cluster}}}\n{HOSTS}"),
+                Path::new("/x/cluster.yaml"),
+                None,
+            )
+        };
+        let inv = load("kubernetes_version: v1.35.1").unwrap();
+        assert_eq!(inv.cluster.versions["containerd"], "v2.2.1");
+        let inv = load("kubernetes_version: v1.32.4").unwrap();
+        assert_eq!(inv.cluster.versions["containerd"], "v1.7.29");
+        // 1.36 needs containerd 2.2+: 1.7 is refused before any connection, with the matrix.
+        let err = load("kubernetes_version: v1.36.0, versions: {containerd: v1.7.29}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Kubernetes v1.36 does not run on containerd v1.7.29"),
+            "{err}"
+        );
+        assert!(err.contains("v2.3.0+ or v2.2.0+ within v2.2"), "{err}");
+        assert!(err.contains("cluster.yaml:1:"), "{err}");
+        let err = load("kubernetes_version: v1.35.0, versions: {containerd: 2.1.4}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not run on containerd 2.1.4"), "{err}");
+        // A minor the catalog does not know: refused, with the known ones and where to add it.
+        let err = load("kubernetes_version: v1.39.0").unwrap_err().to_string();
+        assert!(
+            err.contains("does not know Kubernetes v1.39.0's minor"),
+            "{err}"
+        );
+        assert!(err.contains("v1.37"), "{err}");
+        assert!(err.contains("catalog.yaml beside the inventory"), "{err}");
+    }
+
+    /// 1.38 the day it ships: a few lines in catalog.yaml beside the inventory, no new capstan.
+    #[test]
+    fn a_new_minor_is_a_catalog_override() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("catalog.yaml"),
+            "kubernetes:\n  v1.38:\n    released: 2026-12-16\n    end_of_life: 2028-02-28\n    images: {coredns: v1.14.4, pause: \"3.10.2\", etcd: 3.7.0-0}\n    containerd: [v2.3.0]\npins:\n  kubelet:\n    v1.38.0: {amd64: 1111111111111111111111111111111111111111111111111111111111111111}\n",
+        )
+        .unwrap();
+        let path = dir.path().join("cluster.yaml");
+        let text = format!(
+            "cluster: {{name: a, kubernetes_version: v1.38.0, versions: {{containerd: v2.3.0}}}}\n{HOSTS}"
+        );
+        let inv = crate::inventory::load_str(&text, &path, None).unwrap_or_else(|e| panic!("{e}"));
+        let catalog = &inv.cluster.artifacts.catalog;
+        let m = catalog.minor(&inv.cluster.kubernetes_version).unwrap();
+        assert_eq!(m.images.etcd, "3.7.0-0");
+        assert_eq!(m.newest_patch, Version::parse("v1.38.0"));
+        // Node software it does not name comes from the minor before.
+        assert_eq!(
+            inv.cluster.versions["runc"],
+            catalog
+                .node_default(&Version::parse("v1.37.0").unwrap(), Component::Runc)
+                .unwrap()
+        );
+        // A mistake in the override is reported at its line and column, before anything else.
+        std::fs::write(
+            dir.path().join("catalog.yaml"),
+            "kubernetes:\n  v1.38:\n    relased: 2026-12-16\n",
+        )
+        .unwrap();
+        let err = crate::inventory::load_str(&text, &path, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("catalog.yaml:3:5: unknown key `relased`"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn names_and_addresses() {

@@ -96,6 +96,7 @@ pub(crate) fn remove_lab_files(out: &Path) -> Result<Vec<PathBuf>, LabError> {
     let mut removed = Vec::new();
     for path in [
         out.join(INVENTORY_FILE),
+        out.join(crate::artifacts::data::OVERRIDE_NAME),
         out.join(KEY_FILE),
         out.join(format!("{KEY_FILE}.pub")),
         state.join("known_hosts"),

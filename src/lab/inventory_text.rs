@@ -72,6 +72,34 @@ pub(crate) fn render(spec: &LabSpec, hosts: &[LabHost]) -> String {
     s
 }
 
+/// The catalog override a lab on `mirror` needs: a test mirror's containerd (Debian's
+/// builds) may be older or newer than what a Kubernetes minor is known to run on, and the
+/// inventory's validation would refuse it. The override adds it to those minors' lists,
+/// saying why; `None` when every minor already accepts it.
+pub(crate) fn render_catalog(mirror: &std::path::Path) -> Option<String> {
+    let containerd = super::mirror_versions(mirror).remove("containerd")?;
+    let version = crate::artifacts::data::component_version(&containerd)?;
+    let catalog = crate::artifacts::Catalog::builtin();
+    let mut s = String::new();
+    for m in catalog.minors.values() {
+        if m.supports_containerd(&version) {
+            continue;
+        }
+        let mut list: Vec<String> = m.containerd.iter().map(ToString::to_string).collect();
+        list.push(version.to_string());
+        let _ = writeln!(s, "  {}:\n    containerd: [{}]", m.name, list.join(", "));
+    }
+    if s.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "# Written by `capstan lab up`: the lab's mirror carries containerd {version}, which\n\
+         # containerd's RELEASES.md does not list for these Kubernetes minors; a lab runs it\n\
+         # anyway (a test bed, not a production cluster). Laid over capstan's built-in catalog.\n\
+         kubernetes:\n{s}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;

@@ -1099,6 +1099,26 @@ pub fn up(spec: &LabSpec) -> Result<LabSummary, LabError> {
     let inventory_path = spec.out.join(INVENTORY_FILE);
     let text = inventory_text::render(spec, &hosts);
     files::write_if_changed(&inventory_path, text.as_bytes(), 0o644)?;
+    let catalog_path = spec.out.join(crate::artifacts::data::OVERRIDE_NAME);
+    match spec
+        .mirror
+        .as_deref()
+        .and_then(inventory_text::render_catalog)
+    {
+        Some(text) => {
+            files::write_if_changed(&catalog_path, text.as_bytes(), 0o644)?;
+        }
+        None => match std::fs::remove_file(&catalog_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(LabError::Io {
+                    path: catalog_path,
+                    source,
+                });
+            }
+        },
+    }
     crate::inventory::load(&inventory_path).map_err(|e| LabError::Inventory(e.to_string()))?;
 
     Ok(LabSummary {

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::artifacts::{Arch, Component, kubeadm_defaults};
+use crate::artifacts::{Arch, Catalog, Component};
 use crate::inventory::{Artifacts, ChecksumSource, Version};
 
 /// The releases a target may be, newest last, and where that list came from.
@@ -24,15 +24,18 @@ pub struct Available {
 }
 
 /// What the catalog offers for `arches` under `checksums`.
-fn from_catalog(checksums: ChecksumSource, arches: &[Arch]) -> Vec<Version> {
+fn from_catalog(catalog: &Catalog, checksums: ChecksumSource, arches: &[Arch]) -> Vec<Version> {
     let ok = |c: Component, v: &str| match checksums {
-        ChecksumSource::Pinned => arches.iter().all(|a| c.pinned_sha256(v, *a).is_some()),
-        ChecksumSource::Mirror => true,
+        ChecksumSource::Pinned => arches
+            .iter()
+            .all(|a| catalog.pinned_sha256(c, v, *a).is_some()),
+        ChecksumSource::Mirror | ChecksumSource::Published => true,
     };
-    let mut out: Vec<Version> = Component::Kubelet
-        .known_versions()
+    let kubectl = catalog.known_versions(Component::Kubectl);
+    let mut out: Vec<Version> = catalog
+        .known_versions(Component::Kubelet)
         .into_iter()
-        .filter(|v| Component::Kubectl.known_versions().contains(v))
+        .filter(|v| kubectl.contains(v))
         .filter(|v| ok(Component::Kubelet, v) && ok(Component::Kubectl, v))
         .filter_map(Version::parse)
         .collect();
@@ -100,25 +103,26 @@ pub fn available(artifacts: &Artifacts, arches: &[Arch]) -> Result<Available, St
     } else {
         arches.to_vec()
     };
-    let known_images = |v: &Version| kubeadm_defaults(v).is_ok();
+    let catalog = &artifacts.catalog;
+    let known_images = |v: &Version| catalog.minor(v).is_some();
     let mirror = artifacts.mirror.trim_end_matches('/');
     let (versions, source) = if let Some(path) = mirror.strip_prefix("file://") {
         let listed = list_mirror(
             Path::new(&decode(path)),
             &arches,
-            artifacts.checksums == ChecksumSource::Mirror,
+            artifacts.checksums != ChecksumSource::Pinned,
         )?;
         let versions = match artifacts.checksums {
-            ChecksumSource::Mirror => listed,
+            ChecksumSource::Mirror | ChecksumSource::Published => listed,
             ChecksumSource::Pinned => {
-                let pinned = from_catalog(ChecksumSource::Pinned, &arches);
+                let pinned = from_catalog(catalog, ChecksumSource::Pinned, &arches);
                 listed.into_iter().filter(|v| pinned.contains(v)).collect()
             }
         };
         (versions, format!("the mirror {mirror}"))
     } else {
         (
-            from_catalog(artifacts.checksums, &arches),
+            from_catalog(catalog, artifacts.checksums, &arches),
             format!("capstan's catalog (the mirror {mirror} cannot be listed)"),
         )
     };
@@ -152,7 +156,11 @@ mod tests {
     }
 
     fn arts(mirror: String, checksums: ChecksumSource) -> Artifacts {
-        Artifacts { mirror, checksums }
+        Artifacts {
+            mirror,
+            checksums,
+            catalog: crate::artifacts::Catalog::builtin(),
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod reset;
 pub mod snapshot;
 pub mod upgrade;
 pub mod upgrade_plan;
+pub mod versions;
 
 use std::time::Duration;
 

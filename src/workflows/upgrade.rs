@@ -719,6 +719,7 @@ async fn step(
 /// The image a component runs at the inventory's (current) version.
 fn image_of(inv: &Inventory, component: &str) -> Result<String, Stop> {
     let images = crate::artifacts::catalog::images(
+        &inv.cluster.artifacts.catalog,
         &inv.cluster.kubernetes_version,
         Some(&inv.cluster.image_repository),
     )

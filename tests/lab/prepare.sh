@@ -7,11 +7,11 @@
 #      stand-in at every version in dl.k8s.io's layout (.sha256 beside each file)
 #   4. the image store: the control-plane         OUT/images/registry.k8s.io/kube-apiserver/vX.Y.Z/kube-apiserver
 #      stand-ins under the references capstan's   (…kube-controller-manager, kube-scheduler likewise)
-#      manifests use (src/artifacts/catalog.rs images())
+#      manifests use (src/artifacts/catalog.rs images(), catalog/catalog.yaml)
 #   5. the addon images of the image store:       OUT/images/registry.k8s.io/kube-proxy/vX.Y.Z/kube-proxy
 #      kube-proxy at every version; CoreDNS and    OUT/images/registry.k8s.io/coredns/coredns/TAG/{coredns,.entrypoint}
 #      pause at the tags kubeadm pairs with each   OUT/images/registry.k8s.io/pause/TAG/{pause,.entrypoint}
-#      minor (catalog.rs KUBEADM_DEFAULTS);        OUT/images/ghcr.io/flannel-io/flannel/TAG/{flanneld,cp}
+#      minor (catalog/catalog.yaml);                   OUT/images/ghcr.io/flannel-io/flannel/TAG/{flanneld,cp}
 #      flannel and its CNI plugin at the tags of   OUT/images/ghcr.io/flannel-io/flannel-cni-plugin/TAG/{flannel,cp}
 #      roles/addons/role.yaml (`cp` is image-cp.sh: the init containers copy files of the image)
 #
@@ -39,15 +39,17 @@ fi
 
 # The addon images' tags: kubeadm's CoreDNS and pause per minor, capstan's flannel.
 WANTED=${CAPSTAN_STANDIN_VERSIONS:-$(sed -n 's/^VERSIONS=\${CAPSTAN_STANDIN_VERSIONS:-\(.*\)}$/\1/p' "$HERE/build-standins.sh")}
-DEFAULTS=$(awk '/^ *minor: [0-9]+,/ { m = $2; gsub(/,/, "", m) }
-    /^ *coredns: "/ { c = $2; gsub(/[",]/, "", c) }
-    /^ *pause: "/ { p = $2; gsub(/[",]/, "", p); if (m != "") print m, c, p; m = "" }' "$ROOT/src/artifacts/catalog.rs")
-[ -n "$DEFAULTS" ] || die "no kubeadm defaults found in src/artifacts/catalog.rs"
+# catalog/catalog.yaml writes each minor's images on one line: `images: {coredns: T, pause: "T", ...}`.
+DEFAULTS=$(awk '/^  v[0-9]+\.[0-9]+:/ { m = $1; sub(/:$/, "", m); sub(/^v1\./, "", m) }
+    /^    images: *\{/ { c = $0; sub(/.*coredns: */, "", c); sub(/[,} ].*/, "", c)
+                         p = $0; sub(/.*pause: *"?/, "", p); sub(/"?[,} ].*/, "", p)
+                         if (m != "") print m, c, p; m = "" }' "$ROOT/catalog/catalog.yaml")
+[ -n "$DEFAULTS" ] || die "no kubeadm images found in catalog/catalog.yaml"
 COREDNS_TAGS= PAUSE_TAGS=
 for v in $WANTED; do
     minor=$(echo "$v" | cut -d. -f2)
     line=$(echo "$DEFAULTS" | awk -v m="$minor" '$1 == m')
-    [ -n "$line" ] || die "no CoreDNS/pause tags for $v in src/artifacts/catalog.rs"
+    [ -n "$line" ] || die "no CoreDNS/pause tags for $v in catalog/catalog.yaml"
     COREDNS_TAGS="$COREDNS_TAGS $(echo "$line" | cut -d' ' -f2)"
     PAUSE_TAGS="$PAUSE_TAGS $(echo "$line" | cut -d' ' -f3)"
 done
