@@ -250,6 +250,23 @@ impl<'a> CacheSource<'a> {
 }
 
 impl ArtifactSource for CacheSource<'_> {
+    fn verified_by(&self, artifact: &str) -> Option<String> {
+        let component = Component::parse(artifact)?;
+        let version = self.inventory.cluster.versions.get(component.name())?;
+        let r = ArtifactRef::new(component, version.clone(), self.arch);
+        let resolved = catalog::resolve(&r, &self.inventory.cluster.artifacts).ok()?;
+        let name = |url: &str| url.rsplit('/').next().unwrap_or(url).to_string();
+        // A mirror's own .sha256 is the mirror's operator's choice (and the test bed's);
+        // upstream's file instead of capstan's pin is worth a word in every plan.
+        match resolved.checksum {
+            catalog::ExpectedChecksum::Published(url) => Some(format!(
+                "{component} {version}: sha256 from upstream's published {}, not pinned by capstan",
+                name(&url)
+            )),
+            catalog::ExpectedChecksum::Pinned(_) | catalog::ExpectedChecksum::MirrorFile(_) => None,
+        }
+    }
+
     fn fetch(&self, artifact: &str, file: &str) -> Result<(PathBuf, String, u64), String> {
         let component = Component::parse(artifact).ok_or_else(|| {
             let known: Vec<&str> = Component::ALL.iter().map(|c| c.name()).collect();

@@ -30,6 +30,8 @@ pub struct DesiredFile {
     pub secret: bool,
     /// Written when missing, never replaced (see the role's `create_only`).
     pub create_only: bool,
+    /// For a binary whose sha256 is not capstan's pin: what verified it.
+    pub verified_by: Option<String>,
 }
 
 impl DesiredFile {
@@ -102,6 +104,12 @@ pub trait ArtifactSource {
     /// The cached file for `artifact` (a catalog component), or `member` of its archive,
     /// with its sha256 and size.
     fn fetch(&self, artifact: &str, file: &str) -> Result<(PathBuf, String, u64), String>;
+
+    /// What `artifact`'s sha256 was checked against, when it was not capstan's own pin
+    /// (plans say so beside the binary).
+    fn verified_by(&self, _artifact: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A problem turning roles into desired state.
@@ -228,6 +236,7 @@ pub fn build(
                         mode: mode_of(mode),
                         secret: false,
                         create_only: false,
+                        verified_by: artifacts.verified_by(&artifact),
                     }));
                 }
                 ResourceSpec::Unit {
@@ -425,6 +434,7 @@ pub fn inline_file(
         mode,
         secret,
         create_only: false,
+        verified_by: None,
     }
 }
 

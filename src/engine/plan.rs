@@ -496,6 +496,7 @@ fn file_change(
             } else if let Some(text) = f.text() {
                 c.diff = Some(unified_diff(&f.path, "", text));
             }
+            c.details.extend(f.verified_by.clone());
             Some(c)
         }
         PathKind::File if f.create_only || now.sha256.as_deref() == Some(f.sha256.as_str()) => {
@@ -523,6 +524,7 @@ fn file_change(
             }
             c.details
                 .extend(meta_drift(now, &f.owner, &f.group, f.mode));
+            c.details.extend(f.verified_by.clone());
             Some(c)
         }
     }
@@ -896,6 +898,43 @@ mod tests {
             Some("1024\t65000".into()),
         );
         assert!(plan(&desired, &state, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_binary_not_pinned_by_capstan_says_what_verified_it() {
+        let mut f = inline_file(
+            "/usr/local/bin/kubelet".into(),
+            b"\x7fELF".to_vec(),
+            "root".into(),
+            "root".into(),
+            0o755,
+            false,
+        );
+        f.verified_by = Some("kubelet v1.37.1: sha256 from upstream's published kubelet.sha256, not pinned by capstan".into());
+        let desired = vec![Desired::File(f.clone())];
+        let p = plan(&desired, &HostState::default(), &BTreeMap::new());
+        assert!(
+            p.changes[0]
+                .details
+                .iter()
+                .any(|d| d.contains("not pinned by capstan")),
+            "{:?}",
+            p.changes[0].details
+        );
+        // And when it replaces another binary.
+        let mut state = HostState::default();
+        let mut now = present(&desired[0]);
+        now.sha256 = Some("0".repeat(64));
+        state.paths.insert(f.path.clone(), now);
+        let p = plan(&desired, &state, &BTreeMap::new());
+        assert!(
+            p.changes[0]
+                .details
+                .iter()
+                .any(|d| d.contains("published kubelet.sha256")),
+            "{:?}",
+            p.changes[0].details
+        );
     }
 
     #[test]

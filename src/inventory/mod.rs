@@ -86,6 +86,32 @@ impl Inventory {
     }
 }
 
+impl Cluster {
+    /// The node software at Kubernetes `target`: what the inventory names, else the
+    /// catalog's default for the target's minor (an upgrade moves the defaults with it).
+    pub fn versions_at(&self, target: &Version) -> std::collections::BTreeMap<String, String> {
+        use crate::artifacts::catalog::Component;
+        let mut out = self.versions.clone();
+        for c in [
+            Component::Containerd,
+            Component::Runc,
+            Component::Etcd,
+            Component::Crictl,
+            Component::CniPlugins,
+        ] {
+            if self.versions_given.contains_key(c.name()) {
+                continue;
+            }
+            if let Some(v) = self.artifacts.catalog.node_default(target, c) {
+                out.insert(c.name().to_string(), v.to_string());
+            }
+        }
+        out.insert("kubelet".into(), target.to_string());
+        out.insert("kubectl".into(), target.to_string());
+        out
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Cluster {
     pub name: String,
@@ -100,6 +126,9 @@ pub struct Cluster {
     /// Node software versions by catalog component name (`containerd`, `runc`, `etcd`,
     /// `crictl`, `cni-plugins`; `kubelet` and `kubectl` follow `kubernetes_version`).
     pub versions: std::collections::BTreeMap<String, String>,
+    /// Those of `versions` the inventory itself names (the rest are the catalog's defaults
+    /// for the minor, and move with it on an upgrade: [`Cluster::versions_at`]).
+    pub versions_given: std::collections::BTreeMap<String, String>,
     pub pki: Pki,
     pub leader_election: LeaderElection,
     pub dns: Dns,

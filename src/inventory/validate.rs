@@ -291,6 +291,21 @@ pub fn resolve(
     let api_endpoint = resolve_api_endpoint(&mut c, file, &control_planes, &lb_hosts);
     let artifacts = resolve_artifacts(&mut c, file, catalog);
     let versions = resolve_versions(&mut c, file, version, catalog);
+    let versions_given = versions
+        .iter()
+        .filter(|(k, _)| {
+            let g = &spec.versions;
+            match k.as_str() {
+                "containerd" => g.containerd.is_some(),
+                "runc" => g.runc.is_some(),
+                "etcd" => g.etcd.is_some(),
+                "crictl" => g.crictl.is_some(),
+                "cni-plugins" => g.cni_plugins.is_some(),
+                _ => false,
+            }
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let pki = resolve_pki(&mut c, file);
     let leader_election = resolve_leader_election(&mut c, file);
     let dns = resolve_dns(&mut c, file);
@@ -333,6 +348,7 @@ pub fn resolve(
                 artifacts,
                 image_repository,
                 versions,
+                versions_given,
                 pki,
                 leader_election,
                 dns,
@@ -1141,6 +1157,22 @@ mod tests {
         );
         assert!(err.contains("v1.37"), "{err}");
         assert!(err.contains("catalog.yaml beside the inventory"), "{err}");
+    }
+
+    #[test]
+    fn an_upgrade_moves_the_defaults_and_keeps_what_the_inventory_names() {
+        let inv = crate::inventory::load_str(
+            &format!("cluster: {{name: a, kubernetes_version: v1.34.4, versions: {{runc: v1.3.3}}}}\n{HOSTS}"),
+            Path::new("/x/cluster.yaml"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(inv.cluster.versions["containerd"], "v2.1.6");
+        let at = inv.cluster.versions_at(&Version::parse("v1.35.1").unwrap());
+        assert_eq!(at["containerd"], "v2.2.1");
+        assert_eq!(at["crictl"], "v1.35.0");
+        assert_eq!(at["runc"], "v1.3.3");
+        assert_eq!(at["kubelet"], "v1.35.1");
     }
 
     /// 1.38 the day it ships: a few lines in catalog.yaml beside the inventory, no new capstan.

@@ -39,7 +39,12 @@ fn from_catalog(catalog: &Catalog, checksums: ChecksumSource, arches: &[Arch]) -
         .filter(|v| ok(Component::Kubelet, v) && ok(Component::Kubectl, v))
         .filter_map(Version::parse)
         .collect();
+    // Not pinned: every minor's newest patch is there too (upstream's files verify it).
+    if checksums != ChecksumSource::Pinned {
+        out.extend(catalog.minors.values().filter_map(|m| m.newest_patch));
+    }
     out.sort_unstable();
+    out.dedup();
     out
 }
 
@@ -228,6 +233,16 @@ mod tests {
         assert!(a.versions.contains(&v("v1.33.1")), "{a:?}");
         assert!(!a.versions.contains(&v("v1.31.9")), "{a:?}");
         assert!(a.source.contains("catalog"), "{}", a.source);
+        assert!(a.versions.windows(2).all(|w| w[0] < w[1]));
+        // Pinned: no unpinned release, however new; published: each minor's newest patch too.
+        assert!(!a.versions.contains(&v("v1.37.0")), "{a:?}");
+        let a = available(
+            &arts("https://dl.k8s.io".into(), ChecksumSource::Published),
+            &[Arch::Amd64],
+        )
+        .unwrap();
+        assert!(a.versions.contains(&v("v1.37.0")), "{a:?}");
+        assert!(a.versions.contains(&v("v1.35.1")), "{a:?}");
         assert!(a.versions.windows(2).all(|w| w[0] < w[1]));
     }
 
