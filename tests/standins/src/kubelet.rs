@@ -73,6 +73,53 @@ pub const FLAGS: &[(&str, Kind)] = &[
     ("volume-plugin-dir", V),
 ];
 
+/// Flags a kubelet release no longer has: (flag, first minor without it). A real kubelet
+/// of that minor or later exits with "unknown flag".
+pub const REMOVED_FLAGS: &[(&str, u32)] = &[
+    // kubernetes/kubernetes#133779: the sandbox image is the runtime's (containerd's) to pin.
+    ("pod-infra-container-image", 35),
+];
+
+/// The kubelet's flags at `minor` (1.minor).
+pub fn flags_at(minor: u32) -> Vec<(&'static str, Kind)> {
+    FLAGS
+        .iter()
+        .filter(|(name, _)| {
+            !REMOVED_FLAGS
+                .iter()
+                .any(|(removed, since)| removed == name && minor >= *since)
+        })
+        .copied()
+        .collect()
+}
+
+/// The minor of a stamped version (`v1.35.2` → 35).
+fn minor_of(version: &str) -> u32 {
+    crate::version::major_minor(version).1.parse().unwrap_or(0)
+}
+
+/// Does this host run cgroup v2 alone (the unified hierarchy at /sys/fs/cgroup)? A hybrid
+/// host counts as cgroup v1, as for the real kubelet (`IsCgroup2UnifiedMode`).
+fn cgroup_v2_unified() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// From 1.35 `failCgroupV1` defaults to true: on a cgroup v1 host the kubelet refuses to
+/// start unless the configuration sets it false (KEP-5573).
+fn check_cgroup_v1(doc: &Y, minor: u32, unified: bool) -> Result<(), String> {
+    let fail = doc
+        .get("failCgroupV1")
+        .and_then(Y::as_bool)
+        .unwrap_or(minor >= 35);
+    if !unified && fail {
+        return Err(
+            "failed to run Kubelet: kubelet is configured to not run on a host using cgroup v1. cgroup v1 support is unsupported and will be removed in a future release"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 struct Config {
     static_pod_path: Option<String>,
     tls_cert: Option<String>,
@@ -97,7 +144,7 @@ fn ystr(v: &Y, path: &[&str]) -> Option<String> {
         .or_else(|| cur.as_u64().map(|n| n.to_string()))
 }
 
-fn load_config(p: &Parsed) -> Result<Config, String> {
+fn load_config(p: &Parsed, minor: u32) -> Result<Config, String> {
     let doc: Y = match p.get("config") {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -183,6 +230,7 @@ fn load_config(p: &Parsed) -> Result<Config, String> {
             .or_else(|| ystr(&doc, &["clusterDomain"]))
             .unwrap_or_default(),
     };
+    check_cgroup_v1(&doc, minor, cgroup_v2_unified())?;
     if let Some(d) = ystr(&doc, &["cgroupDriver"])
         && d != "systemd"
         && d != "cgroupfs"
@@ -808,10 +856,13 @@ fn check_node_labels(flag: &str) -> Result<(), String> {
 }
 
 pub fn main(args: &[String]) -> ! {
-    let (p, version) = common::start(NAME, args, FLAGS);
+    // The flags of this copy's release: a flag removed in it is an unknown flag.
+    let minor = crate::version::current().map_or(0, |v| minor_of(&v));
+    let flags = flags_at(minor);
+    let (p, version) = common::start(NAME, args, &flags);
     let setup = || -> Result<Kubelet, String> {
         check_node_labels(p.get("node-labels").unwrap_or(""))?;
-        let cfg = load_config(&p)?;
+        let cfg = load_config(&p, minor)?;
         let kc = p
             .get("kubeconfig")
             .ok_or("--kubeconfig is required (TLS bootstrap is not supported by this stand-in)")?;
@@ -890,6 +941,30 @@ pub fn main(args: &[String]) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flag_removed_in_a_release_is_unknown_to_it() {
+        let args = vec!["--pod-infra-container-image=registry.k8s.io/pause:3.10".to_string()];
+        assert!(crate::flags::parse(&args, &flags_at(34)).is_ok());
+        let err = crate::flags::parse(&args, &flags_at(35)).unwrap_err();
+        assert!(err.contains("pod-infra-container-image"), "{err}");
+        assert_eq!(flags_at(37).len(), FLAGS.len() - 1);
+    }
+
+    #[test]
+    fn from_1_35_cgroup_v1_needs_fail_cgroup_v1_false() {
+        let doc = |text: &str| -> Y { serde_yaml::from_str(text).unwrap() };
+        let plain = doc("kind: KubeletConfiguration\n");
+        let allowed = doc("failCgroupV1: false\n");
+        let refused = doc("failCgroupV1: true\n");
+        assert!(check_cgroup_v1(&plain, 34, false).is_ok());
+        let err = check_cgroup_v1(&plain, 35, false).unwrap_err();
+        assert!(err.contains("cgroup v1"), "{err}");
+        assert!(check_cgroup_v1(&allowed, 37, false).is_ok());
+        assert!(check_cgroup_v1(&refused, 34, false).is_err());
+        // cgroup v2 hosts are never refused.
+        assert!(check_cgroup_v1(&plain, 37, true).is_ok());
+    }
 
     #[test]
     fn node_labels_the_kubelet_may_not_set_are_refused() {
