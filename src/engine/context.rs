@@ -420,10 +420,10 @@ mod tests {
     }
 
     /// The shipped roles render for a lab host deterministically, with what containerd 2.x
-    /// (the catalog's newest, the default) on such a host needs: config format 3.
+    /// on such a host needs: config format 3.
     #[test]
     fn shipped_roles_render_deterministically() {
-        let files = lab_host_files(&lab_inventory());
+        let files = lab_host_files(&lab_inventory_with("versions: {containerd: v2.2.1}"));
         let cfg = &files["/etc/containerd/config.toml"];
         for want in [
             "\nversion = 3\n",
@@ -444,7 +444,8 @@ mod tests {
     /// containerd 1.x hosts keep config format 2 and its plugin ids.
     #[test]
     fn containerd_1_hosts_get_config_format_2() {
-        for v in ["v1.6.20", "1.7.29"] {
+        // (The oldest 1.6 and 1.7 patches v1.32 runs on.)
+        for v in ["v1.6.36", "1.7.24"] {
             let files = lab_host_files(&lab_inventory_with(&format!(
                 "versions: {{containerd: {v}}}"
             )));
