@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): `capstan upgrade apply` v1.31.9 -> v1.32.5 of 7 lab hosts
-# (stacked etcd, 3 control planes + 3 workers + 1 haproxy load balancer) built by
-# `capstan init`, with a Deployment of 4 replicas and a PodDisruptionBudget (minAvailable 3)
-# for the drains to respect. Prints the wall time end to end, the per-phase and per-host
+# Benchmark (not a test): `capstan upgrade apply` v1.36.4 -> v1.37.1 of 7 lab hosts
+# on containerd 2 (forky's 2.1.9; stacked etcd, 3 control planes + 3 workers + 1 haproxy
+# load balancer) built by `capstan init`, with a Deployment of 4 replicas and a
+# PodDisruptionBudget (minAvailable 3) for the drains to respect. Prints the wall time end to end, the per-phase and per-host
 # times from apply's own summary, and the SSH round trips per host.
 #   benches/upgrade.sh       MAX_UNAVAILABLE=1 by default
 set -euo pipefail
@@ -19,12 +19,12 @@ out=$(mktemp -d)
 trap '"$bin" lab down --name "$name" --out "$out" >/dev/null 2>&1 || true; rm -rf "$cache" "$out"' EXIT
 "$bin" lab up --name "$name" --control-planes 3 --workers 3 --load-balancers 1 --out "$out" \
   --mirror "$bed/mirror" --mount "$bed/images:/var/lib/standin-images" -q >/dev/null
-sed -i 's/^\( *kubernetes_version:\).*/\1 v1.31.9/' "$out/cluster.yaml"
+sed -i 's/^\( *kubernetes_version:\).*/\1 v1.36.4/; s/^\(    containerd:\).*/\1 v2.1.9/' "$out/cluster.yaml"
 
 s=$(date +%s.%N)
 "$bin" init -i "$out" --cache-dir "$cache" -q >/dev/null
 e=$(date +%s.%N)
-printf 'init v1.31.9, 7 hosts: %.1f s\n' "$(echo "$e - $s" | bc)"
+printf 'init v1.36.4, 7 hosts: %.1f s\n' "$(echo "$e - $s" | bc)"
 
 kubectl --kubeconfig "$out/.capstan/admin.conf" apply -f - >/dev/null <<'YAML'
 apiVersion: apps/v1
@@ -50,10 +50,10 @@ for _ in $(seq 1 60); do
 done
 
 s=$(date +%s.%N)
-doc=$("$bin" upgrade apply -i "$out" --cache-dir "$cache" --to v1.32.5 --yes \
+doc=$("$bin" upgrade apply -i "$out" --cache-dir "$cache" --to v1.37.1 --yes \
         --max-unavailable "$mu" --output json)
 e=$(date +%s.%N)
-printf 'upgrade apply v1.31.9 -> v1.32.5, 7 hosts, --max-unavailable %s: %.1f s wall\n' \
+printf 'upgrade apply v1.36.4 -> v1.37.1, 7 hosts, --max-unavailable %s: %.1f s wall\n' \
   "$mu" "$(echo "$e - $s" | bc)"
 printf '%s' "$doc" > "$out/upgrade.json"
 python3 - "$out/upgrade.json" <<'PY'
@@ -73,6 +73,6 @@ print("  changes: %d, round trips per host %d-%d" % (changes, min(rt), max(rt)))
 PY
 
 s=$(date +%s.%N)
-doc=$("$bin" upgrade apply -i "$out" --cache-dir "$cache" --to v1.32.5 --yes --output json)
+doc=$("$bin" upgrade apply -i "$out" --cache-dir "$cache" --to v1.37.1 --yes --output json)
 e=$(date +%s.%N)
 printf 'no-op upgrade apply (same version again): %.2f s wall\n' "$(echo "$e - $s" | bc)"

@@ -143,8 +143,34 @@ fn stacked_etcd_three_control_planes_two_workers_haproxy_then_failover_and_reset
         ],
     );
     let inv = lab.inventory();
+    // Today's cluster: the newest minor on containerd 2 hosts (forky's 2.1.9).
+    support::upgrade::set_version(&inv, "v1.37.1");
+    support::lab::set_node_version(&inv, "containerd", "v2.1.9");
     let first = init_twice(&inv);
     assert!(first.stdout.contains("gate"), "{}", first.all());
+    for host in ["cp1", "w1"] {
+        let v = docker(&[
+            "exec",
+            &lab.container(host),
+            "/usr/local/bin/containerd",
+            "--version",
+        ]);
+        assert!(v.contains("2.1.9"), "{host}: {v}");
+    }
+    let nodes = kubectl(
+        &inv,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.nodeInfo.kubeletVersion}",
+        ],
+    );
+    assert_eq!(
+        nodes.split_whitespace().collect::<Vec<_>>(),
+        ["v1.37.1"; 5],
+        "{nodes}"
+    );
     assert_etcd_healthy(&lab, "cp1", 3);
     assert_nodes_ready(&inv, &["cp1", "cp2", "cp3", "w1", "w2"]);
     assert_leases(&inv, &["cp1", "cp2", "cp3"]);

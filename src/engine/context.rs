@@ -345,10 +345,6 @@ mod tests {
         }
     }
 
-    fn lab_inventory() -> Inventory {
-        lab_inventory_with("")
-    }
-
     /// The lab inventory with `cluster` keys added (`versions: {containerd: v1.7.29}`).
     fn lab_inventory_with(cluster: &str) -> Inventory {
         let extra = if cluster.is_empty() {

@@ -72,31 +72,48 @@ pub(crate) fn render(spec: &LabSpec, hosts: &[LabHost]) -> String {
     s
 }
 
-/// The catalog override a lab on `mirror` needs: a test mirror's containerd (Debian's
-/// builds) may be older or newer than what a Kubernetes minor is known to run on, and the
-/// inventory's validation would refuse it. The override adds it to those minors' lists,
-/// saying why; `None` when every minor already accepts it.
+/// The catalog override a lab on `mirror` needs: a test mirror's containerd builds (Debian's)
+/// may be older or newer than what a Kubernetes minor is known to run on, and the
+/// inventory's validation would refuse them. The override adds each to the lists of the
+/// minors that lack it, saying why; `None` when every minor already accepts them all.
 pub(crate) fn render_catalog(mirror: &std::path::Path) -> Option<String> {
-    let containerd = super::mirror_versions(mirror).remove("containerd")?;
-    let version = crate::artifacts::data::component_version(&containerd)?;
+    let dir = mirror.join("github.com/containerd/containerd/releases/download");
+    let mut held: Vec<crate::inventory::Version> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(crate::inventory::Version::parse)
+        })
+        .collect();
+    held.sort_unstable();
     let catalog = crate::artifacts::Catalog::builtin();
     let mut s = String::new();
+    let mut added = std::collections::BTreeSet::new();
     for m in catalog.minors.values() {
-        if m.supports_containerd(&version) {
+        let missing: Vec<_> = held.iter().filter(|v| !m.supports_containerd(v)).collect();
+        if missing.is_empty() {
             continue;
         }
         let mut list: Vec<String> = m.containerd.iter().map(ToString::to_string).collect();
-        list.push(version.to_string());
+        for v in missing {
+            list.push(v.to_string());
+            added.insert(v.to_string());
+        }
         let _ = writeln!(s, "  {}:\n    containerd: [{}]", m.name, list.join(", "));
     }
     if s.is_empty() {
         return None;
     }
+    let added: Vec<String> = added.into_iter().collect();
     Some(format!(
-        "# Written by `capstan lab up`: the lab's mirror carries containerd {version}, which\n\
-         # containerd's RELEASES.md does not list for these Kubernetes minors; a lab runs it\n\
+        "# Written by `capstan lab up`: the lab's mirror carries containerd {}, which\n\
+         # containerd's RELEASES.md does not list for some Kubernetes minors; a lab runs them\n\
          # anyway (a test bed, not a production cluster). Laid over capstan's built-in catalog.\n\
-         kubernetes:\n{s}"
+         kubernetes:\n{s}",
+        added.join(", ")
     ))
 }
 
@@ -106,6 +123,41 @@ mod tests {
 
     use super::super::HostAction;
     use super::*;
+
+    /// The override makes the inventory accept the mirror's containerd builds on every minor.
+    #[test]
+    fn the_catalog_override_admits_the_mirrors_containerd_builds() {
+        let mirror = tempfile::tempdir().unwrap();
+        for v in ["v1.6.20", "v2.1.9"] {
+            std::fs::create_dir_all(
+                mirror
+                    .path()
+                    .join("github.com/containerd/containerd/releases/download")
+                    .join(v),
+            )
+            .unwrap();
+        }
+        let text = render_catalog(mirror.path()).expect("an override");
+        assert!(text.contains("v1.6.20, v2.1.9"), "{text}");
+        let path = mirror.path().join("catalog.yaml");
+        let c = crate::artifacts::Catalog::from_texts(
+            include_str!("../../catalog/catalog.yaml"),
+            Some((&text, &path)),
+        )
+        .unwrap_or_else(|e| panic!("{:?}\n{text}", e.problems));
+        for m in c.minors.values() {
+            for v in ["v1.6.20", "v2.1.9"] {
+                assert!(
+                    m.supports_containerd(&crate::inventory::Version::parse(v).unwrap()),
+                    "{} {v}",
+                    m.name
+                );
+            }
+        }
+        // Nothing to add: no override.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(render_catalog(empty.path()), None);
+    }
 
     fn host(name: &str, last: u8, role: Role) -> LabHost {
         LabHost {

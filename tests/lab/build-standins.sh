@@ -8,8 +8,9 @@
 #   OUT/standin             the stand-in unstamped (for image files that are only copied)
 #
 # Usage: tests/lab/build-standins.sh OUT
-# Env:   CAPSTAN_STANDIN_VERSIONS   space-separated versions (default: three consecutive minors,
-#                                   two patches of one: v1.31.9 v1.32.4 v1.32.5 v1.33.1)
+# Env:   CAPSTAN_STANDIN_VERSIONS   space-separated versions (default: the minors 1.31 to 1.37,
+#                                   two patches of 1.32, each at a version of which the test
+#                                   mirror has a real kubectl)
 #        CAPSTAN_STANDIN_ADDONS     space-separated NAME:vX.Y.Z of addon stand-ins (coredns,
 #                                   flanneld, pause) to stamp with their own versions (default: none)
 #        CARGO_TARGET_DIR           as cargo uses it
@@ -22,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$1
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-VERSIONS=${CAPSTAN_STANDIN_VERSIONS:-v1.31.9 v1.32.4 v1.32.5 v1.33.1}
+VERSIONS=${CAPSTAN_STANDIN_VERSIONS:-v1.31.9 v1.32.4 v1.32.5 v1.33.1 v1.34.5 v1.35.2 v1.36.4 v1.37.1}
 COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 ADDONS=${CAPSTAN_STANDIN_ADDONS:-}
 

@@ -302,3 +302,24 @@ pub fn assert_control_plane_pods(lab: &Lab, host: &str, kubectl: &str) {
         assert!(pods.contains(&format!("pod/{pod}-{host}\n")), "{pods}");
     }
 }
+
+/// Sets `cluster.versions.KEY` (the lab writes the versions its mirror names) to `version`.
+pub fn set_node_version(inv: &Path, key: &str, version: &str) {
+    let text = std::fs::read_to_string(inv).expect("inventory");
+    let prefix = format!("    {key}: ");
+    assert!(
+        text.lines().any(|l| l.starts_with(&prefix)),
+        "the inventory names no {key} version:\n{text}"
+    );
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                format!("{prefix}{version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(inv, edited).expect("write inventory");
+}
