@@ -467,6 +467,32 @@ async fn etcd_member(
     Ok(())
 }
 
+/// The etcd cluster version (asked on `member`) is at least the minor before `to`'s: every
+/// member made it to that minor, so one may go to `to`.
+async fn etcd_cluster_version_gate(
+    run: &mut ClusterRun<'_>,
+    member: usize,
+    to: Version,
+    timeout: Duration,
+) -> Result<(), Stop> {
+    let need = (to.major, to.minor.saturating_sub(1));
+    let what = format!("etcd cluster version {}.{} or later", need.0, need.1);
+    let run_ref = &*run;
+    let check = || async move {
+        let out = run_ref.exec(member, &gates::etcd_version_script()).await?;
+        if !out.success() {
+            return Err(out.stderr_text().trim().to_string());
+        }
+        let got = gates::parse_etcd_cluster_version(&out.stdout_text())?;
+        match policy::etcd_version(&got) {
+            Some(v) if (v.major, v.minor) >= need => Ok(true),
+            _ => Err(format!("the cluster version is {got}")),
+        }
+    };
+    let result = wait_for(run_ref, member, timeout, check).await;
+    run.record_gate(&what, result)
+}
+
 /// Every member healthy as the cluster sees it (`endpoint health --cluster`, all `members`
 /// of them) and `member` itself reporting `to` (`endpoint status`), asked on `member`.
 async fn etcd_member_gate(
@@ -566,10 +592,15 @@ async fn steps(
     if !etcd.is_empty() {
         track.phase("etcd", etcd.len());
         for s in &etcd {
-            if let policy::Step::EtcdMember { member, to, .. } = s {
+            if let policy::Step::EtcdMember { member, from, to } = s {
                 let i = run
                     .index(member)
                     .ok_or_else(|| Stop(format!("etcd member {member} is not in the inventory")))?;
+                // Into a new minor: the cluster runs the one before it (etcd raises the
+                // cluster version once every member runs a newer minor).
+                if from.is_some_and(|f| (f.major, f.minor) < (to.major, to.minor)) {
+                    etcd_cluster_version_gate(run, i, *to, gate_timeout).await?;
+                }
                 etcd_member(run, track, i, *to, gate_timeout).await?;
             }
         }
