@@ -284,3 +284,36 @@ fn versions_shows_the_catalog_and_an_inventorys_override() {
         "{err}"
     );
 }
+
+/// An upgrade whose target minor does not run on the inventory's containerd is refused
+/// before any connection (the hosts here do not exist), with the matrix and what to set.
+#[test]
+fn an_upgrade_to_a_minor_the_containerd_does_not_suit_is_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        "cluster: {name: a, kubernetes_version: v1.35.1, versions: {containerd: v2.1.6}}\nhosts:\n  - {name: cp1, address: 192.0.2.1, roles: [control-plane]}\n",
+    )
+    .unwrap();
+    let inv = dir.path().to_str().unwrap();
+    for args in [
+        vec!["upgrade", "plan", "-i", inv, "--to", "v1.36.2"],
+        vec!["upgrade", "apply", "-i", inv, "--to", "v1.36.2", "--yes"],
+    ] {
+        let (code, _, err) = capstan(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("Kubernetes v1.36 does not run on containerd v2.1.6")
+                && err.contains("v2.3.0+ or v2.2.0+ within v2.2")
+                && err.contains("cluster.versions.containerd"),
+            "{err}"
+        );
+    }
+    // A minor the catalog does not know: refused the same way.
+    let (code, _, err) = capstan(&["upgrade", "plan", "-i", inv, "--to", "v1.39.0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("does not know Kubernetes v1.39.0's minor"),
+        "{err}"
+    );
+}

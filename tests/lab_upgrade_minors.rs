@@ -1,6 +1,7 @@
-//! Today's minors for real: a cluster on containerd 2 hosts (forky's containerd 2.1.9) built
-//! at v1.34.5 is walked by `capstan upgrade apply` to v1.35.2, v1.36.4 and v1.37.1, one
-//! minor a run. Every step is refused when it skips a minor; every run is repeated and the
+//! Today's minors for real: a cluster built at v1.34.5 on bookworm's containerd 1.6 is walked
+//! by `capstan upgrade apply` to v1.35.2, v1.36.4 and v1.37.1, one minor a run; the first run
+//! also takes every node to containerd 2 (forky's 2.1.9, config format 3), drained, before
+//! its kubelet. Every step is refused when it skips a minor; every run is repeated and the
 //! repeat changes nothing. The stand-ins are stamped at those versions and keep each
 //! release's contract (a kubelet from 1.35 refuses cgroup v1 hosts unless `failCgroupV1:
 //! false`, and knows no `--pod-infra-container-image`); kubectl is upstream's of each minor.
@@ -24,7 +25,6 @@ fn apply_walks_v1_34_to_v1_37_one_minor_a_run_on_containerd_2() {
     let lab = bed_lab("minors", &["--control-planes", "1", "--workers", "1"]);
     let inv = lab.inventory();
     set_version(&inv, "v1.34.5");
-    set_node_version(&inv, "containerd", "v2.1.9");
     init(&inv);
     let again = run_capstan(&["init"], &inv);
     assert_eq!(again.code, 0, "{}", again.all());
@@ -32,7 +32,7 @@ fn apply_walks_v1_34_to_v1_37_one_minor_a_run_on_containerd_2() {
     assert_all_at(&lab, &inv, "v1.34.5", &["cp1"]);
     for host in ["cp1", "w1"] {
         let v = containerd_version(&lab, host);
-        assert!(v.contains("2.1.9"), "{host}: {v}");
+        assert!(v.contains("1.6.20"), "{host}: {v}");
         // A cgroup v1 host: the kubelet config allows it explicitly, which 1.35+ require.
         let cfg = docker(&[
             "exec",
@@ -59,16 +59,71 @@ fn apply_walks_v1_34_to_v1_37_one_minor_a_run_on_containerd_2() {
                 refused.all()
             );
         }
+        if from == "v1.34.5" {
+            // containerd 2 with the next minor: the plan shows it as a component with its target.
+            set_node_version(&inv, "containerd", "v2.1.9");
+            let plan = run_capstan(&["upgrade", "plan", "--to", to, "--output", "json"], &inv);
+            assert_eq!(plan.code, 0, "{}", plan.all());
+            let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect("plan JSON");
+            let rows = json["components"].as_array().expect("components");
+            for host in ["cp1", "w1"] {
+                let row = rows
+                    .iter()
+                    .find(|r| r["component"] == "containerd" && r["host"] == host)
+                    .unwrap_or_else(|| panic!("no containerd row for {host}: {json:#}"));
+                assert!(
+                    row["current"].as_str().unwrap_or("").contains("1.6.20"),
+                    "{row}"
+                );
+                assert_eq!(row["target"], "v2.1.9", "{row}");
+            }
+        }
+        if from == "v1.35.2" {
+            // A containerd the target minor does not run on is refused before any connection.
+            set_node_version(&inv, "containerd", "v2.0.7");
+            let refused = run_capstan(&["upgrade", "apply", "--to", to, "--yes"], &inv);
+            assert_eq!(refused.code, 2, "{}", refused.all());
+            assert!(
+                refused.stderr.contains("does not run on containerd v2.0.7"),
+                "{}",
+                refused.all()
+            );
+            set_node_version(&inv, "containerd", "v2.1.9");
+        }
         let run = run_capstan(&["upgrade", "apply", "--to", to, "--yes"], &inv);
         assert_eq!(run.code, 0, "{from} → {to}:\n{}", run.all());
+        for host in ["cp1", "w1"] {
+            let v = containerd_version(&lab, host);
+            assert!(v.contains("2.1.9"), "{host} after {to}: {v}");
+            let cfg = docker(&[
+                "exec",
+                &lab.container(host),
+                "cat",
+                "/etc/containerd/config.toml",
+            ]);
+            assert!(cfg.contains("\nversion = 3\n"), "{host}: {cfg}");
+        }
         assert_all_at(&lab, &inv, to, &["cp1"]);
-        // The control plane's static pods run the target's stand-ins; the addons (CoreDNS,
-        // kube-proxy) are at the images the target pairs, and the cluster DNS answers.
-        assert!(
-            run.stdout.contains("addons") || run.stderr.contains("addons"),
-            "{}",
-            run.all()
-        );
+        // The addons are at the images the target pairs (CoreDNS's tag per minor).
+        let coredns = docker(&[
+            "exec",
+            &lab.container("cp1"),
+            "/usr/local/bin/kubectl",
+            "--kubeconfig=/etc/kubernetes/admin.conf",
+            "-n",
+            "kube-system",
+            "get",
+            "deployment",
+            "coredns",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ]);
+        let want = match to {
+            "v1.35.2" => "v1.13.1",
+            "v1.36.4" => "v1.14.2",
+            _ => "v1.14.4",
+        };
+        assert!(coredns.ends_with(want), "{to}: {coredns}");
         assert_converged(&inv, to);
     }
     for host in ["cp1", "w1"] {

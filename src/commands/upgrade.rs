@@ -27,9 +27,48 @@ pub(crate) fn parse_target(text: &str) -> Result<Version, BadInput> {
     })
 }
 
+/// The node software at `to` must suit `to`'s minor, as the inventory's own does: refused
+/// before any connection, with the matrix and what to set.
+pub(crate) fn check_target(
+    inventory: &crate::inventory::Inventory,
+    to: Version,
+) -> Result<(), BadInput> {
+    let catalog = &inventory.cluster.artifacts.catalog;
+    let minor = catalog.minor(&to).ok_or_else(|| {
+        BadInput::new(
+            format!(
+                "capstan's catalog does not know Kubernetes {to}'s minor (known: {})",
+                catalog.minor_names().join(", ")
+            ),
+            format!(
+                "upgrade to a known minor (`capstan versions`), or add v{}.{} under `kubernetes:` in {}",
+                to.major,
+                to.minor,
+                catalog.override_hint()
+            ),
+        )
+    })?;
+    let at = inventory.at_version(to);
+    let containerd = &at.cluster.versions["containerd"];
+    match crate::artifacts::data::component_version(containerd) {
+        Some(v) if !minor.supports_containerd(&v) => Err(BadInput::new(
+            format!(
+                "Kubernetes {} does not run on containerd {containerd}: it runs on containerd {} (containerd's RELEASES.md)",
+                minor.name,
+                minor.containerd_matrix()
+            ),
+            "set `cluster.versions.containerd` to one of those (or remove it for the catalog's default); upgrade apply then upgrades containerd node by node, drained, before the kubelet",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn plan(global: &GlobalArgs, args: &UpgradePlanArgs) -> miette::Result<ExitCode> {
     let inventory = super::load_inventory(global)?;
     let to = args.to.as_deref().map(parse_target).transpose()?;
+    if let Some(to) = to {
+        check_target(&inventory, to)?;
+    }
     let max_unavailable = MaxUnavailable::parse(&args.max_unavailable)
         .map_err(|e| BadInput::new(e, "e.g. --max-unavailable 2, or --max-unavailable 25%"))?;
     let session = SessionOptions::from_flags(global, &inventory)?;
@@ -58,6 +97,7 @@ fn plan(global: &GlobalArgs, args: &UpgradePlanArgs) -> miette::Result<ExitCode>
 fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCode> {
     let inventory = super::load_inventory(global)?;
     let to = parse_target(&args.to)?;
+    check_target(&inventory, to)?;
     let workers = inventory
         .hosts
         .iter()

@@ -50,11 +50,8 @@ impl Inventory {
     pub fn at_version(&self, version: Version) -> Inventory {
         let mut out = self.clone();
         out.cluster.kubernetes_version = version;
-        for component in ["kubelet", "kubectl"] {
-            out.cluster
-                .versions
-                .insert(component.to_string(), version.to_string());
-        }
+        // The node software the inventory does not name follows the catalog to the target.
+        out.cluster.versions = self.cluster.versions_at(&version);
         out
     }
 

@@ -23,14 +23,25 @@ pub struct Available {
     pub source: String,
 }
 
-/// What the catalog offers for `arches` under `checksums`.
-fn from_catalog(catalog: &Catalog, checksums: ChecksumSource, arches: &[Arch]) -> Vec<Version> {
-    let ok = |c: Component, v: &str| match checksums {
+/// Whether `c` at `v` can be verified on every arch of `arches` under `checksums`.
+fn verifiable(
+    catalog: &Catalog,
+    checksums: ChecksumSource,
+    arches: &[Arch],
+    c: Component,
+    v: &str,
+) -> bool {
+    match checksums {
         ChecksumSource::Pinned => arches
             .iter()
             .all(|a| catalog.pinned_sha256(c, v, *a).is_some()),
         ChecksumSource::Mirror | ChecksumSource::Published => true,
-    };
+    }
+}
+
+/// What the catalog offers for `arches` under `checksums`.
+fn from_catalog(catalog: &Catalog, checksums: ChecksumSource, arches: &[Arch]) -> Vec<Version> {
+    let ok = |c: Component, v: &str| verifiable(catalog, checksums, arches, c, v);
     let kubectl = catalog.known_versions(Component::Kubectl);
     let mut out: Vec<Version> = catalog
         .known_versions(Component::Kubelet)
@@ -135,6 +146,63 @@ pub fn available(artifacts: &Artifacts, arches: &[Arch]) -> Result<Available, St
         versions: versions.into_iter().filter(known_images).collect(),
         source,
     })
+}
+
+/// The etcd releases the members may go to, oldest first: those of a `file://` mirror
+/// (`github.com/etcd-io/etcd/releases/download/vX.Y.Z/etcd-vX.Y.Z-linux-ARCH.tar.gz` for
+/// every arch, with its `.sha256` when the checksums come from the mirror, pinned by the
+/// catalog when they are pinned), else the catalog's.
+pub fn etcd(artifacts: &Artifacts, arches: &[Arch]) -> Result<Available, String> {
+    let arches: Vec<Arch> = if arches.is_empty() {
+        vec![Arch::Amd64]
+    } else {
+        arches.to_vec()
+    };
+    let checksums = artifacts.checksums;
+    let catalog = &artifacts.catalog;
+    let mirror = artifacts.mirror.trim_end_matches('/');
+    let mut versions: Vec<Version>;
+    let source;
+    if let Some(path) = mirror.strip_prefix("file://") {
+        let dir = Path::new(&decode(path)).join("github.com/etcd-io/etcd/releases/download");
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            format!(
+                "cannot list the mirror's etcd releases in {}: {e} (GitHub's layout: vX.Y.Z/etcd-vX.Y.Z-linux-ARCH.tar.gz)",
+                dir.display()
+            )
+        })?;
+        versions = entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_str()?.to_string();
+                let version = Version::parse(&name)?;
+                let complete = arches.iter().all(|arch| {
+                    let file = entry
+                        .path()
+                        .join(format!("etcd-{name}-linux-{}.tar.gz", arch.as_str()));
+                    let sum = match checksums {
+                        ChecksumSource::Pinned => None,
+                        ChecksumSource::Mirror => Some(file.with_extension("gz.sha256")),
+                        ChecksumSource::Published => Some(entry.path().join("SHA256SUMS")),
+                    };
+                    file.is_file() && sum.is_none_or(|s| s.is_file())
+                });
+                (complete && verifiable(catalog, checksums, &arches, Component::Etcd, &name))
+                    .then_some(version)
+            })
+            .collect();
+        source = format!("the mirror {mirror}");
+    } else {
+        versions = catalog
+            .known_versions(Component::Etcd)
+            .into_iter()
+            .filter(|v| verifiable(catalog, checksums, &arches, Component::Etcd, v))
+            .filter_map(Version::parse)
+            .collect();
+        source = format!("capstan's catalog (the mirror {mirror} cannot be listed)");
+    }
+    versions.sort_unstable();
+    Ok(Available { versions, source })
 }
 
 #[cfg(test)]
@@ -244,6 +312,67 @@ mod tests {
         assert!(a.versions.contains(&v("v1.37.0")), "{a:?}");
         assert!(a.versions.contains(&v("v1.35.1")), "{a:?}");
         assert!(a.versions.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    fn place_etcd(root: &Path, version: &str, arch: &str, sums: bool) {
+        let dir = root
+            .join("github.com/etcd-io/etcd/releases/download")
+            .join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = format!("etcd-{version}-linux-{arch}.tar.gz");
+        std::fs::write(dir.join(&file), b"x").unwrap();
+        if sums {
+            std::fs::write(dir.join(format!("{file}.sha256")), b"y").unwrap();
+        }
+    }
+
+    #[test]
+    fn the_etcd_releases_of_a_file_mirror_are_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        place_etcd(root, "v3.4.23", "amd64", true);
+        place_etcd(root, "v3.5.30", "amd64", true);
+        place_etcd(root, "v3.5.21", "amd64", true);
+        // Without its sum, or only for another arch: not a release of this cluster.
+        place_etcd(root, "v3.5.31", "amd64", false);
+        place_etcd(root, "v3.6.5", "arm64", true);
+        std::fs::create_dir_all(root.join("github.com/etcd-io/etcd/releases/download/latest"))
+            .unwrap();
+        let mirror = format!("file://{}", root.display());
+        let a = etcd(
+            &arts(mirror.clone(), ChecksumSource::Mirror),
+            &[Arch::Amd64],
+        )
+        .unwrap();
+        assert_eq!(
+            a.versions,
+            ["v3.4.23", "v3.5.21", "v3.5.30"].map(v).to_vec()
+        );
+        assert!(a.source.contains("the mirror file://"), "{}", a.source);
+        // Pinned: only what the catalog pins (v3.5.21 is; Debian's 3.4.23 and 3.5.30 are not).
+        let a = etcd(
+            &arts(mirror.clone(), ChecksumSource::Pinned),
+            &[Arch::Amd64],
+        )
+        .unwrap();
+        assert_eq!(a.versions, [v("v3.5.21")]);
+        let err = etcd(
+            &arts("file:///nonexistent".into(), ChecksumSource::Mirror),
+            &[Arch::Amd64],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("/nonexistent/github.com/etcd-io/etcd"),
+            "{err}"
+        );
+        // An https mirror: the catalog's pinned releases.
+        let a = etcd(
+            &arts("https://dl.k8s.io".into(), ChecksumSource::Pinned),
+            &[Arch::Amd64, Arch::Arm64],
+        )
+        .unwrap();
+        assert!(a.versions.contains(&v("v3.5.21")), "{a:?}");
+        assert!(!a.versions.contains(&v("v3.4.23")), "{a:?}");
     }
 
     #[test]

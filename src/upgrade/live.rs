@@ -91,7 +91,7 @@ pub fn host_script(host: &LiveHost) -> String {
     section("kubectl", &tool("kubectl", "version --client"));
     section("containerd", &tool("containerd", "--version"));
     if host.etcd {
-        section("etcd", &gates::etcdctl("endpoint status -w json"));
+        section("etcd", &gates::etcd_status_script());
     }
     if let Some(server) = &host.api_server {
         section(
@@ -217,17 +217,6 @@ struct ServerVersion {
     git_version: String,
 }
 
-#[derive(Deserialize)]
-struct EndpointStatus {
-    #[serde(rename = "Status")]
-    status: EtcdStatus,
-}
-
-#[derive(Deserialize)]
-struct EtcdStatus {
-    version: String,
-}
-
 /// Reads one host's output (see [`host_script`]).
 pub fn parse_output(host: &LiveHost, output: &str) -> HostRead {
     let secs = sections(output);
@@ -279,29 +268,15 @@ pub fn parse_output(host: &LiveHost, output: &str) -> HostRead {
     if host.etcd {
         let sec = get("etcd");
         let reading = if sec.ok() {
-            match serde_json::from_str::<Vec<EndpointStatus>>(sec.stdout.trim()) {
-                Ok(list) if !list.is_empty() => {
-                    let raw = &list[0].status.version;
-                    Reading::ok(
-                        Part::Etcd,
-                        name,
-                        Source::EndpointStatus,
-                        raw,
-                        lenient_semver(raw),
-                    )
-                }
-                Ok(_) => Reading::failed(
+            match gates::parse_etcd_version(&sec.stdout) {
+                Ok(raw) => Reading::ok(
                     Part::Etcd,
                     name,
                     Source::EndpointStatus,
-                    "etcdctl listed no endpoint",
+                    &raw,
+                    lenient_semver(&raw),
                 ),
-                Err(e) => Reading::failed(
-                    Part::Etcd,
-                    name,
-                    Source::EndpointStatus,
-                    format!("unexpected etcdctl output ({e})"),
-                ),
+                Err(e) => Reading::failed(Part::Etcd, name, Source::EndpointStatus, e),
             }
         } else {
             Reading::failed(Part::Etcd, name, Source::EndpointStatus, sec.why())

@@ -408,6 +408,8 @@ pub enum Refusal {
     },
     /// The cluster is already outside the version-skew policy.
     OutsideSkew { violations: Vec<Violation> },
+    /// etcd cannot go to the version the target needs (see [`etcd_path`]).
+    Etcd(EtcdRefusal),
 }
 
 impl Refusal {
@@ -435,6 +437,7 @@ impl Refusal {
                     list.join("; ")
                 )
             }
+            Refusal::Etcd(e) => e.reason(),
         }
     }
 
@@ -487,6 +490,7 @@ impl Refusal {
                     fixes.into_iter().collect::<Vec<_>>().join("; ")
                 )
             }
+            Refusal::Etcd(e) => e.path(),
         }
     }
 }
@@ -554,6 +558,294 @@ pub fn violations_toward(live: &LiveVersions, target: Version) -> Vec<Violation>
         .into_iter()
         .filter(|v| v.version != target)
         .collect()
+}
+
+// ---- etcd ---------------------------------------------------------------------------------
+//
+// etcd's own upgrade rules (etcd-io/website, content/en/docs/*/upgrades/upgrade_3_5.md and
+// upgrade_3_6.md): a rolling upgrade replaces one member at a time, on a healthy cluster;
+// minors are never skipped (3.4 → 3.5 → 3.6), so every member runs the previous minor before
+// any member starts the next; the newest patch of a minor comes before the next minor; and
+// before 3.6 every 3.5 member runs 3.5.26 or later (the patches that fix the upgrade
+// blockers). capstan does not downgrade etcd.
+
+/// The oldest 3.5 patch from which etcd's guide allows the upgrade to 3.6.
+pub const ETCD_3_6_NEEDS: Version = Version {
+    major: 3,
+    minor: 5,
+    patch: 26,
+};
+
+/// An etcd version of the inventory or the catalog (`3.5.30` or `v3.5.30`).
+pub fn etcd_version(text: &str) -> Option<Version> {
+    Version::parse(&format!("v{}", text.trim().trim_start_matches('v')))
+}
+
+/// Why etcd cannot go to its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "etcd", rename_all = "kebab-case")]
+pub enum EtcdRefusal {
+    /// A member's version could not be read.
+    Unread { member: String, why: String },
+    /// A member runs a newer etcd than the target.
+    Downgrade {
+        member: String,
+        current: Version,
+        target: Version,
+    },
+    /// Another major version.
+    OtherMajor { current: Version, target: Version },
+    /// The members run more than one minor apart (outside etcd's rolling upgrade).
+    MembersApart { oldest: Version, newest: Version },
+    /// A version the walk needs is not on the catalog/mirror: the minor between the
+    /// members and the target (`at_least` unset), or 3.5.26+ before 3.6.
+    Missing {
+        /// `v3.5` in the text.
+        major: u32,
+        minor: u32,
+        /// The oldest patch of that minor that will do.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        at_least: Option<Version>,
+        /// The newest patch of that minor that is available, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        newest: Option<Version>,
+        target: Version,
+        source: String,
+    },
+    /// The target itself is not on the catalog/mirror.
+    Unknown {
+        target: Version,
+        available: Vec<Version>,
+        source: String,
+    },
+}
+
+impl EtcdRefusal {
+    pub fn reason(&self) -> String {
+        match self {
+            EtcdRefusal::Unread { member, why } => {
+                format!("the etcd version of member {member} could not be read ({why})")
+            }
+            EtcdRefusal::Downgrade {
+                member,
+                current,
+                target,
+            } => format!(
+                "etcd member {member} runs {current}, newer than the etcd target {target}: capstan does not downgrade etcd"
+            ),
+            EtcdRefusal::OtherMajor { current, target } => {
+                format!("etcd {target} is another major version than the members' {current}")
+            }
+            EtcdRefusal::MembersApart { oldest, newest } => format!(
+                "the etcd members run {oldest} and {newest}, more than one minor apart: etcd supports mixed versions only one minor apart"
+            ),
+            EtcdRefusal::Missing {
+                major,
+                minor,
+                at_least,
+                newest,
+                target,
+                source,
+            } => {
+                let have = newest.map_or_else(
+                    || format!("{source} has no v{major}.{minor} release"),
+                    |n| format!("the newest v{major}.{minor} of {source} is {n}"),
+                );
+                match at_least {
+                    Some(min) => format!(
+                        "etcd {target} needs every member at {min} or later first (etcd's upgrade guide), and {have}"
+                    ),
+                    None => format!(
+                        "etcd {target} needs every member at v{major}.{minor} first (etcd upgrades one minor at a time), and {have}"
+                    ),
+                }
+            }
+            EtcdRefusal::Unknown { target, source, .. } => {
+                format!("etcd {target} is not available from {source}")
+            }
+        }
+    }
+
+    pub fn path(&self) -> String {
+        match self {
+            EtcdRefusal::Unread { member, .. } => {
+                format!("bring etcd on {member} back to health (`capstan check`), then plan again")
+            }
+            EtcdRefusal::Downgrade { current, .. } => format!(
+                "set `cluster.versions.etcd` in the inventory to {current} or newer (to go back, restore an etcd snapshot)"
+            ),
+            EtcdRefusal::OtherMajor { current, .. } => format!(
+                "set `cluster.versions.etcd` to a v{}.x release",
+                current.major
+            ),
+            EtcdRefusal::MembersApart { newest, .. } => format!(
+                "bring every member to v{}.{} by hand first, then plan again",
+                newest.major, newest.minor
+            ),
+            EtcdRefusal::Missing {
+                major,
+                minor,
+                at_least,
+                ..
+            } => match at_least {
+                Some(min) => format!(
+                    "add etcd {min} or a later v{major}.{minor} patch to the mirror (etcd-v{major}.{minor}.Z-linux-ARCH.tar.gz in GitHub's release layout), then run again: the members go through it first"
+                ),
+                None => format!(
+                    "add an etcd v{major}.{minor}.z release to the mirror (etcd-v{major}.{minor}.Z-linux-ARCH.tar.gz in GitHub's release layout), then run again: the members go through it first"
+                ),
+            },
+            EtcdRefusal::Unknown { available, .. } => {
+                let list: Vec<String> = available.iter().map(ToString::to_string).collect();
+                format!(
+                    "set `cluster.versions.etcd` to one of {} (or add the release to the mirror)",
+                    if list.is_empty() {
+                        "the releases you add".to_string()
+                    } else {
+                        list.join(", ")
+                    }
+                )
+            }
+        }
+    }
+}
+
+/// The etcd versions the members go through to reach `target`, in order (the last is
+/// `target`; empty when every member runs it). `members` are the etcd members in inventory
+/// order; their versions are those `etcdctl endpoint status` reported in `live`;
+/// `available` are the etcd releases of the catalog/mirror (`source` names it).
+///
+/// Each minor between the members and the target is passed at its newest available patch;
+/// when every member runs one minor, its newest patch comes first; 3.6 needs 3.5.26+ first.
+/// A stopped rollout (members one minor apart) is finished before the next minor.
+pub fn etcd_path(
+    live: &LiveVersions,
+    members: &[String],
+    target: Version,
+    available: &[Version],
+    source: &str,
+) -> Result<Vec<Version>, EtcdRefusal> {
+    let mut at = Vec::new();
+    for m in members {
+        let reading = live
+            .readings
+            .iter()
+            .find(|r| r.part == Part::Etcd && r.host == *m);
+        match reading.and_then(|r| r.version) {
+            Some(v) => at.push((m.as_str(), v)),
+            None => {
+                return Err(EtcdRefusal::Unread {
+                    member: m.clone(),
+                    why: reading
+                        .and_then(|r| r.error.clone())
+                        .unwrap_or_else(|| "no reading".into()),
+                });
+            }
+        }
+    }
+    let Some(&(_, oldest)) = at.iter().min_by_key(|(_, v)| *v) else {
+        return Ok(Vec::new());
+    };
+    let &(newest_member, newest) = at.iter().max_by_key(|(_, v)| *v).unwrap_or(&at[0]);
+    if target.major != oldest.major || newest.major != oldest.major {
+        return Err(EtcdRefusal::OtherMajor {
+            current: oldest,
+            target,
+        });
+    }
+    if newest > target {
+        return Err(EtcdRefusal::Downgrade {
+            member: newest_member.to_string(),
+            current: newest,
+            target,
+        });
+    }
+    if minors(oldest, newest) > 1 {
+        return Err(EtcdRefusal::MembersApart { oldest, newest });
+    }
+    if oldest == target {
+        return Ok(Vec::new());
+    }
+    if !available.contains(&target) {
+        return Err(EtcdRefusal::Unknown {
+            target,
+            available: available
+                .iter()
+                .copied()
+                .filter(|v| v.major == target.major)
+                .collect(),
+            source: source.to_string(),
+        });
+    }
+    let missing = |minor: u32, at_least: Option<Version>| EtcdRefusal::Missing {
+        major: target.major,
+        minor,
+        at_least,
+        newest: latest_of(available, target.major, minor),
+        target,
+        source: source.to_string(),
+    };
+    let mut hops: Vec<Version> = Vec::new();
+    // The lowest version any member runs after the hops so far.
+    let mut floor = oldest;
+    for minor in oldest.minor..=target.minor {
+        let hop = if minor == target.minor {
+            target
+        } else if minor == oldest.minor {
+            // The newest patch of the members' minor first, unless a rollout to the next
+            // minor is under way (some member runs it already).
+            match latest_of(available, target.major, minor) {
+                Some(v) if v > floor && newest.minor == oldest.minor => v,
+                _ => floor,
+            }
+        } else {
+            latest_of(available, target.major, minor).ok_or_else(|| missing(minor, None))?
+        };
+        if minor == 6 && target.major == 3 && minor > oldest.minor {
+            // Into 3.6: every member at 3.5.26 or later first.
+            if floor < ETCD_3_6_NEEDS {
+                return Err(missing(5, Some(ETCD_3_6_NEEDS)));
+            }
+        }
+        // Members already at the hop (a stopped rollout) are skipped by the steps; a hop
+        // no member is below is no hop.
+        if hop > floor {
+            hops.push(hop);
+            floor = hop;
+        }
+    }
+    Ok(hops)
+}
+
+/// The etcd steps over `hops` (see [`etcd_path`]): for each hop, each member below it, one
+/// at a time, in inventory order.
+pub fn etcd_steps(live: &LiveVersions, members: &[String], hops: &[Version]) -> Vec<Step> {
+    let mut out = Vec::new();
+    let mut now: Vec<(String, Option<Version>)> = members
+        .iter()
+        .map(|m| {
+            (
+                m.clone(),
+                live.versions(Part::Etcd)
+                    .find(|(h, _, _)| *h == m.as_str())
+                    .map(|(_, _, v)| v),
+            )
+        })
+        .collect();
+    for &hop in hops {
+        for (member, version) in &mut now {
+            if version.is_some_and(|v| v >= hop) {
+                continue;
+            }
+            out.push(Step::EtcdMember {
+                member: member.clone(),
+                from: *version,
+                to: hop,
+            });
+            *version = Some(hop);
+        }
+    }
+    out
 }
 
 /// How many workers may be down at once: `N` or `P%` of the workers.
@@ -648,6 +940,15 @@ pub enum Step {
         member: String,
         cluster_version: Version,
     },
+    /// One etcd member to `to`: the etcd role on that host only (new etcd and etcdctl, the
+    /// unit restarted), then gate on `etcdctl endpoint health --cluster` and on the member
+    /// reporting `to` in `etcdctl endpoint status`.
+    EtcdMember {
+        member: String,
+        /// What it runs before this step (`None`: not read).
+        from: Option<Version>,
+        to: Version,
+    },
     /// One control plane: new manifests (API server first, then controller-manager and
     /// scheduler), gate on its `/readyz` and `/version`, then its kubelet and kubectl.
     ControlPlane(HostUpgrade),
@@ -668,6 +969,10 @@ impl Step {
                 cluster_version,
             } => format!(
                 "etcd snapshot on {member} (etcdctl snapshot save, verified), copied to .capstan/backups/ as of {cluster_version}"
+            ),
+            Step::EtcdMember { member, from, to } => format!(
+                "etcd member {member} ({} → {to}): etcd and etcdctl {to}, restart etcd (gate: endpoint health --cluster, endpoint status = {to})",
+                from.map_or("?".to_string(), |v| v.to_string())
             ),
             Step::ControlPlane(h) => format!(
                 "control plane {} ({} → {}): {}kube-apiserver, then kube-controller-manager and kube-scheduler (gate: /readyz and /version = {}), then kubelet and kubectl, wait Ready{}",
@@ -692,12 +997,14 @@ impl Step {
     }
 }
 
-/// The steps from `live` to `target` over `hosts` (in inventory order), and the hosts that
-/// are already at the target (skipped: re-running resumes).
+/// The steps from `live` to `target` over `hosts` (in inventory order), with etcd going
+/// through `etcd_hops` first (see [`etcd_path`]), and the hosts that are already at the
+/// target (skipped: re-running resumes).
 pub fn steps(
     live: &LiveVersions,
     hosts: &[StepHost],
     target: Version,
+    etcd_hops: &[Version],
     max_unavailable: MaxUnavailable,
 ) -> (Vec<Step>, Vec<String>) {
     let current = |h: &StepHost| -> Option<Version> {
@@ -729,15 +1036,22 @@ pub fn steps(
             workers.push(upgrade(h));
         }
     }
+    let members: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.etcd)
+        .map(|h| h.name.clone())
+        .collect();
+    let etcd = etcd_steps(live, &members, etcd_hops);
     let mut out = Vec::new();
-    if !cps.is_empty()
-        && let Some(member) = hosts.iter().find(|h| h.etcd)
+    if (!cps.is_empty() || !etcd.is_empty())
+        && let Some(member) = members.first()
     {
         out.push(Step::EtcdSnapshot {
-            member: member.name.clone(),
+            member: member.clone(),
             cluster_version: live.cluster_version().unwrap_or(target),
         });
     }
+    out.extend(etcd);
     out.extend(cps.into_iter().map(Step::ControlPlane));
     let all_workers = hosts
         .iter()
@@ -1135,7 +1449,8 @@ mod tests {
     #[test]
     fn steps_snapshot_then_control_planes_then_worker_batches() {
         let live = cluster("v1.32.4");
-        let (steps, done) = super::steps(&live, &hosts(), v("v1.33.1"), MaxUnavailable::Count(1));
+        let (steps, done) =
+            super::steps(&live, &hosts(), v("v1.33.1"), &[], MaxUnavailable::Count(1));
         assert!(done.is_empty());
         assert_eq!(steps.len(), 4, "{steps:?}");
         assert!(matches!(&steps[0], Step::EtcdSnapshot { member, .. } if member == "cp1"));
@@ -1150,7 +1465,7 @@ mod tests {
         );
         assert!(matches!(&steps[3], Step::Workers { batch: 2, hosts } if hosts[0].host == "w2"));
         // Two at once: one batch.
-        let (steps, _) = super::steps(&live, &hosts(), v("v1.33.1"), MaxUnavailable::Count(2));
+        let (steps, _) = super::steps(&live, &hosts(), v("v1.33.1"), &[], MaxUnavailable::Count(2));
         assert!(
             matches!(steps.last(), Some(Step::Workers { batch: 1, hosts }) if hosts.len() == 2)
         );
@@ -1165,7 +1480,8 @@ mod tests {
             set(&mut live, Part::Kubelet, "w2", source, "v1.32.4");
         }
         set(&mut live, Part::Kubectl, "w2", Source::Binary, "v1.32.4");
-        let (steps, done) = super::steps(&live, &hosts(), v("v1.33.1"), MaxUnavailable::Count(1));
+        let (steps, done) =
+            super::steps(&live, &hosts(), v("v1.33.1"), &[], MaxUnavailable::Count(1));
         assert_eq!(done, ["cp1", "w1"]);
         assert_eq!(steps.len(), 1, "{steps:?}");
         assert!(
@@ -1173,9 +1489,307 @@ mod tests {
         );
         // Everything at the target: nothing to do.
         let live = cluster("v1.33.1");
-        let (steps, done) = super::steps(&live, &hosts(), v("v1.33.1"), MaxUnavailable::Count(1));
+        let (steps, done) =
+            super::steps(&live, &hosts(), v("v1.33.1"), &[], MaxUnavailable::Count(1));
         assert!(steps.is_empty());
         assert_eq!(done.len(), 3);
+    }
+
+    /// Three etcd members at the given versions (cp1, cp2, cp3).
+    fn etcd_live(versions: [&str; 3]) -> (LiveVersions, Vec<String>) {
+        let names: Vec<String> = ["cp1", "cp2", "cp3"].map(String::from).to_vec();
+        let readings = names
+            .iter()
+            .zip(versions)
+            .map(|(h, ver)| {
+                Reading::ok(
+                    Part::Etcd,
+                    h,
+                    Source::EndpointStatus,
+                    ver,
+                    etcd_version(ver),
+                )
+            })
+            .collect();
+        (LiveVersions { readings }, names)
+    }
+
+    fn etcd_mirror(list: &[&str]) -> Vec<Version> {
+        list.iter().map(|t| etcd_version(t).unwrap()).collect()
+    }
+
+    fn e(t: &str) -> Version {
+        etcd_version(t).unwrap()
+    }
+
+    #[test]
+    fn etcd_versions_parse_with_or_without_v() {
+        assert_eq!(etcd_version("3.5.30"), Some(e("v3.5.30")));
+        assert_eq!(etcd_version("v3.4.23"), Version::parse("v3.4.23"));
+        assert_eq!(etcd_version("3.5"), None);
+    }
+
+    #[test]
+    fn etcd_one_minor_up_is_one_hop_one_member_at_a_time() {
+        let (live, members) = etcd_live(["3.4.23"; 3]);
+        let mirror = etcd_mirror(&["3.4.23", "3.5.30"]);
+        let hops = etcd_path(&live, &members, e("3.5.30"), &mirror, "m").unwrap();
+        assert_eq!(hops, [e("3.5.30")]);
+        let steps = etcd_steps(&live, &members, &hops);
+        let order: Vec<(&str, Option<Version>, Version)> = steps
+            .iter()
+            .map(|s| match s {
+                Step::EtcdMember { member, from, to } => (member.as_str(), *from, *to),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("cp1", Some(e("3.4.23")), e("3.5.30")),
+                ("cp2", Some(e("3.4.23")), e("3.5.30")),
+                ("cp3", Some(e("3.4.23")), e("3.5.30")),
+            ]
+        );
+        assert!(
+            steps[0]
+                .describe()
+                .contains("etcd member cp1 (v3.4.23 → v3.5.30)")
+        );
+        assert!(steps[0].describe().contains("endpoint health --cluster"));
+    }
+
+    #[test]
+    fn etcd_at_the_target_has_no_hops() {
+        let (live, members) = etcd_live(["3.5.30"; 3]);
+        let hops = etcd_path(&live, &members, e("v3.5.30"), &[], "m").unwrap();
+        assert!(hops.is_empty());
+        assert!(etcd_steps(&live, &members, &hops).is_empty());
+        // No members (nothing read for none): nothing to do.
+        assert_eq!(etcd_path(&live, &[], e("3.6.5"), &[], "m"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn etcd_3_4_to_3_6_goes_through_the_newest_3_5() {
+        let (live, members) = etcd_live(["3.4.23"; 3]);
+        let mirror = etcd_mirror(&["3.4.23", "3.5.21", "3.5.30", "3.6.5"]);
+        let hops = etcd_path(&live, &members, e("3.6.5"), &mirror, "m").unwrap();
+        assert_eq!(hops, [e("3.5.30"), e("3.6.5")]);
+        let steps = etcd_steps(&live, &members, &hops);
+        assert_eq!(steps.len(), 6);
+        // Every member at 3.5 before any member goes to 3.6.
+        let tos: Vec<Version> = steps
+            .iter()
+            .map(|s| match s {
+                Step::EtcdMember { to, .. } => *to,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            tos,
+            [
+                e("3.5.30"),
+                e("3.5.30"),
+                e("3.5.30"),
+                e("3.6.5"),
+                e("3.6.5"),
+                e("3.6.5")
+            ]
+        );
+        assert!(
+            matches!(&steps[3], Step::EtcdMember { member, from, .. } if member == "cp1" && *from == Some(e("3.5.30")))
+        );
+    }
+
+    #[test]
+    fn etcd_without_the_middle_minor_refuses_naming_the_version_to_add() {
+        let (live, members) = etcd_live(["3.4.23"; 3]);
+        let mirror = etcd_mirror(&["3.4.23", "3.6.5"]);
+        let err =
+            etcd_path(&live, &members, e("3.6.5"), &mirror, "the mirror file:///m").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EtcdRefusal::Missing {
+                    minor: 5,
+                    at_least: None,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.reason().contains("v3.5"), "{}", err.reason());
+        assert!(
+            err.reason().contains("has no v3.5 release"),
+            "{}",
+            err.reason()
+        );
+        assert!(
+            err.path().contains("add an etcd v3.5.z release"),
+            "{}",
+            err.path()
+        );
+        // As a refusal of the upgrade: the same words.
+        let r = Refusal::Etcd(err);
+        assert!(r.to_string().contains("add an etcd v3.5.z release"), "{r}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["kind"], "etcd");
+        assert_eq!(json["etcd"], "missing");
+    }
+
+    #[test]
+    fn etcd_3_6_needs_3_5_26_first() {
+        let (live, members) = etcd_live(["3.4.23"; 3]);
+        let mirror = etcd_mirror(&["3.4.23", "3.5.16", "3.5.21", "3.6.5"]);
+        let err = etcd_path(&live, &members, e("3.6.5"), &mirror, "m").unwrap_err();
+        assert_eq!(
+            err,
+            EtcdRefusal::Missing {
+                major: 3,
+                minor: 5,
+                at_least: Some(e("3.5.26")),
+                newest: Some(e("3.5.21")),
+                target: e("3.6.5"),
+                source: "m".into(),
+            }
+        );
+        assert!(err.reason().contains("3.5.26 or later"), "{}", err.reason());
+        assert!(err.path().contains("add etcd v3.5.26"), "{}", err.path());
+        // Members on 3.5.21 with 3.5.30 available: the newest 3.5 first, then 3.6.
+        let (live, members) = etcd_live(["3.5.21"; 3]);
+        let mirror = etcd_mirror(&["3.5.21", "3.5.30", "3.6.5"]);
+        let hops = etcd_path(&live, &members, e("3.6.5"), &mirror, "m").unwrap();
+        assert_eq!(hops, [e("3.5.30"), e("3.6.5")]);
+    }
+
+    #[test]
+    fn etcd_stopped_half_way_resumes_with_the_members_left() {
+        // cp1 upgraded to 3.5.30, cp2 and cp3 not yet.
+        let (live, members) = etcd_live(["3.5.30", "3.4.23", "3.4.23"]);
+        let mirror = etcd_mirror(&["3.4.23", "3.4.30", "3.5.30"]);
+        let hops = etcd_path(&live, &members, e("3.5.30"), &mirror, "m").unwrap();
+        // No detour through the newest 3.4 once the next minor is under way.
+        assert_eq!(hops, [e("3.5.30")]);
+        let steps = etcd_steps(&live, &members, &hops);
+        let left: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::EtcdMember { member, .. } => Some(member.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left, ["cp2", "cp3"]);
+        // All on one minor: its newest patch comes first.
+        let (live, members) = etcd_live(["3.4.23"; 3]);
+        let hops = etcd_path(&live, &members, e("3.5.30"), &mirror, "m").unwrap();
+        assert_eq!(hops, [e("3.4.30"), e("3.5.30")]);
+    }
+
+    #[test]
+    fn etcd_refuses_downgrades_spreads_unread_members_and_unknown_targets() {
+        let (live, members) = etcd_live(["3.5.30", "3.4.23", "3.4.23"]);
+        let err =
+            etcd_path(&live, &members, e("3.4.23"), &etcd_mirror(&["3.4.23"]), "m").unwrap_err();
+        assert!(
+            matches!(&err, EtcdRefusal::Downgrade { member, .. } if member == "cp1"),
+            "{err:?}"
+        );
+        assert!(
+            err.reason().contains("does not downgrade"),
+            "{}",
+            err.reason()
+        );
+        let (live, members) = etcd_live(["3.6.5", "3.4.23", "3.6.5"]);
+        let err = etcd_path(
+            &live,
+            &members,
+            e("3.6.5"),
+            &etcd_mirror(&["3.5.30", "3.6.5"]),
+            "m",
+        )
+        .unwrap_err();
+        assert!(matches!(err, EtcdRefusal::MembersApart { .. }), "{err:?}");
+        let (mut live, members) = etcd_live(["3.4.23"; 3]);
+        live.readings[1] = Reading::failed(
+            Part::Etcd,
+            "cp2",
+            Source::EndpointStatus,
+            "exit status 1: context deadline exceeded",
+        );
+        let err =
+            etcd_path(&live, &members, e("3.5.30"), &etcd_mirror(&["3.5.30"]), "m").unwrap_err();
+        assert!(
+            matches!(&err, EtcdRefusal::Unread { member, .. } if member == "cp2"),
+            "{err:?}"
+        );
+        assert!(
+            err.reason().contains("context deadline exceeded"),
+            "{}",
+            err.reason()
+        );
+        let (live, members) = etcd_live(["3.4.23"; 3]);
+        let err = etcd_path(
+            &live,
+            &members,
+            e("3.5.31"),
+            &etcd_mirror(&["3.4.23", "3.5.30"]),
+            "m",
+        )
+        .unwrap_err();
+        assert!(matches!(err, EtcdRefusal::Unknown { .. }), "{err:?}");
+        assert!(err.path().contains("v3.4.23, v3.5.30"), "{}", err.path());
+        let err = etcd_path(&live, &members, e("4.0.0"), &[], "m").unwrap_err();
+        assert!(matches!(err, EtcdRefusal::OtherMajor { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_snapshot_comes_before_the_etcd_members_then_the_control_planes() {
+        let mut live = cluster("v1.33.1");
+        live.readings.retain(|r| r.part != Part::Etcd);
+        // cp1 at the Kubernetes target already: etcd alone still takes a snapshot first.
+        live.readings.push(Reading::ok(
+            Part::Etcd,
+            "cp1",
+            Source::EndpointStatus,
+            "3.4.23",
+            etcd_version("3.4.23"),
+        ));
+        let (steps, done) = super::steps(
+            &live,
+            &hosts(),
+            v("v1.33.1"),
+            &[e("3.5.30")],
+            MaxUnavailable::Count(1),
+        );
+        assert_eq!(done.len(), 3);
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert!(matches!(&steps[0], Step::EtcdSnapshot { member, .. } if member == "cp1"));
+        assert!(
+            matches!(&steps[1], Step::EtcdMember { member, to, .. } if member == "cp1" && *to == e("3.5.30"))
+        );
+        // With a Kubernetes upgrade: snapshot, etcd, then the control plane.
+        let live = cluster("v1.32.4");
+        let (steps, _) = super::steps(
+            &live,
+            &hosts(),
+            v("v1.33.1"),
+            &[e("3.5.30")],
+            MaxUnavailable::Count(1),
+        );
+        let kinds: Vec<&str> = steps
+            .iter()
+            .map(|s| match s {
+                Step::EtcdSnapshot { .. } => "snapshot",
+                Step::EtcdMember { .. } => "etcd",
+                Step::ControlPlane(_) => "cp",
+                Step::Workers { .. } => "workers",
+            })
+            .collect();
+        assert_eq!(kinds, ["snapshot", "etcd", "cp", "workers", "workers"]);
+        let json = serde_json::to_value(&steps[1]).unwrap();
+        assert_eq!(json["step"], "etcd-member");
+        assert_eq!(json["from"], "v3.4.23");
+        assert_eq!(json["to"], "v3.5.30");
     }
 
     #[test]

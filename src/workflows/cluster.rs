@@ -327,8 +327,21 @@ impl<'a> ClusterRun<'a> {
         roles: &[&str],
         overrides: &BTreeMap<usize, BTreeMap<String, String>>,
     ) -> Vec<usize> {
+        self.converge_in(self.inventory, name, hosts, roles, overrides)
+            .await
+    }
+
+    /// [`Self::converge`] against `inventory`, a variant of the run's own with the same hosts
+    /// (another version of a component: the etcd releases an upgrade goes through).
+    pub async fn converge_in(
+        &mut self,
+        inventory: &Inventory,
+        name: &str,
+        hosts: &[usize],
+        roles: &[&str],
+        overrides: &BTreeMap<usize, BTreeMap<String, String>>,
+    ) -> Vec<usize> {
         let t0 = Instant::now();
-        let inventory = self.inventory;
         let prepared = Arc::clone(&self.prepared);
         let only: Vec<String> = roles.iter().map(|r| (*r).to_string()).collect();
         let dry_run = self.dry_run;

@@ -57,6 +57,60 @@ pub fn parse_etcd_health(stdout: &str) -> Result<BTreeMap<String, Result<(), Str
         .collect())
 }
 
+/// The local member's status (`endpoint status -w json`).
+pub fn etcd_status_script() -> String {
+    etcdctl("endpoint status -w json")
+}
+
+#[derive(Debug, Deserialize)]
+struct EndpointStatus {
+    #[serde(rename = "Status")]
+    status: EtcdStatus,
+}
+
+#[derive(Debug, Deserialize)]
+struct EtcdStatus {
+    version: String,
+}
+
+/// The server version the first endpoint of `endpoint status -w json` reports (`3.5.30`).
+pub fn parse_etcd_version(stdout: &str) -> Result<String, String> {
+    let list: Vec<EndpointStatus> = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("unexpected etcdctl output ({e})"))?;
+    list.into_iter()
+        .next()
+        .map(|e| e.status.version)
+        .ok_or_else(|| "etcdctl listed no endpoint".to_string())
+}
+
+/// etcd's `/version` of the local member (`{"etcdserver":"3.5.30","etcdcluster":"3.5.0"}`),
+/// over TLS with the healthcheck client cert: the cluster version is the lowest minor every
+/// member runs, which etcd raises once all of them run a newer one.
+pub fn etcd_version_script() -> String {
+    format!(
+        "{PATH} curl -sS --fail --max-time 5 --cacert /etc/kubernetes/pki/etcd/ca.crt \
+         --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt \
+         --key /etc/kubernetes/pki/etcd/healthcheck-client.key https://127.0.0.1:2379/version"
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct EtcdVersions {
+    etcdcluster: String,
+}
+
+/// The cluster version (`3.5.0`) from `/version`.
+pub fn parse_etcd_cluster_version(stdout: &str) -> Result<String, String> {
+    serde_json::from_str::<EtcdVersions>(stdout.trim())
+        .map(|v| v.etcdcluster)
+        .map_err(|e| {
+            format!(
+                "unexpected etcd /version answer ({e}): {}",
+                first_line(stdout)
+            )
+        })
+}
+
 /// The member list (`member list -w json`).
 pub fn etcd_members_script() -> String {
     etcdctl("member list -w json")
@@ -183,6 +237,33 @@ mod tests {
             Err("context deadline exceeded".to_string())
         );
         assert!(parse_etcd_health("Error: context deadline exceeded").is_err());
+    }
+
+    #[test]
+    fn etcd_status_gives_the_server_version() {
+        let out = r#"[{"Endpoint":"https://127.0.0.1:2379","Status":{"header":{"cluster_id":1},"version":"3.5.30","dbSize":20480}}]"#;
+        assert_eq!(parse_etcd_version(out), Ok("3.5.30".to_string()));
+        assert_eq!(
+            parse_etcd_version("[]"),
+            Err("etcdctl listed no endpoint".to_string())
+        );
+        assert!(
+            parse_etcd_version("Error: context deadline exceeded")
+                .unwrap_err()
+                .starts_with("unexpected etcdctl output")
+        );
+        assert!(etcd_status_script().contains("endpoint status -w json"));
+    }
+
+    #[test]
+    fn etcd_cluster_version_from_version() {
+        assert_eq!(
+            parse_etcd_cluster_version(r#"{"etcdserver":"3.5.30","etcdcluster":"3.5.0"}"#),
+            Ok("3.5.0".to_string())
+        );
+        assert!(parse_etcd_cluster_version("curl: (7) Failed to connect").is_err());
+        assert!(etcd_version_script().contains("healthcheck-client.crt"));
+        assert!(etcd_version_script().contains("https://127.0.0.1:2379/version"));
     }
 
     #[test]

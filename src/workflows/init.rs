@@ -433,21 +433,30 @@ pub(crate) async fn etcd_gate(
 ) -> Result<(), Stop> {
     let what = format!("etcd: {expected} members healthy");
     let run_ref = &*run;
-    let check = || async move {
-        let out = run_ref.exec(on, &gates::etcd_health_script()).await?;
-        let health = gates::parse_etcd_health(&out.stdout_text())
-            .map_err(|e| format!("{e} {}", out.stderr_text().trim()))?;
-        let bad: Vec<String> = health
-            .iter()
-            .filter_map(|(ep, h)| h.as_ref().err().map(|e| format!("{ep}: {e}")))
-            .collect();
-        if !bad.is_empty() {
-            return Err(bad.join("; "));
-        }
-        Ok(health.len() == expected)
-    };
+    let check = || etcd_healthy(run_ref, on, expected);
     let result = wait_for(run_ref, on, ETCD_TIMEOUT, check).await;
     run.record_gate(&what, result)
+}
+
+/// Every member healthy as the cluster sees it (`endpoint health --cluster`), asked on host
+/// `on`: `Ok(true)` when all `expected` members answer healthy, an error naming the
+/// unhealthy ones.
+pub(crate) async fn etcd_healthy(
+    run: &ClusterRun<'_>,
+    on: usize,
+    expected: usize,
+) -> Result<bool, String> {
+    let out = run.exec(on, &gates::etcd_health_script()).await?;
+    let health = gates::parse_etcd_health(&out.stdout_text())
+        .map_err(|e| format!("{e} {}", out.stderr_text().trim()))?;
+    let bad: Vec<String> = health
+        .iter()
+        .filter_map(|(ep, h)| h.as_ref().err().map(|e| format!("{ep}: {e}")))
+        .collect();
+    if !bad.is_empty() {
+        return Err(bad.join("; "));
+    }
+    Ok(health.len() == expected)
 }
 
 pub(crate) async fn api_gate(

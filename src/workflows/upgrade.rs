@@ -2,7 +2,10 @@
 //!
 //! preflight (every host reachable, the versions read live and the target checked against
 //! the version-skew policy, etcd healthy, every API server ready, every node Ready) → etcd
-//! snapshot in `.capstan/backups/` → control planes one at a time (cordon, drain, the API
+//! snapshot in `.capstan/backups/` → etcd, when the target needs a newer one than the
+//! members run: one member at a time (its etcd role alone, then gate on `endpoint health
+//! --cluster` and on the member reporting the new version), through every etcd minor between
+//! (see [`policy::etcd_path`]) → control planes one at a time (cordon, drain, the API
 //! server's manifest first, gate on its `/readyz` and `/version`, then controller-manager
 //! and scheduler, then kubelet and kubectl, gate on the Node, uncordon) → workers in batches
 //! of `--max-unavailable` (cordon, drain through the eviction API, kubelet, Ready, uncordon)
@@ -341,8 +344,8 @@ impl From<Stop> for Halt {
 }
 
 /// The versions every host runs (one exec per host over the run's connections), checked
-/// against the target with the version-skew policy.
-async fn check_versions(run: &ClusterRun<'_>, to: Version) -> Result<(), Halt> {
+/// against the target with the version-skew policy; returns what was read.
+async fn check_versions(run: &ClusterRun<'_>, to: Version) -> Result<live::LiveRead, Halt> {
     let inv = run.inventory;
     let conns: Vec<Option<&ssh::Connection>> =
         run.hosts.iter().map(|slot| slot.conn.as_ref()).collect();
@@ -374,7 +377,150 @@ async fn check_versions(run: &ClusterRun<'_>, to: Version) -> Result<(), Halt> {
         ))
     })?;
     policy::check_target(&read.versions, to, &available.versions, &available.source)
-        .map_err(Halt::Refused)
+        .map_err(Halt::Refused)?;
+    Ok(read)
+}
+
+/// The etcd steps of an upgrade to `to`: every member to the etcd version the target needs
+/// ([`upgrade_plan::etcd_target`]), one at a time, through every minor between (refused, with
+/// the version to add, when the catalog/mirror lacks one). Members already there are not in
+/// them: a re-run resumes.
+fn etcd_steps(
+    run: &ClusterRun<'_>,
+    current: &Inventory,
+    to: Version,
+    read: &live::LiveRead,
+) -> Result<Vec<policy::Step>, Halt> {
+    let Some(etcd_to) = upgrade_plan::etcd_target(current, to) else {
+        return Ok(Vec::new());
+    };
+    let inv = run.inventory;
+    let available =
+        available::etcd(&inv.cluster.artifacts, &read.distinct_arches()).map_err(|e| {
+            Stop(format!(
+                "cannot tell which etcd releases are available ({e}); check \
+             `cluster.artifacts.mirror` in the inventory"
+            ))
+        })?;
+    let members = upgrade_plan::etcd_members(inv);
+    let hops = policy::etcd_path(
+        &read.versions,
+        &members,
+        etcd_to,
+        &available.versions,
+        &available.source,
+    )
+    .map_err(|e| Halt::Refused(Refusal::Etcd(e)))?;
+    Ok(policy::etcd_steps(&read.versions, &members, &hops))
+}
+
+/// One etcd member to `to`: the etcd role on that host alone, against the inventory at that
+/// etcd version (new etcd and etcdctl; the role restarts the unit), then the gate. A failure
+/// stops the rollout with the other members serving.
+async fn etcd_member(
+    run: &mut ClusterRun<'_>,
+    track: &mut Track,
+    member: usize,
+    to: Version,
+    timeout: Duration,
+) -> Result<(), Stop> {
+    let name = run.host(member).name.clone();
+    let mut at = run.inventory.clone();
+    at.cluster
+        .versions
+        .insert("etcd".to_string(), to.to_string());
+    let title = format!("{name}: etcd {to}");
+    track.journal(&name, &format!("etcd {to}: start"));
+    track.doing(&title);
+    let t0 = Instant::now();
+    let failed = run
+        .converge_in(&at, &title, &[member], &["etcd"], &BTreeMap::new())
+        .await;
+    if !failed.is_empty() {
+        let why = format!(
+            "{title} failed; the other etcd members serve. Fix it and run `capstan upgrade \
+             apply` again: members already at {to} are skipped"
+        );
+        track.journal(&name, &format!("etcd {to}: failed"));
+        return Err(Stop(why));
+    }
+    track.doing(&format!("{name}: etcd healthy at {to}"));
+    let members = run.etcd_members().len();
+    if let Err(stop) = etcd_member_gate(run, member, to, members, timeout).await {
+        track.journal(&name, &format!("etcd {to}: failed: {}", stop.0));
+        return Err(stop);
+    }
+    track.journal(&name, &format!("etcd {to}: done"));
+    let seconds = t0.elapsed().as_secs_f64();
+    track.line(&format!(
+        "  {} {name} etcd at {to} ({seconds:.1}s)",
+        ui::paint("done", Color::Green)
+    ));
+    track.timings.hosts.push(Timed {
+        name: format!("{name} (etcd {to})"),
+        seconds,
+        outcome: Outcome::Done,
+    });
+    if let Some((_, _, bar)) = &track.phase {
+        bar.inc();
+    }
+    Ok(())
+}
+
+/// The etcd cluster version (asked on `member`) is at least the minor before `to`'s: every
+/// member made it to that minor, so one may go to `to`.
+async fn etcd_cluster_version_gate(
+    run: &mut ClusterRun<'_>,
+    member: usize,
+    to: Version,
+    timeout: Duration,
+) -> Result<(), Stop> {
+    let need = (to.major, to.minor.saturating_sub(1));
+    let what = format!("etcd cluster version {}.{} or later", need.0, need.1);
+    let run_ref = &*run;
+    let check = || async move {
+        let out = run_ref.exec(member, &gates::etcd_version_script()).await?;
+        if !out.success() {
+            return Err(out.stderr_text().trim().to_string());
+        }
+        let got = gates::parse_etcd_cluster_version(&out.stdout_text())?;
+        match policy::etcd_version(&got) {
+            Some(v) if (v.major, v.minor) >= need => Ok(true),
+            _ => Err(format!("the cluster version is {got}")),
+        }
+    };
+    let result = wait_for(run_ref, member, timeout, check).await;
+    run.record_gate(&what, result)
+}
+
+/// Every member healthy as the cluster sees it (`endpoint health --cluster`, all `members`
+/// of them) and `member` itself reporting `to` (`endpoint status`), asked on `member`.
+async fn etcd_member_gate(
+    run: &mut ClusterRun<'_>,
+    member: usize,
+    to: Version,
+    members: usize,
+    timeout: Duration,
+) -> Result<(), Stop> {
+    let name = run.host(member).name.clone();
+    let what = format!("etcd: {members} members healthy, {name} at {to}");
+    let name = name.as_str();
+    let run_ref = &*run;
+    let check = || async move {
+        if !init::etcd_healthy(run_ref, member, members).await? {
+            return Ok(false);
+        }
+        let out = run_ref.exec(member, &gates::etcd_status_script()).await?;
+        let got = gates::parse_etcd_version(&out.stdout_text())
+            .map_err(|e| format!("{e} {}", out.stderr_text().trim()))?;
+        if policy::etcd_version(&got) == Some(to) {
+            Ok(true)
+        } else {
+            Err(format!("{name} reports etcd {got}"))
+        }
+    };
+    let result = wait_for(run_ref, member, timeout, check).await;
+    run.record_gate(&what, result)
 }
 
 #[allow(clippy::too_many_lines)]
@@ -401,7 +547,8 @@ async fn steps(
     init::same_ca(run)?;
     let first = cps[0];
     track.doing("versions and the skew policy");
-    check_versions(run, opts.to).await?;
+    let read = check_versions(run, opts.to).await?;
+    let etcd = etcd_steps(run, current_inventory, opts.to, &read)?;
     track.doing("etcd");
     init::etcd_gate(run, members[0], members.len()).await?;
     for &cp in &cps {
@@ -440,7 +587,26 @@ async fn steps(
     track.phase("etcd snapshot", 1);
     take_snapshot(run, current_inventory, members[0]).await?;
 
-    // 3. Control planes, one at a time.
+    // 3. etcd, one member at a time, each healthy at its new version before the next, every
+    // member at one minor before any goes to the next (the steps are in that order).
+    if !etcd.is_empty() {
+        track.phase("etcd", etcd.len());
+        for s in &etcd {
+            if let policy::Step::EtcdMember { member, from, to } = s {
+                let i = run
+                    .index(member)
+                    .ok_or_else(|| Stop(format!("etcd member {member} is not in the inventory")))?;
+                // Into a new minor: the cluster runs the one before it (etcd raises the
+                // cluster version once every member runs a newer minor).
+                if from.is_some_and(|f| (f.major, f.minor) < (to.major, to.minor)) {
+                    etcd_cluster_version_gate(run, i, *to, gate_timeout).await?;
+                }
+                etcd_member(run, track, i, *to, gate_timeout).await?;
+            }
+        }
+    }
+
+    // 4. Control planes, one at a time.
     track.phase("control planes", cps.len());
     for &cp in &cps {
         let name = run.host(cp).name.clone();
@@ -525,7 +691,7 @@ async fn steps(
         track.host_done(&name);
     }
 
-    // 4. Workers, in batches.
+    // 5. Workers, in batches.
     track.phase("workers", workers.len());
     let batch = if workers.len() <= 1 {
         1
@@ -583,7 +749,7 @@ async fn steps(
         }
     }
 
-    // 5. The rest at the target: addons (kube-proxy's image), proxies, everything else.
+    // 6. The rest at the target: addons (kube-proxy's image), proxies, everything else.
     track.phase("final converge", 1);
     track.doing("addons");
     run.converge("addons", &[first], &["addons"], &BTreeMap::new())

@@ -75,7 +75,48 @@ pub struct UpgradePlan {
     pub unreachable: BTreeMap<String, String>,
     /// Every version read, with its source.
     pub readings: LiveVersions,
+    /// etcd: each member's version, the target, and the versions the members go through.
+    pub etcd: EtcdPlan,
     pub seconds: f64,
+}
+
+/// etcd's part of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct EtcdPlan {
+    /// Each member (inventory order) and what `etcdctl endpoint status` reported.
+    pub members: Vec<EtcdMemberNow>,
+    /// The version the target needs (the inventory's `cluster.versions.etcd` at the target).
+    pub target: Option<Version>,
+    /// The versions the members go through, one member at a time each, in order (empty:
+    /// nothing to do).
+    pub path: Vec<Version>,
+    /// The etcd releases available.
+    pub available: Available,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EtcdMemberNow {
+    pub member: String,
+    /// As printed (`3.4.23`), or why it was not read.
+    pub current: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+}
+
+/// The etcd version an upgrade to `to` needs: the inventory's `cluster.versions.etcd` as the
+/// inventory resolves it at `to` (the one place that says it, for plan and apply).
+pub fn etcd_target(inventory: &Inventory, to: Version) -> Option<Version> {
+    inventory
+        .at_version(to)
+        .cluster
+        .versions
+        .get("etcd")
+        .and_then(|v| policy::etcd_version(v))
+}
+
+/// The etcd members, in inventory order.
+pub fn etcd_members(inventory: &Inventory) -> Vec<String> {
+    inventory.etcd_members().map(|h| h.name.clone()).collect()
 }
 
 impl UpgradePlan {
@@ -122,7 +163,13 @@ pub async fn run(
             "cannot tell which Kubernetes releases are available: {e}"
         )
     })?;
-    let mut plan = build(inventory, read, available, opts);
+    let etcd_available = available::etcd(&inventory.cluster.artifacts, &arches).map_err(|e| {
+        miette::miette!(
+            help = "check `cluster.artifacts.mirror` in the inventory",
+            "cannot tell which etcd releases are available: {e}"
+        )
+    })?;
+    let mut plan = build(inventory, read, available, etcd_available, opts);
     plan.seconds = t0.elapsed().as_secs_f64();
     Ok(plan)
 }
@@ -132,6 +179,7 @@ pub fn build(
     inventory: &Inventory,
     read: LiveRead,
     available: Available,
+    etcd_available: Available,
     opts: &PlanOptions,
 ) -> UpgradePlan {
     let live = read.versions;
@@ -157,32 +205,82 @@ pub fn build(
         ));
     }
 
+    let target = opts.to.or_else(|| allowed.last().map(|t| t.version));
+    let members = etcd_members(inventory);
+    let etcd_to = target.and_then(|t| etcd_target(inventory, t));
+    let etcd_path = |to: Version| {
+        policy::etcd_path(
+            &live,
+            &members,
+            to,
+            &etcd_available.versions,
+            &etcd_available.source,
+        )
+    };
     let refused = match (opts.to, current) {
         (Some(to), Some(_)) => {
-            policy::check_target(&live, to, &available.versions, &available.source)
-                .err()
-                .map(|r| Refused {
-                    target: to,
-                    reason: r.reason(),
-                    path: r.path(),
-                    detail: r,
-                })
+            policy::check_target(&live, to, &available.versions, &available.source).err()
         }
         _ => None,
+    }
+    .or_else(|| {
+        // etcd refuses the target (planned or requested) when the members cannot get to it.
+        let to = etcd_to?;
+        current?;
+        etcd_path(to).err().map(Refusal::Etcd)
+    })
+    .map(|r| Refused {
+        target: target.unwrap_or(inventory_version),
+        reason: r.reason(),
+        path: r.path(),
+        detail: r,
+    });
+    let hops = match etcd_to {
+        Some(to) if refused.is_none() => etcd_path(to).unwrap_or_default(),
+        _ => Vec::new(),
     };
-    let target = opts.to.or_else(|| allowed.last().map(|t| t.version));
     let hosts = step_hosts(inventory);
     let (steps, up_to_date) = match target {
         Some(t) if refused.is_none() && current.is_some() && violations.is_empty() => {
-            policy::steps(&live, &hosts, t, opts.max_unavailable)
+            policy::steps(&live, &hosts, t, &hops, opts.max_unavailable)
         }
         _ => (Vec::new(), Vec::new()),
     };
 
-    let pinned: BTreeMap<Part, String> = [(Part::Etcd, "etcd"), (Part::Containerd, "containerd")]
+    // What the target puts on the hosts for the parts with their own versions: etcd's
+    // target as computed above, containerd's as the inventory resolves it at the target.
+    let at_target = target.map(|t| inventory.at_version(t));
+    let mut pinned: BTreeMap<Part, String> = at_target
+        .as_ref()
+        .unwrap_or(inventory)
+        .cluster
+        .versions
+        .get("containerd")
+        .map(|v| (Part::Containerd, v.clone()))
         .into_iter()
-        .filter_map(|(p, key)| inventory.cluster.versions.get(key).map(|v| (p, v.clone())))
         .collect();
+    if let Some(e) = etcd_to {
+        pinned.insert(Part::Etcd, e.to_string());
+    }
+    let etcd = EtcdPlan {
+        members: members
+            .iter()
+            .map(|m| {
+                let r = live
+                    .readings
+                    .iter()
+                    .find(|r| r.part == Part::Etcd && r.host == *m);
+                EtcdMemberNow {
+                    member: m.clone(),
+                    current: r.map_or_else(|| "?".to_string(), policy::Reading::shown),
+                    version: r.and_then(|r| r.version),
+                }
+            })
+            .collect(),
+        target: etcd_to,
+        path: hops,
+        available: etcd_available,
+    };
     // A refused target has no column in the table: only the versions now.
     let shown = if refused.is_some() { None } else { target };
     let components = rows(inventory, &live, shown, &pinned);
@@ -204,6 +302,7 @@ pub fn build(
         next: Vec::new(),
         unreachable: read.unreachable,
         readings: live,
+        etcd,
         seconds: 0.0,
     };
     plan.next = next(inventory, &plan);
@@ -297,7 +396,8 @@ fn next(inventory: &Inventory, plan: &UpgradePlan) -> Vec<String> {
         return out;
     };
     if let Some(r) = &plan.refused {
-        out.push(format!("--to {} is refused: {}", r.target, r.path));
+        let what = if plan.requested { "--to" } else { "upgrade to" };
+        out.push(format!("{what} {} is refused: {}", r.target, r.path));
         return out;
     }
     if !plan.violations.is_empty() {
@@ -453,6 +553,26 @@ pub fn render(plan: &UpgradePlan) -> String {
     }
     out.push_str(&table.render());
 
+    if let Some(to) = plan.etcd.target
+        && !plan.etcd.members.is_empty()
+    {
+        let now: Vec<String> = plan
+            .etcd
+            .members
+            .iter()
+            .map(|m| format!("{} {}", m.member, m.current))
+            .collect();
+        let path = if plan.etcd.path.is_empty() {
+            "nothing to do".to_string()
+        } else {
+            let hops: Vec<String> = plan.etcd.path.iter().map(ToString::to_string).collect();
+            format!(
+                "through {}, one member at a time (etcd never skips a minor)",
+                hops.join(" → ")
+            )
+        };
+        let _ = writeln!(out, "\n{} {} → {to}: {path}", bold("etcd:"), now.join(", "));
+    }
     if !plan.violations.is_empty() {
         let _ = writeln!(
             out,
@@ -472,8 +592,9 @@ pub fn render(plan: &UpgradePlan) -> String {
     if let Some(r) = &plan.refused {
         let _ = writeln!(
             out,
-            "\n{} --to {}: {}\n  allowed path: {}",
+            "\n{} {} {}: {}\n  allowed path: {}",
             ui::paint("Refused:", Color::Red),
+            if plan.requested { "--to" } else { "upgrade to" },
             r.target,
             r.reason,
             r.path
@@ -522,8 +643,12 @@ mod tests {
     use crate::upgrade::Reading;
 
     fn inventory(version: &str) -> Inventory {
+        inventory_etcd(version, "3.4.23")
+    }
+
+    fn inventory_etcd(version: &str, etcd: &str) -> Inventory {
         let text = format!(
-            "cluster:\n  name: t\n  kubernetes_version: {version}\n  api_endpoint:\n    mode: single\n  artifacts:\n    mirror: file:///srv/mirror\n  versions:\n    etcd: 3.4.23\nhosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n  - name: w1\n    address: 10.0.0.2\n    roles: [worker]\n"
+            "cluster:\n  name: t\n  kubernetes_version: {version}\n  api_endpoint:\n    mode: single\n  artifacts:\n    mirror: file:///srv/mirror\n  versions:\n    etcd: {etcd}\nhosts:\n  - name: cp1\n    address: 10.0.0.1\n    roles: [control-plane]\n  - name: w1\n    address: 10.0.0.2\n    roles: [worker]\n"
         );
         crate::inventory::load_str(&text, std::path::Path::new("/inv/cluster.yaml"), None).unwrap()
     }
@@ -561,12 +686,99 @@ mod tests {
         }
     }
 
+    fn etcd_avail(list: &[&str]) -> Available {
+        Available {
+            versions: list.iter().map(|t| v(t)).collect(),
+            source: "the mirror file:///srv/mirror".into(),
+        }
+    }
+
+    #[test]
+    fn etcd_behind_its_target_is_upgraded_first_and_shown() {
+        let plan = build(
+            &inventory_etcd("v1.32.4", "v3.5.30"),
+            read("v1.32.4", "v1.32.4"),
+            avail(),
+            etcd_avail(&["v3.4.23", "v3.5.30"]),
+            &PlanOptions {
+                to: Some(v("v1.32.5")),
+                ..PlanOptions::default()
+            },
+        );
+        assert!(plan.refused.is_none(), "{:?}", plan.refused);
+        assert_eq!(plan.etcd.target, Some(v("v3.5.30")));
+        assert_eq!(plan.etcd.path, [v("v3.5.30")]);
+        assert_eq!(plan.etcd.members[0].member, "cp1");
+        assert_eq!(plan.etcd.members[0].current, "3.4.23");
+        let kinds: Vec<serde_json::Value> = plan
+            .steps
+            .iter()
+            .map(|s| serde_json::to_value(s).unwrap()["step"].clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["etcd-snapshot", "etcd-member", "control-plane", "workers"]
+        );
+        let etcd = plan
+            .components
+            .iter()
+            .find(|r| r.component == Part::Etcd)
+            .unwrap();
+        assert_eq!(etcd.current, "3.4.23");
+        assert_eq!(etcd.target.as_deref(), Some("v3.5.30"));
+        let text = render(&plan);
+        assert!(
+            text.contains("etcd: cp1 3.4.23 → v3.5.30: through v3.5.30, one member at a time"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2. etcd member cp1 (v3.4.23 → v3.5.30)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["etcd"]["path"][0], "v3.5.30");
+        assert_eq!(json["etcd"]["members"][0]["version"], "v3.4.23");
+        assert_eq!(json["steps"][1]["member"], "cp1");
+    }
+
+    #[test]
+    fn etcd_that_would_skip_a_minor_refuses_the_plan_with_the_version_to_add() {
+        let plan = build(
+            &inventory_etcd("v1.32.4", "v3.6.5"),
+            read("v1.32.4", "v1.32.4"),
+            avail(),
+            etcd_avail(&["v3.4.23", "v3.6.5"]),
+            &PlanOptions::default(),
+        );
+        let r = plan.refused.as_ref().expect("refused");
+        assert_eq!(r.target, v("v1.33.1"));
+        assert!(
+            r.reason.contains("needs every member at v3.5 first"),
+            "{}",
+            r.reason
+        );
+        assert!(r.path.contains("add an etcd v3.5.z release"), "{}", r.path);
+        assert!(plan.steps.is_empty());
+        let text = render(&plan);
+        assert!(text.contains("Refused: upgrade to v1.33.1"), "{text}");
+        assert!(
+            plan.next[0].starts_with("upgrade to v1.33.1 is refused"),
+            "{:?}",
+            plan.next
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["refused"]["detail"]["kind"], "etcd");
+        assert_eq!(json["refused"]["detail"]["etcd"], "missing");
+        assert_eq!(json["refused"]["detail"]["minor"], 5);
+    }
+
     #[test]
     fn without_to_the_newest_allowed_target_is_planned() {
         let plan = build(
             &inventory("v1.32.4"),
             read("v1.32.4", "v1.32.4"),
             avail(),
+            etcd_avail(&["v3.4.23"]),
             &PlanOptions::default(),
         );
         assert_eq!(plan.cluster_version, Some(v("v1.32.4")));
@@ -623,6 +835,7 @@ mod tests {
             &inventory("v1.31.9"),
             read("v1.31.9", "v1.31.9"),
             avail(),
+            etcd_avail(&["v3.4.23"]),
             &PlanOptions {
                 to: Some(v("v1.33.1")),
                 ..PlanOptions::default()
@@ -645,6 +858,7 @@ mod tests {
             &inventory("v1.31.9"),
             read("v1.31.9", "v1.33.1"),
             avail(),
+            etcd_avail(&["v3.4.23"]),
             &PlanOptions::default(),
         );
         assert_eq!(plan.violations.len(), 1);
@@ -663,6 +877,7 @@ mod tests {
             &inventory("v1.33.1"),
             read("v1.33.1", "v1.33.1"),
             avail(),
+            etcd_avail(&["v3.4.23"]),
             &PlanOptions::default(),
         );
         assert!(plan.target.is_none());
@@ -676,6 +891,7 @@ mod tests {
             &inventory("v1.33.1"),
             read("v1.33.1", "v1.33.1"),
             avail(),
+            etcd_avail(&["v3.4.23"]),
             &PlanOptions {
                 to: Some(v("v1.33.1")),
                 ..PlanOptions::default()
