@@ -79,12 +79,16 @@ fn apply_walks_v1_34_to_v1_37_one_minor_a_run_on_containerd_2() {
             }
         }
         if from == "v1.35.2" {
-            // A containerd the target minor does not run on is refused before any connection.
-            set_node_version(&inv, "containerd", "v2.0.7");
+            // A containerd the target minor does not run on (v1.35 does: 2.1.5+ within 2.1;
+            // v1.36 needs 2.2+) is refused before any connection.
+            set_node_version(&inv, "containerd", "v2.1.6");
             let refused = run_capstan(&["upgrade", "apply", "--to", to, "--yes"], &inv);
             assert_eq!(refused.code, 2, "{}", refused.all());
+            // (miette wraps the message: join its lines again.)
+            let said = refused.stderr.replace("\n  | ", " ");
             assert!(
-                refused.stderr.contains("does not run on containerd v2.0.7"),
+                said.contains("Kubernetes v1.36 does not run on containerd v2.1.6")
+                    && said.contains("v2.2.0+ within v2.2"),
                 "{}",
                 refused.all()
             );
