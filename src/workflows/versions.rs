@@ -28,6 +28,10 @@ pub struct Defaults {
     pub minor: String,
     /// The newest patch of that minor (what to write as `kubernetes_version`).
     pub kubernetes_version: Option<String>,
+    /// Whether its kubelet and kubectl are pinned (else `checksums: published` installs it).
+    pub pinned: bool,
+    /// The newest release whose kubelet and kubectl are pinned.
+    pub newest_pinned: Option<String>,
     pub node: BTreeMap<String, String>,
 }
 
@@ -106,9 +110,23 @@ pub fn report(catalog: &Catalog, today: Date) -> Report {
             minor: m.minor,
             patch: 0,
         };
+        let pinned = |v: &str| {
+            [Component::Kubelet, Component::Kubectl]
+                .iter()
+                .all(|c| catalog.pin(*c, v).is_some())
+        };
+        let newest_pinned = catalog
+            .known_versions(Component::Kubelet)
+            .into_iter()
+            .filter(|v| pinned(v))
+            .filter_map(crate::inventory::Version::parse)
+            .max()
+            .map(|v| v.to_string());
         Defaults {
             minor: m.name.clone(),
             kubernetes_version: m.newest_patch.map(|v| v.to_string()),
+            pinned: m.newest_patch.is_some_and(|v| pinned(&v.to_string())),
+            newest_pinned,
             node: node_of(catalog, &probe),
         }
     });
@@ -221,6 +239,13 @@ pub fn render(r: &Report) -> String {
                 d.minor,
                 node.join(", ")
             );
+            if !d.pinned {
+                let _ = writeln!(
+                    out,
+                    "Its kubelet and kubectl have no pins yet: install it with `checksums: published`, or pin them in catalog.yaml; with `checksums: pinned` the newest release is {}.",
+                    d.newest_pinned.as_deref().unwrap_or("none")
+                );
+            }
         }
         None => {
             let _ = writeln!(out, "\nNo minor in the catalog is supported today.");
@@ -309,5 +334,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("built in"), "{text}");
+        // Honest about what installs with pinned sums.
+        let newest = d.newest_pinned.as_deref().expect("a pinned release");
+        assert!(catalog.pin(Component::Kubelet, newest).is_some());
+        if !d.pinned {
+            assert!(
+                text.contains(&format!("the newest release is {newest}")),
+                "{text}"
+            );
+        }
     }
 }
