@@ -414,4 +414,30 @@ fn apply_upgrades_etcd_3_4_to_3_5_one_member_at_a_time() {
         &plan,
         &format!("etcd: cp1 {TO}, cp2 {TO}, cp3 {TO} → v{TO}: nothing to do"),
     );
+
+    // etcd never goes back, and an etcd the mirror lacks is refused (exit 2) before anything
+    // changes, saying what to do.
+    set_etcd_version(&inv, &format!("v{FROM}"));
+    let down = run_capstan(&["upgrade", "apply", "--to", &k8s, "--yes"], &inv);
+    assert_eq!(down.code, 2, "{}", down.all());
+    says(&down, "capstan does not downgrade etcd");
+    says(
+        &down,
+        &format!("set `cluster.versions.etcd` in the inventory to v{TO} or newer"),
+    );
+    set_etcd_version(&inv, "v3.6.0");
+    let plan = run_capstan(&["upgrade", "plan", "--to", &k8s], &inv);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    says(&plan, "etcd v3.6.0 is not available from the mirror");
+    says(
+        &plan,
+        &format!("set `cluster.versions.etcd` to one of v{FROM}, v{TO}"),
+    );
+    for h in MEMBERS {
+        assert_eq!(
+            member_version(&lab.container(h)).as_deref(),
+            Some(TO),
+            "{h}"
+        );
+    }
 }
