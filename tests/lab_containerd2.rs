@@ -5,7 +5,8 @@
 //! its CRI plugins load, its effective config has the systemd cgroup driver, the sandbox image,
 //! the registry hosts folder and the container host's restrict_oom_score_adj; the real etcd
 //! 3.5.30 is healthy behind the API server stand-in, the kubelet stand-in's Node is Ready and
-//! its static pods run; a second run changes nothing.
+//! its static pods run; a second run changes nothing. On the lab's trixie image, forky's runc
+//! 1.3.6 (glibc 2.38) runs a real container through containerd 2.1.9.
 
 mod support;
 
@@ -16,8 +17,8 @@ use support::lab::{
 };
 
 /// `apply --roles ROLES` succeeds with `summary` (`1 host, 1 changed, …`); its stdout.
-fn apply(inv: &Path, cache: &Path, summary: &str) -> String {
-    let r = run_capstan_cached(&["apply", "--roles", ROLES], inv, cache);
+fn apply(inv: &Path, cache: &Path, roles: &str, summary: &str) -> String {
+    let r = run_capstan_cached(&["apply", "--roles", roles], inv, cache);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains(summary), "{}", r.stdout);
     r.stdout
@@ -27,21 +28,19 @@ const ROLES: &str = "common,containerd,etcd,kubelet,control-plane";
 const KUBECTL: &str = "kubectl --kubeconfig /etc/kubernetes/super-admin.conf";
 const ETCDCTL: &str = "set -a; . /etc/etcd/etcdctl.env; set +a; etcdctl";
 
-/// The inventory's `versions` with forky's builds in place of bookworm's.
-fn use_forky_builds(inv: &Path) {
+/// The lab's second image (tests/lab/build-image.sh with LAB_SUITE=trixie).
+const TRIXIE_IMAGE: &str = "capstan-lab:trixie-3";
+
+/// The inventory's `versions` with `versions` (key, version) in place of the lab's
+/// (bookworm's builds).
+fn set_versions(inv: &Path, versions: &[(&str, &str)]) {
     let text = std::fs::read_to_string(inv).expect("inventory");
     let mut edited = String::new();
     let mut replaced = 0;
     for line in text.lines() {
         let key = line.trim_start().split(':').next().unwrap_or("");
-        let newer = match key {
-            "containerd" => Some("v2.1.9"),
-            "etcd" => Some("v3.5.30"),
-            "cni_plugins" => Some("v1.9.1"),
-            _ => None,
-        };
-        match newer {
-            Some(v) if line.starts_with("    ") => {
+        match versions.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) if line.starts_with("    ") => {
                 edited.push_str(&format!("    {key}: {v}\n"));
                 replaced += 1;
             }
@@ -52,8 +51,9 @@ fn use_forky_builds(inv: &Path) {
         }
     }
     assert_eq!(
-        replaced, 3,
-        "the lab's inventory names no versions:\n{text}"
+        replaced,
+        versions.len(),
+        "the lab's inventory does not name them all:\n{text}"
     );
     std::fs::write(inv, edited).expect("write inventory");
 }
@@ -68,7 +68,14 @@ fn containerd_2_with_config_version_3_runs_a_control_plane() {
     );
     let lab = bed_lab("ctrd2", &["--control-planes", "1"]);
     let inv = lab.inventory();
-    use_forky_builds(&inv);
+    set_versions(
+        &inv,
+        &[
+            ("containerd", "v2.1.9"),
+            ("etcd", "v3.5.30"),
+            ("cni_plugins", "v1.9.1"),
+        ],
+    );
     let cache = tempfile::tempdir().expect("temp dir");
     let cache = cache.path();
 
@@ -76,7 +83,12 @@ fn containerd_2_with_config_version_3_runs_a_control_plane() {
         let r = run_capstan_cached(&step, &inv, cache);
         assert_eq!(r.code, 0, "{step:?}:\n{}", r.all());
     }
-    let out = apply(&inv, cache, "1 host, 1 changed, 0 unchanged, 0 failed");
+    let out = apply(
+        &inv,
+        cache,
+        ROLES,
+        "1 host, 1 changed, 0 unchanged, 0 failed",
+    );
     assert!(
         out.contains("create directory /etc/containerd/certs.d"),
         "{out}"
@@ -171,5 +183,66 @@ fn containerd_2_with_config_version_3_runs_a_control_plane() {
     );
 
     // Converged: a second run changes nothing.
-    apply(&inv, cache, "1 host, 0 changed, 1 unchanged, 0 failed");
+    apply(
+        &inv,
+        cache,
+        ROLES,
+        "1 host, 0 changed, 1 unchanged, 0 failed",
+    );
+}
+
+/// The lab's second image, Debian trixie (`LAB_SUITE=trixie tests/lab/build-image.sh`, glibc
+/// 2.41): forky's runc 1.3.6, which bookworm's glibc cannot run, converges with containerd
+/// 2.1.9 and runs a real container through the daemon and its shim.
+#[test]
+fn runc_1_3_on_a_trixie_host_runs_a_container_through_containerd_2() {
+    let bed = bed();
+    assert!(
+        bed.join("mirror/github.com/opencontainers/runc/releases/download/v1.3.6")
+            .is_dir(),
+        "the test mirror has no runc v1.3.6 (tests/lab/build-mirror.sh)"
+    );
+    let lab = bed_lab(
+        "trixie",
+        &["--control-planes", "1", "--image", TRIXIE_IMAGE],
+    );
+    let (_, os) = sh(&lab, "cp1", ". /etc/os-release; echo $VERSION_CODENAME");
+    assert_eq!(os.trim(), "trixie");
+    let inv = lab.inventory();
+    set_versions(&inv, &[("containerd", "v2.1.9"), ("runc", "v1.3.6")]);
+    let cache = tempfile::tempdir().expect("temp dir");
+    let cache = cache.path();
+    let roles = "common,containerd";
+    apply(
+        &inv,
+        cache,
+        roles,
+        "1 host, 1 changed, 0 unchanged, 0 failed",
+    );
+
+    let (code, out) = sh(&lab, "cp1", "runc --version");
+    assert!(code == 0 && out.contains("runc version 1.3.6"), "{out}");
+    let (code, out) = sh(&lab, "cp1", "ctr version");
+    assert!(
+        code == 0 && out.split("Server:").nth(1).unwrap_or("").contains("2.1.9"),
+        "{out}"
+    );
+    // A container from a bare rootfs (dash and the libraries it loads): containerd 2.1.9,
+    // its runc v2 shim and runc 1.3.6 create, start and reap it.
+    let (code, out) = sh(
+        &lab,
+        "cp1",
+        "set -e; r=/root/rootfs; mkdir -p $r; \
+         cp --parents /bin/dash $(ldd /bin/dash | grep -o '/[^ ]*') $r; \
+         ctr run --rm --rootfs $r probe /bin/dash -c 'read c < /proc/1/comm; echo hello from $c in pid $$'",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hello from dash in pid 1"), "{out}");
+
+    apply(
+        &inv,
+        cache,
+        roles,
+        "1 host, 0 changed, 1 unchanged, 0 failed",
+    );
 }

@@ -2,19 +2,28 @@
 # Builds the image of capstan's lab hosts (see DESIGN.md "The test bed") when it is missing.
 #
 #   tests/lab/build-image.sh [TAG]        default TAG: capstan-lab:bookworm-3 (src/lab DEFAULT_IMAGE)
+#   LAB_SUITE=trixie tests/lab/build-image.sh    capstan-lab:trixie-3, a second image (not the default)
 #
 # Debian bookworm (debootstrap --variant=minbase) with systemd as PID 1, OpenSSH, sudo and what a
 # golden VM image carries, `docker import`ed with the entrypoint tests/lab/entrypoint.sh.
+# The same recipe makes a Debian trixie image (glibc 2.41), on which the test mirror's forky
+# runc 1.3.6 (glibc 2.38) runs; bookworm's glibc 2.36 cannot run it.
 # Bump the tag's suffix (here and in src/lab/mod.rs) whenever this recipe changes.
 #
-# Environment: LAB_MIRROR overrides the Debian mirror (default: the one apt uses on this machine).
+# Environment: LAB_SUITE bookworm (default) or trixie; LAB_MIRROR overrides the Debian mirror
+# (default: the one apt uses on this machine).
 # Needs root, debootstrap and a running dockerd. Takes about 2 minutes.
 # (docker import cannot set STOPSIGNAL: `capstan lab up` passes --stop-signal SIGRTMIN+3.)
 set -eu
 
 TAG=${1:-capstan-lab:bookworm-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
-SUITE=bookworm
+SUITE=${LAB_SUITE:-bookworm}
+case $SUITE in
+    bookworm) ;;
+    trixie) TAG=${1:-capstan-lab:trixie-3} ;;
+    *) echo "build-image: error: LAB_SUITE must be bookworm or trixie, not '$SUITE'" >&2; exit 1 ;;
+esac
 
 say() { echo "build-image: $*"; }
 die() { echo "build-image: error: $*" >&2; exit 1; }
