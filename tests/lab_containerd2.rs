@@ -238,6 +238,20 @@ fn runc_1_3_on_a_trixie_host_runs_a_container_through_containerd_2() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("hello from dash in pid 1"), "{out}");
+    // Again with runc's systemd cgroup driver (what SystemdCgroup = true gives the kubelet's
+    // pods): the container's cgroup is a systemd scope in system.slice.
+    let (code, out) = sh(
+        &lab,
+        "cp1",
+        "ctr run --rm --rootfs --runc-systemd-cgroup --cgroup system.slice:capstan:probe2 \
+         /root/rootfs probe2 /bin/dash -c 'while read l; do echo \"cgroup $l\"; done < /proc/self/cgroup'",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cgroup ") && l.ends_with("/system.slice/capstan-probe2.scope")),
+        "{out}"
+    );
 
     apply(
         &inv,

@@ -122,7 +122,8 @@ fetch_deb() {
 # Unpacks PKG at VER (from SUITE, as fetch_deb) into a fresh dir under $WORK; prints the dir.
 unpack_deb() {
     local pkg=$1 ver=$2 suite=${3:-system} deb dir
-    deb=$(fetch_deb "$pkg" "$ver" "$suite")
+    # (bash clears -e in command substitutions: a failed fetch must end this one here.)
+    deb=$(fetch_deb "$pkg" "$ver" "$suite") || exit 1
     dir="$WORK/deb-$pkg"
     rm -rf "$dir"; mkdir -p "$dir"
     dpkg-deb -x "$deb" "$dir" || die "dpkg-deb -x $deb failed"
