@@ -317,3 +317,52 @@ fn an_upgrade_to_a_minor_the_containerd_does_not_suit_is_refused_before_connecti
         "{err}"
     );
 }
+
+/// A release the run would install that a `file://` mirror lacks: one error before any
+/// connection (the hosts here do not exist), naming each component and version, where the
+/// version came from, what the mirror has, and the key to set.
+#[test]
+fn a_mirror_without_a_release_is_one_error_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    for rel in [
+        "release/v1.35.1/bin/linux/amd64",
+        "github.com/containerd/containerd/releases/download/v1.7.28",
+        "github.com/containerd/containerd/releases/download/v2.1.9",
+        "github.com/etcd-io/etcd/releases/download/v3.5.27",
+        "github.com/opencontainers/runc/releases/download/v1.3.4",
+        "github.com/containernetworking/plugins/releases/download/v1.8.0",
+    ] {
+        std::fs::create_dir_all(mirror.join(rel)).unwrap();
+    }
+    let inv = dir.path().join("cluster.yaml");
+    let write = |versions: &str| {
+        std::fs::write(
+            &inv,
+            format!(
+                "cluster:\n  name: a\n  kubernetes_version: v1.35.1\n  artifacts: {{mirror: 'file://{}'}}\n{versions}hosts:\n  - {{name: cp1, address: 192.0.2.1, roles: [control-plane]}}\n",
+                mirror.display()
+            ),
+        )
+        .unwrap();
+    };
+    // The catalog's default containerd for v1.35 (v2.2.1) is not there, nor etcd v3.5.30.
+    write("  versions: {etcd: v3.5.30}\n");
+    let inv_arg = inv.to_str().unwrap();
+    let (code, _, err) = capstan(&["plan", "-i", inv_arg]);
+    assert_eq!(code, 2, "{err}");
+    let said = err.replace("\n  | ", " ").replace("\n  │ ", " ");
+    for want in [
+        "containerd v2.2.1 (the catalog's default for v1.35; the mirror has: v1.7.28, v2.1.9)",
+        "etcd v3.5.30 (cluster.versions.etcd; the mirror has: v3.5.27)",
+    ] {
+        assert!(said.contains(want), "`{want}` not in {said}");
+    }
+    assert!(!said.contains("runc v"), "runc is there: {said}");
+    assert!(!said.contains("kubelet v"), "the kubelet is there: {said}");
+    assert!(said.contains("cluster.versions.containerd"), "{said}");
+    // Everything there: the run goes on to connect (and fails there, not here).
+    write("  versions: {etcd: v3.5.27, containerd: v2.1.9}\n");
+    let (_, _, err) = capstan(&["plan", "-i", inv_arg, "--connect-timeout", "1"]);
+    assert!(!err.contains("lacks what this run installs"), "{err}");
+}

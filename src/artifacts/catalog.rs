@@ -237,6 +237,54 @@ pub fn resolve(
     })
 }
 
+/// The folder of `component`'s release `version` below a mirror (upstream's layout):
+/// `release/v1.35.2` for the Kubernetes binaries, `github.com/ORG/REPO/releases/download/vX`
+/// for the rest. Its parent lists the releases a `file://` mirror holds.
+pub fn release_dir(component: Component, version: &str) -> String {
+    match component.github_repo() {
+        None => format!("release/{version}"),
+        Some((org, repo)) => format!("github.com/{org}/{repo}/releases/download/{version}"),
+    }
+}
+
+/// What a `file://` mirror lacks of the releases `wanted` (component, version): for each
+/// missing one, the versions of that component it does hold. Other mirrors cannot be
+/// listed: nothing is reported for them.
+pub fn missing_on_mirror(
+    mirror: &str,
+    wanted: &[(Component, String)],
+) -> Vec<(Component, String, Vec<String>)> {
+    let Some(root) = mirror.trim_end_matches('/').strip_prefix("file://") else {
+        return Vec::new();
+    };
+    let root = std::path::Path::new(root);
+    let mut out = Vec::new();
+    for (c, v) in wanted {
+        let Ok(version) = normalize_version(*c, v) else {
+            continue;
+        };
+        let dir = root.join(release_dir(*c, &version));
+        if dir.is_dir() {
+            continue;
+        }
+        let parent = dir
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let mut held: Vec<(Option<Version>, String)> = std::fs::read_dir(&parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| n.starts_with('v'))
+            .map(|n| (Version::parse(&n), n))
+            .collect();
+        held.sort();
+        out.push((*c, version, held.into_iter().map(|(_, n)| n).collect()));
+    }
+    out
+}
+
 /// The URL of the checksum file upstream publishes beside the download at `url`.
 fn published_sums(component: Component, url: &str) -> String {
     let dir = url.rsplit_once('/').map_or(url, |(d, _)| d);

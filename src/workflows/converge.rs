@@ -197,6 +197,7 @@ pub fn prepare(
     for name in &available {
         roles.insert(name.clone(), role::load(&library, name)?);
     }
+    check_mirror(inventory, &roles, &opts.roles)?;
     let computed = Computed::new(inventory).map_err(miette::Report::new)?;
     Ok(Prepared {
         renderer: Renderer::new(&library),
@@ -205,6 +206,79 @@ pub fn prepare(
         cache,
         pki,
     })
+}
+
+/// Every release the run would install must be on a `file://` mirror: one error, before any
+/// connection, naming each missing component and version, where the version came from
+/// (the inventory's `versions:` or the catalog's default for the minor), what the mirror
+/// has, and the key to set.
+fn check_mirror(
+    inventory: &Inventory,
+    roles: &BTreeMap<String, Role>,
+    only: &[String],
+) -> Result<(), crate::error::BadInput> {
+    use crate::artifacts::catalog::{Component, missing_on_mirror};
+    let mut wanted: Vec<(Component, String)> = Vec::new();
+    for r in roles.values() {
+        let used = (only.is_empty() || only.contains(&r.name))
+            && inventory
+                .hosts
+                .iter()
+                .any(|h| r.spec.hosts.iter().any(|ir| h.has_role(*ir)));
+        if !used {
+            continue;
+        }
+        for res in &r.spec.resources {
+            if let crate::engine::role::ResourceSpec::Binary { artifact, .. } = res
+                && let Some(c) = Component::parse(artifact)
+                && let Some(v) = inventory.cluster.versions.get(c.name())
+                && !wanted.iter().any(|(w, _)| *w == c)
+            {
+                wanted.push((c, v.clone()));
+            }
+        }
+    }
+    let missing = missing_on_mirror(&inventory.cluster.artifacts.mirror, &wanted);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let cluster = &inventory.cluster;
+    let mut lines = Vec::new();
+    let mut keys = Vec::new();
+    for (c, v, held) in &missing {
+        let source = match c {
+            Component::Kubelet | Component::Kubectl => "cluster.kubernetes_version".to_string(),
+            _ if cluster.versions_given.contains_key(c.name()) => {
+                format!("cluster.versions.{}", c.key())
+            }
+            _ => format!(
+                "the catalog's default for v{}.{}",
+                cluster.kubernetes_version.major, cluster.kubernetes_version.minor
+            ),
+        };
+        let has = if held.is_empty() {
+            "none".to_string()
+        } else {
+            held.join(", ")
+        };
+        lines.push(format!("{c} {v} ({source}; the mirror has: {has})"));
+        keys.push(match c {
+            Component::Kubelet | Component::Kubectl => "cluster.kubernetes_version".to_string(),
+            _ => format!("cluster.versions.{}", c.key()),
+        });
+    }
+    keys.dedup();
+    Err(crate::error::BadInput::new(
+        format!(
+            "the mirror {} lacks what this run installs: {}",
+            cluster.artifacts.mirror,
+            lines.join("; ")
+        ),
+        format!(
+            "set {} to a version the mirror has, or add the releases to the mirror in upstream's layout (release/vX.Y.Z/bin/linux/ARCH/, github.com/ORG/REPO/releases/download/vX.Y.Z/)",
+            keys.join(", ")
+        ),
+    ))
 }
 
 /// Orders roles so that each comes after those it builds on (a fixed list; unknown roles
