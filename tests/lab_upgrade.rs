@@ -1,7 +1,7 @@
 //! `capstan upgrade plan` against real clusters built by `capstan init` on lab hosts: the
 //! versions are read live (the API server's /version, the manifests, the Nodes, the
 //! binaries, etcd's endpoint status), the allowed targets come from the test mirror
-//! (v1.31.9, v1.32.4, v1.32.5, v1.33.1), and refused targets exit 2 with the reason and the
+//! (v1.31.9, v1.32.4, v1.32.5, v1.33.1, then one release of each minor to v1.37.1), and refused targets exit 2 with the reason and the
 //! allowed path.
 
 mod support;
@@ -95,7 +95,9 @@ fn plan_on_a_v1_32_cluster_lists_targets_refuses_downgrades_and_reports_skew() {
     assert_eq!(allowed, ["v1.32.5", "v1.33.1"]);
     assert_eq!(
         strings(&json["available"]["versions"]),
-        ["v1.31.9", "v1.32.4", "v1.32.5", "v1.33.1"]
+        [
+            "v1.31.9", "v1.32.4", "v1.32.5", "v1.33.1", "v1.34.5", "v1.35.2", "v1.36.4", "v1.37.1"
+        ]
     );
     assert_eq!(json["target"], "v1.33.1");
     let steps: Vec<&str> = json["steps"]
