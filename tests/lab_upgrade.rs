@@ -1,8 +1,8 @@
 //! `capstan upgrade plan` against real clusters built by `capstan init` on lab hosts: the
 //! versions are read live (the API server's /version, the manifests, the Nodes, the
 //! binaries, etcd's endpoint status), the allowed targets come from the test mirror
-//! (v1.31.9, v1.32.4, v1.32.5, v1.33.1, then one release of each minor to v1.37.1), and refused targets exit 2 with the reason and the
-//! allowed path.
+//! (v1.31.9, v1.32.4, v1.32.5, v1.33.1, then one release of each minor to v1.37.1), and
+//! refused targets exit 2 with the reason and the allowed path.
 
 mod support;
 
