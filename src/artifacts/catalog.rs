@@ -241,10 +241,28 @@ pub fn resolve(
 /// `release/v1.35.2` for the Kubernetes binaries, `github.com/ORG/REPO/releases/download/vX`
 /// for the rest. Its parent lists the releases a `file://` mirror holds.
 pub fn release_dir(component: Component, version: &str) -> String {
+    format!("{}/{version}", releases_dir(component))
+}
+
+/// The folder below a mirror holding one folder per release of `component`.
+pub fn releases_dir(component: Component) -> String {
     match component.github_repo() {
-        None => format!("release/{version}"),
-        Some((org, repo)) => format!("github.com/{org}/{repo}/releases/download/{version}"),
+        None => "release".to_string(),
+        Some((org, repo)) => format!("github.com/{org}/{repo}/releases/download"),
     }
+}
+
+/// The releases of `component` a mirror folder `root` holds (folders named vX.Y.Z), oldest
+/// first; none when it cannot be read.
+pub fn mirror_releases(root: &std::path::Path, component: Component) -> Vec<Version> {
+    let mut out: Vec<Version> = std::fs::read_dir(root.join(releases_dir(component)))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(Version::parse))
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// What a `file://` mirror lacks of the releases `wanted` (component, version): for each
@@ -263,24 +281,14 @@ pub fn missing_on_mirror(
         let Ok(version) = normalize_version(*c, v) else {
             continue;
         };
-        let dir = root.join(release_dir(*c, &version));
-        if dir.is_dir() {
+        if root.join(release_dir(*c, &version)).is_dir() {
             continue;
         }
-        let parent = dir
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let mut held: Vec<(Option<Version>, String)> = std::fs::read_dir(&parent)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|n| n.starts_with('v'))
-            .map(|n| (Version::parse(&n), n))
+        let held = mirror_releases(root, *c)
+            .iter()
+            .map(ToString::to_string)
             .collect();
-        held.sort();
-        out.push((*c, version, held.into_iter().map(|(_, n)| n).collect()));
+        out.push((*c, version, held));
     }
     out
 }

@@ -176,6 +176,15 @@ impl Minor {
         })
     }
 
+    /// Why this minor refuses `what` (`containerd v1.7.29`), with the matrix.
+    pub fn containerd_refusal(&self, what: &str) -> String {
+        format!(
+            "Kubernetes {} does not run on {what}: it runs on containerd {} (containerd's RELEASES.md)",
+            self.name,
+            self.containerd_matrix()
+        )
+    }
+
     /// The containerd matrix, for messages: `v2.2.0+, v2.1.5+ (v2.1.x) or v1.7.28+ (v1.7.x)`.
     pub fn containerd_matrix(&self) -> String {
         let mut entries = self.containerd.clone();
@@ -293,6 +302,22 @@ impl Catalog {
                 known: self.minor_names().join(", "),
                 file: self.override_hint(),
             })
+    }
+
+    /// The refusal of `v`, a release of a minor the catalog does not know: (message, help).
+    pub fn unknown_minor(&self, v: &Version) -> (String, String) {
+        (
+            format!(
+                "capstan's catalog does not know Kubernetes {v}'s minor (known: {})",
+                self.minor_names().join(", ")
+            ),
+            format!(
+                "use a known minor (see `capstan versions`), or add v{}.{} under `kubernetes:` in {}",
+                v.major,
+                v.minor,
+                self.override_hint()
+            ),
+        )
     }
 
     pub fn minor_names(&self) -> Vec<String> {
@@ -491,7 +516,7 @@ impl Merged {
             (Component::Crictl, file.pins.crictl),
             (Component::CniPlugins, file.pins.cni_plugins),
         ] {
-            let key = pin_key(component);
+            let key = component.key();
             let entry = self.pins.entry(component).or_default();
             for (version, spec) in pins {
                 let loc = tree.locate(&["pins", key, &version]);
@@ -531,7 +556,7 @@ impl Merged {
                         loc,
                         format!(
                             "`{version}` under pins.{} is not a version",
-                            pin_key(component)
+                            component.key()
                         ),
                         "write it as vMAJOR.MINOR.PATCH, e.g. v1.37.4",
                     );
@@ -719,13 +744,6 @@ impl Merged {
             .collect();
         problems.sort_by_key(|p| (p.line, p.col));
         Err(CatalogProblems { file, problems })
-    }
-}
-
-fn pin_key(c: Component) -> &'static str {
-    match c {
-        Component::CniPlugins => "cni_plugins",
-        other => other.name(),
     }
 }
 

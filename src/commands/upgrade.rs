@@ -35,28 +35,14 @@ pub(crate) fn check_target(
 ) -> Result<(), BadInput> {
     let catalog = &inventory.cluster.artifacts.catalog;
     let minor = catalog.minor(&to).ok_or_else(|| {
-        BadInput::new(
-            format!(
-                "capstan's catalog does not know Kubernetes {to}'s minor (known: {})",
-                catalog.minor_names().join(", ")
-            ),
-            format!(
-                "upgrade to a known minor (`capstan versions`), or add v{}.{} under `kubernetes:` in {}",
-                to.major,
-                to.minor,
-                catalog.override_hint()
-            ),
-        )
+        let (message, help) = catalog.unknown_minor(&to);
+        BadInput::new(message, help)
     })?;
     let at = inventory.at_version(to);
     let containerd = &at.cluster.versions["containerd"];
     match crate::artifacts::data::component_version(containerd) {
         Some(v) if !minor.supports_containerd(&v) => Err(BadInput::new(
-            format!(
-                "Kubernetes {} does not run on containerd {containerd}: it runs on containerd {} (containerd's RELEASES.md)",
-                minor.name,
-                minor.containerd_matrix()
-            ),
+            minor.containerd_refusal(&format!("containerd {containerd}")),
             "set `cluster.versions.containerd` to one of those (or remove it for the catalog's default); upgrade apply then upgrades containerd node by node, drained, before the kubelet",
         )),
         _ => Ok(()),

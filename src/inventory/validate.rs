@@ -290,22 +290,7 @@ pub fn resolve(
 
     let api_endpoint = resolve_api_endpoint(&mut c, file, &control_planes, &lb_hosts);
     let artifacts = resolve_artifacts(&mut c, file, catalog);
-    let versions = resolve_versions(&mut c, file, version, catalog);
-    let versions_given = versions
-        .iter()
-        .filter(|(k, _)| {
-            let g = &spec.versions;
-            match k.as_str() {
-                "containerd" => g.containerd.is_some(),
-                "runc" => g.runc.is_some(),
-                "etcd" => g.etcd.is_some(),
-                "crictl" => g.crictl.is_some(),
-                "cni-plugins" => g.cni_plugins.is_some(),
-                _ => false,
-            }
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let (versions, versions_given) = resolve_versions(&mut c, file, version, catalog);
     let pki = resolve_pki(&mut c, file);
     let leader_election = resolve_leader_election(&mut c, file);
     let dns = resolve_dns(&mut c, file);
@@ -729,33 +714,26 @@ fn resolve_artifacts(
 
 /// Each node software version: the inventory's, else the one the catalog gives a new
 /// cluster on the Kubernetes minor. The minor must be in the catalog, and the containerd one
-/// it runs on.
+/// it runs on. Also returns those the inventory names itself.
 fn resolve_versions(
     c: &mut Collector<'_>,
     file: &InventoryFile,
     kubernetes: Option<Version>,
     catalog: &crate::artifacts::Catalog,
-) -> std::collections::BTreeMap<String, String> {
+) -> (
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, String>,
+) {
     use crate::artifacts::catalog::Component;
     use crate::artifacts::data::component_version;
     let given = &file.cluster.versions;
     let mut out = std::collections::BTreeMap::new();
+    let mut named = std::collections::BTreeMap::new();
     let minor = kubernetes.and_then(|k| {
         let m = catalog.minor(&k);
         if m.is_none() {
-            c.at(
-                &["cluster", "kubernetes_version"],
-                format!(
-                    "capstan's catalog does not know Kubernetes {k}'s minor (known: {})",
-                    catalog.minor_names().join(", ")
-                ),
-                format!(
-                    "use a known minor (see `capstan versions`), or add v{}.{} under `kubernetes:` in {}",
-                    k.major,
-                    k.minor,
-                    catalog.override_hint()
-                ),
-            );
+            let (message, help) = catalog.unknown_minor(&k);
+            c.at(&["cluster", "kubernetes_version"], message, help);
         }
         m
     });
@@ -769,6 +747,7 @@ fn resolve_versions(
         let key = component.key();
         let version = match value {
             Some(v) => {
+                named.insert(component.name().to_string(), v.clone());
                 if component_version(v).is_none() {
                     c.at(
                         &["cluster", "versions", key],
@@ -801,11 +780,7 @@ fn resolve_versions(
             };
             c.at(
                 at,
-                format!(
-                    "Kubernetes {} does not run on {what}: it runs on containerd {} (containerd's RELEASES.md)",
-                    m.name,
-                    m.containerd_matrix()
-                ),
+                m.containerd_refusal(&what),
                 format!(
                     "set `cluster.versions.containerd` to one of those; or, where a newer containerd is known to work, add it to `kubernetes.{}.containerd` in {}",
                     m.name,
@@ -819,7 +794,7 @@ fn resolve_versions(
         out.insert("kubelet".into(), k.to_string());
         out.insert("kubectl".into(), k.to_string());
     }
-    out
+    (out, named)
 }
 
 fn merge_ssh(

@@ -77,18 +77,8 @@ pub(crate) fn render(spec: &LabSpec, hosts: &[LabHost]) -> String {
 /// inventory's validation would refuse them. The override adds each to the lists of the
 /// minors that lack it, saying why; `None` when every minor already accepts them all.
 pub(crate) fn render_catalog(mirror: &std::path::Path) -> Option<String> {
-    let dir = mirror.join("github.com/containerd/containerd/releases/download");
-    let mut held: Vec<crate::inventory::Version> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(crate::inventory::Version::parse)
-        })
-        .collect();
-    held.sort_unstable();
+    use crate::artifacts::catalog::{Component, mirror_releases};
+    let held = mirror_releases(mirror, Component::Containerd);
     let catalog = crate::artifacts::Catalog::builtin();
     let mut s = String::new();
     let mut added = std::collections::BTreeSet::new();

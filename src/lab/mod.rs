@@ -114,6 +114,7 @@ impl LabSpec {
 /// file names (`KEY vX.Y.Z` lines, `#` comments; tests/lab/build-mirror.sh writes the builds
 /// the default lab image runs there), else the newest version the mirror holds.
 pub fn mirror_versions(mirror: &Path) -> std::collections::BTreeMap<&'static str, String> {
+    use crate::artifacts::catalog::{Component, mirror_releases};
     let named = std::fs::read_to_string(mirror.join("lab-versions")).unwrap_or_default();
     let named: std::collections::BTreeMap<&str, &str> = named
         .lines()
@@ -124,30 +125,20 @@ pub fn mirror_versions(mirror: &Path) -> std::collections::BTreeMap<&'static str
         .filter(|(_, v)| crate::inventory::Version::parse(v).is_some())
         .collect();
     let mut out = std::collections::BTreeMap::new();
-    for (key, repo) in [
-        ("containerd", "containerd/containerd"),
-        ("runc", "opencontainers/runc"),
-        ("etcd", "etcd-io/etcd"),
-        ("crictl", "kubernetes-sigs/cri-tools"),
-        ("cni_plugins", "containernetworking/plugins"),
+    for c in [
+        Component::Containerd,
+        Component::Runc,
+        Component::Etcd,
+        Component::Crictl,
+        Component::CniPlugins,
     ] {
+        let key = c.key();
         if let Some(v) = named.get(key) {
             out.insert(key, (*v).to_string());
             continue;
         }
-        let dir = mirror
-            .join("github.com")
-            .join(repo)
-            .join("releases/download");
-        let newest = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter_map(|v| crate::inventory::Version::parse(&v).map(|p| (p, v)))
-            .max();
-        if let Some((_, v)) = newest {
-            out.insert(key, v);
+        if let Some(v) = mirror_releases(mirror, c).last() {
+            out.insert(key, v.to_string());
         }
     }
     out

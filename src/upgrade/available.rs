@@ -164,7 +164,8 @@ pub fn etcd(artifacts: &Artifacts, arches: &[Arch]) -> Result<Available, String>
     let mut versions: Vec<Version>;
     let source;
     if let Some(path) = mirror.strip_prefix("file://") {
-        let dir = Path::new(&decode(path)).join("github.com/etcd-io/etcd/releases/download");
+        let dir =
+            Path::new(&decode(path)).join(crate::artifacts::catalog::releases_dir(Component::Etcd));
         let entries = std::fs::read_dir(&dir).map_err(|e| {
             format!(
                 "cannot list the mirror's etcd releases in {}: {e} (GitHub's layout: vX.Y.Z/etcd-vX.Y.Z-linux-ARCH.tar.gz)",
