@@ -11,7 +11,7 @@ use crate::facts::{self, Facts, ProbeRequest};
 use crate::inventory::Inventory;
 use crate::preflight::{self, HostReport, Level, PreflightInput};
 use crate::ssh;
-use crate::ui::{self, Color, HostProgress, Table};
+use crate::ui::{self, Color, HostProgress};
 
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
@@ -183,15 +183,23 @@ pub async fn run(
     })
 }
 
-/// Prints the report as text tables or one JSON document on stdout.
+/// Prints the report as text or one JSON document on stdout.
 pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()> {
     if ui::ui().json {
         return crate::ui::emit_json(report);
     }
-    let quiet = ui::ui().quiet;
+    let u = ui::ui();
+    crate::ui::emit(&render(report, u.verbose > 0, u.quiet));
+    Ok(())
+}
+
+/// The text report: a block per host (what it is, or why it could not be checked), then
+/// every finding once with the hosts that share it, errors first, then the verdict.
+fn render(report: &CheckReport, verbose: bool, quiet: bool) -> String {
     let mut out = String::new();
     for host in &report.hosts {
-        if quiet && host.error.is_none() && host.checks.iter().all(|c| c.level == Level::Ok) {
+        let attention = host.error.is_some() || host.checks.iter().any(|c| c.level != Level::Ok);
+        if quiet && !attention {
             continue;
         }
         out.push_str(&format!(
@@ -200,41 +208,56 @@ pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()>
             host.address,
             host.roles.join(", ")
         ));
-        if let Some(error) = &host.error {
-            out.push_str(&format!(
-                "  {} {error}\n\n",
+        match (&host.error, &host.facts) {
+            (Some(error), _) => out.push_str(&format!(
+                "  {} {error}\n",
                 ui::paint("unreachable:", Color::Red)
-            ));
-            continue;
+            )),
+            (None, Some(f)) => out.push_str(&format!("  {}\n", summary_line(f))),
+            (None, None) => {}
         }
-        if let Some(f) = &host.facts {
-            out.push_str(&format!("  {}\n", summary_line(f)));
-        }
-        // Passing checks are one line unless -v: what needs attention stands out.
-        let verbose = ui::ui().verbose > 0;
-        let mut table = Table::new(["  CHECK", "RESULT", "DETAIL"]);
-        let mut passed = 0;
-        for c in &host.checks {
-            if c.level == Level::Ok && !verbose {
-                passed += 1;
-                continue;
-            }
-            let level = match c.level {
-                Level::Ok => ui::paint("ok", Color::Green),
-                Level::Warning => ui::paint("warning", Color::Yellow),
-                Level::Error => ui::paint("error", Color::Red),
-            };
-            table.row([format!("  {}", c.name), level, c.message.clone()]);
-        }
-        if passed > 0 && !quiet {
-            table.row([
-                format!("  {passed} more"),
+    }
+    let checked: Vec<HostReport> = report
+        .hosts
+        .iter()
+        .filter(|h| h.error.is_none())
+        .map(|h| HostReport {
+            host: h.name.clone(),
+            checks: h.checks.clone(),
+        })
+        .collect();
+    // Passing checks are one line unless -v: what needs attention stands out.
+    let levels: &[Level] = if verbose {
+        &[Level::Error, Level::Warning, Level::Ok]
+    } else {
+        &[Level::Error, Level::Warning]
+    };
+    let mut findings = findings(&checked, levels);
+    if !verbose && !quiet {
+        let passed: std::collections::BTreeSet<&str> = checked
+            .iter()
+            .flat_map(|r| &r.checks)
+            .filter(|c| c.level == Level::Ok)
+            .map(|c| c.name)
+            .collect();
+        let on: Vec<&str> = checked
+            .iter()
+            .filter(|r| r.checks.iter().any(|c| c.level == Level::Ok))
+            .map(|r| r.host.as_str())
+            .collect();
+        if !passed.is_empty() {
+            findings.push_str(&format!(
+                "{} {} more {} on {} (-v lists them)\n",
                 ui::paint("ok", Color::Green),
-                "(-v lists them)".to_string(),
-            ]);
+                passed.len(),
+                if passed.len() == 1 { "check" } else { "checks" },
+                host_list(&on, checked.len())
+            ));
         }
-        out.push_str(&table.render());
+    }
+    if !findings.is_empty() {
         out.push('\n');
+        out.push_str(&findings);
     }
     let s = &report.summary;
     let verdict = if report.passed() {
@@ -243,11 +266,47 @@ pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()>
         ui::paint("failed", Color::Red)
     };
     out.push_str(&format!(
-        "check {verdict}: {} hosts, {} unreachable, {} errors, {} warnings ({:.2}s)\n",
-        s.hosts, s.unreachable, s.errors, s.warnings, s.seconds
+        "check {verdict}: {}, {} unreachable, {}, {} ({:.2}s)\n",
+        ui::count(s.hosts, "host"),
+        s.unreachable,
+        ui::count(s.errors, "error"),
+        ui::count(s.warnings, "warning"),
+        s.seconds
     ));
-    crate::ui::emit(&out);
-    Ok(())
+    out
+}
+
+/// Preflight findings at `levels`, each said once with the hosts that share it:
+/// `warning [Cgroups] on cp1, w1, w2: …`. `check`, `plan` and every workflow say them so.
+pub(crate) fn findings(reports: &[HostReport], levels: &[Level]) -> String {
+    let mut out = String::new();
+    for &level in levels {
+        let color = match level {
+            Level::Ok => Color::Green,
+            Level::Warning => Color::Yellow,
+            Level::Error => Color::Red,
+        };
+        for (c, hosts) in preflight::grouped(reports, level) {
+            out.push_str(&format!(
+                "{} [{}] on {}: {}\n",
+                ui::paint(&level.to_string(), color),
+                c.name,
+                host_list(&hosts, reports.len()),
+                c.message
+            ));
+        }
+    }
+    out
+}
+
+/// The hosts a finding is on: their names, or "all N hosts" when it is on every host
+/// checked (a 50-host list says nothing a count does not).
+pub(crate) fn host_list(hosts: &[&str], checked: usize) -> String {
+    if hosts.len() == checked && checked > 2 {
+        format!("all {checked} hosts")
+    } else {
+        hosts.join(", ")
+    }
 }
 
 /// One line of what a host is: OS, arch, size, cgroups, runtime and Kubernetes versions.
@@ -279,4 +338,114 @@ fn summary_line(f: &Facts) -> String {
 #[allow(clippy::cast_precision_loss)] // a display value, to one decimal
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1u32 << 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Role;
+
+    const NOW: f64 = 1_795_380_065.0;
+
+    fn facts(fixture: &str) -> Facts {
+        let mut f = facts::parse(fixture).expect("fixture parses");
+        f.clock_epoch = NOW;
+        f
+    }
+
+    /// Three lab hosts alike and a stopped one, as `check` prints them: each finding
+    /// shared by several hosts once, with the hosts; passing checks as one line.
+    #[test]
+    fn findings_are_said_once_with_their_hosts() {
+        let lab = include_str!("../../tests/fixtures/facts/debian12-amd64-lab-systemd.txt");
+        let hosts = [
+            ("cp1", Role::ControlPlane),
+            ("w1", Role::Worker),
+            ("w2", Role::Worker),
+        ];
+        // Hosts of one image, each with its own name and machine-id; w2 has swap on.
+        let host_facts = |i: usize, name: &str| {
+            let mut f = facts(lab);
+            f.hostname = name.into();
+            f.machine_id = Some(format!("{i:032x}"));
+            if name == "w2" {
+                f.swap.total_bytes = 1 << 30;
+                f.swap.active.push(facts::SwapArea {
+                    name: "/swap.img".into(),
+                    kind: "file".into(),
+                    size_bytes: 1 << 30,
+                    used_bytes: 0,
+                });
+            }
+            f
+        };
+        let inputs: Vec<PreflightInput> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (name, role))| PreflightInput {
+                name: (*name).into(),
+                roles: [*role].into_iter().collect(),
+                facts: host_facts(i, name),
+                received_at: None,
+            })
+            .collect();
+        let settings = preflight::Settings {
+            etcd_on_control_planes: true,
+            dns_upstream: false,
+            conntrack_set: false,
+        };
+        let mut reports = preflight::evaluate(&inputs, NOW, &[], &settings);
+        let mut summary = Summary {
+            hosts: 4,
+            unreachable: 1,
+            seconds: 0.5,
+            ..Summary::default()
+        };
+        let mut results: Vec<HostResult> = hosts
+            .iter()
+            .zip(reports.drain(..))
+            .enumerate()
+            .map(|(i, ((name, role), r))| {
+                for c in &r.checks {
+                    match c.level {
+                        Level::Error => summary.errors += 1,
+                        Level::Warning => summary.warnings += 1,
+                        Level::Ok => {}
+                    }
+                }
+                HostResult {
+                    name: (*name).into(),
+                    address: format!("10.0.0.{}", 11 + i),
+                    roles: vec![role.as_str().into()],
+                    error: None,
+                    facts: Some(host_facts(i, name)),
+                    checks: r.checks,
+                }
+            })
+            .collect();
+        results.push(HostResult {
+            name: "w3".into(),
+            address: "10.0.0.14".into(),
+            roles: vec!["worker".into()],
+            error: Some("cannot connect to 10.0.0.14:22: connection refused".into()),
+            facts: None,
+            checks: Vec::new(),
+        });
+        let report = CheckReport {
+            cluster: "demo".into(),
+            hosts: results,
+            summary,
+        };
+        let text = render(&report, false, false);
+        assert!(
+            report.summary.warnings > 1,
+            "the fixture gives every host the same warnings: {text}"
+        );
+        // Each warning once, however many hosts share it.
+        for line in text.lines().filter(|l| l.starts_with("warning [")) {
+            assert_eq!(text.matches(line).count(), 1, "{text}");
+        }
+        insta::assert_snapshot!(text);
+        insta::assert_snapshot!("verbose", render(&report, true, false));
+    }
 }

@@ -69,6 +69,11 @@ pub struct RunReport {
     pub not_started: Vec<String>,
     /// SSH round trips per host (execs after the handshake).
     pub round_trips: BTreeMap<String, u64>,
+    /// Preflight warnings (each said once before the run, with its hosts) and how many
+    /// hosts they were on; the last line repeats only the count.
+    pub preflight_warnings: usize,
+    #[serde(skip)]
+    pub preflight_warned_hosts: usize,
     pub seconds: f64,
 }
 
@@ -157,6 +162,9 @@ pub struct ClusterRun<'a> {
     command: String,
     /// Phases skipped after an interrupt (see [`crate::interrupt`]).
     not_started: Vec<String>,
+    /// Set by the preflight gate (see [`RunReport::preflight_warnings`]).
+    pub preflight_warnings: usize,
+    pub preflight_warned_hosts: usize,
 }
 
 impl<'a> ClusterRun<'a> {
@@ -203,6 +211,8 @@ impl<'a> ClusterRun<'a> {
             started,
             command: command.to_string(),
             not_started: Vec::new(),
+            preflight_warnings: 0,
+            preflight_warned_hosts: 0,
         }
     }
 
@@ -571,6 +581,8 @@ impl<'a> ClusterRun<'a> {
             interrupted,
             not_started: self.not_started,
             round_trips,
+            preflight_warnings: self.preflight_warnings,
+            preflight_warned_hosts: self.preflight_warned_hosts,
             seconds: self.started.elapsed().as_secs_f64(),
         }
     }
@@ -676,6 +688,12 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
     if ui::ui().json {
         return ui::emit_json(report);
     }
+    ui::emit(&render_report(report));
+    Ok(())
+}
+
+/// The run's last lines as text: failed hosts, why it stopped, the counts.
+fn render_report(report: &RunReport) -> String {
     let mut out = String::new();
     for (host, e) in &report.failed {
         // A host the run stopped at failed for the reason given once, below.
@@ -705,9 +723,18 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
         0 => String::new(),
         k => format!(", {k} not converged"),
     };
+    // Said in full before the run; here only how many, and where to look.
+    let warned = match report.preflight_warnings {
+        0 => String::new(),
+        n => format!(
+            "; {} on {} (above)",
+            ui::count(n, "preflight warning"),
+            ui::count(report.preflight_warned_hosts, "host")
+        ),
+    };
     if report.dry_run {
         out.push_str(&format!(
-            "{}: {}, {} would be made on {}, {failed} failed{not_converged}\n",
+            "{}: {}, {} would be made on {}, {failed} failed{not_converged}{warned}\n",
             report.command,
             ui::count(n, "host"),
             ui::count(report.changes(), "change"),
@@ -715,7 +742,7 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
         ));
     } else {
         out.push_str(&format!(
-            "{}: {}, {changed} changed, {} unchanged, {failed} failed{not_converged}, {} ({:.2}s)\n",
+            "{}: {}, {changed} changed, {} unchanged, {failed} failed{not_converged}, {} ({:.2}s){warned}\n",
             report.command,
             ui::count(n, "host"),
             report.unchanged_hosts(),
@@ -723,8 +750,7 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
             report.seconds
         ));
     }
-    ui::emit(&out);
-    Ok(())
+    out
 }
 
 /// A health gate run on host `on`: calls `check` until it returns `Ok(true)` or `timeout`
@@ -817,6 +843,8 @@ mod tests {
             interrupted: None,
             not_started: Vec::new(),
             round_trips: BTreeMap::new(),
+            preflight_warnings: 0,
+            preflight_warned_hosts: 0,
             seconds: 2.0,
         };
         assert_eq!(report.changed_hosts(), 2);
@@ -825,5 +853,70 @@ mod tests {
         assert_eq!(report.unchanged_hosts(), 0);
         assert_eq!(report.not_converged_hosts(5), 2);
         assert!(!report.ok());
+    }
+
+    fn unchanged(host: &str) -> PhaseHost {
+        PhaseHost {
+            plan: HostPlan {
+                changes: Vec::new(),
+                daemon_reload: false,
+            },
+            applied: false,
+            ..changed(host)
+        }
+    }
+
+    fn run_of(hosts: &[&str], phases: Vec<PhaseReport>) -> RunReport {
+        RunReport {
+            command: "init".into(),
+            dry_run: false,
+            phases,
+            failed: BTreeMap::new(),
+            stopped: None,
+            interrupted: None,
+            not_started: Vec::new(),
+            round_trips: hosts.iter().map(|h| ((*h).to_string(), 1)).collect(),
+            preflight_warnings: 0,
+            preflight_warned_hosts: 0,
+            seconds: 1.25,
+        }
+    }
+
+    const SIX: [&str; 6] = ["cp1", "cp2", "cp3", "lb1", "w1", "w2"];
+
+    /// The last lines of a run, as a user reads them: a warning said before the run is
+    /// repeated only as a count; a preflight stop leaves hosts "not converged".
+    #[test]
+    fn last_lines_of_a_run() {
+        let phase = |hosts: Vec<PhaseHost>| PhaseReport {
+            phase: "hosts".into(),
+            hosts,
+            gates: Vec::new(),
+            failed: BTreeMap::new(),
+            seconds: 1.0,
+        };
+        let mut converged = run_of(&SIX, vec![phase(Vec::from(SIX.map(unchanged)))]);
+        converged.preflight_warnings = 1;
+        converged.preflight_warned_hosts = 5;
+        let mut first = run_of(
+            &SIX,
+            vec![phase(vec![changed("cp1"), unchanged("cp2"), changed("w1")])],
+        );
+        first.preflight_warnings = 2;
+        first.preflight_warned_hosts = 5;
+        let mut stopped = run_of(&SIX, Vec::new());
+        stopped.stopped = Some(
+            "preflight found errors (nothing was changed):\n  [Swap] on w1: swap is on".into(),
+        );
+        let mut dry = run_of(&SIX, vec![phase(vec![changed("cp1")])]);
+        dry.dry_run = true;
+        dry.preflight_warnings = 1;
+        dry.preflight_warned_hosts = 1;
+        let text = [converged, first, stopped, dry]
+            .iter()
+            .map(render_report)
+            .collect::<Vec<_>>()
+            .join("---\n");
+        insta::assert_snapshot!(text);
     }
 }

@@ -23,7 +23,7 @@ use crate::artifacts::cache::Cache;
 use crate::inventory::{EtcdTopology, Inventory, Role};
 use crate::pki::{self, Store, adopt};
 use crate::preflight::{self, Level, PreflightInput};
-use crate::ui::{self, Color};
+use crate::ui;
 
 /// What the run is for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -371,7 +371,7 @@ pub(crate) fn same_ca(run: &ClusterRun<'_>) -> Result<(), Stop> {
 }
 
 /// kubeadm's preflight on the probe's facts; errors stop the run before any change.
-pub(crate) fn preflight_gate(run: &ClusterRun<'_>, ignore: &[String]) -> Result<(), Stop> {
+pub(crate) fn preflight_gate(run: &mut ClusterRun<'_>, ignore: &[String]) -> Result<(), Stop> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -399,22 +399,24 @@ pub(crate) fn preflight_gate(run: &ClusterRun<'_>, ignore: &[String]) -> Result<
     // A finding shared by several hosts is said once, with the hosts.
     let errors: Vec<String> = preflight::grouped(&reports, Level::Error)
         .into_iter()
-        .map(|(c, hosts)| format!("[{}] on {}: {}", c.name, hosts.join(", "), c.message))
-        .collect();
-    let mut out = String::new();
-    if !ui::ui().quiet {
-        for (c, hosts) in preflight::grouped(&reports, Level::Warning) {
-            out.push_str(&format!(
-                "{} [{}] on {}: {}\n",
-                ui::paint("warning", Color::Yellow),
+        .map(|(c, hosts)| {
+            format!(
+                "[{}] on {}: {}",
                 c.name,
-                hosts.join(", "),
+                super::check::host_list(&hosts, reports.len()),
                 c.message
-            ));
-        }
-    }
-    if !ui::ui().json {
-        ui::emit(&out);
+            )
+        })
+        .collect();
+    let warnings = preflight::grouped(&reports, Level::Warning);
+    run.preflight_warnings = warnings.len();
+    run.preflight_warned_hosts = warnings
+        .iter()
+        .flat_map(|(_, hosts)| hosts.iter().copied())
+        .collect::<std::collections::BTreeSet<&str>>()
+        .len();
+    if !ui::ui().quiet && !ui::ui().json {
+        ui::emit(&super::check::findings(&reports, &[Level::Warning]));
     }
     if errors.is_empty() {
         Ok(())
