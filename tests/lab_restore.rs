@@ -113,7 +113,10 @@ fn restore_brings_back_a_snapshot_after_quorum_loss() {
     support::upgrade::init(&inv);
 
     // Before the snapshot: a Namespace and a ConfigMap.
-    apply(&lab, r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"dr"}}"#);
+    apply(
+        &lab,
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"dr"}}"#,
+    );
     apply(&lab, &config_map("first", "before"));
     let snap = run_capstan(&["etcd", "snapshot", "--output", "json"], &inv);
     assert_eq!(snap.code, 0, "{}", snap.all());
@@ -150,8 +153,13 @@ fn restore_brings_back_a_snapshot_after_quorum_loss() {
     // cluster name) ...
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).expect("dir");
-    std::fs::copy(&inv, other.join("cluster.yaml")).expect("copy inventory");
-    std::fs::copy(lab.dir.path().join("id_ed25519"), other.join("id_ed25519")).expect("copy key");
+    // The lab's inventory, catalog override and key; not its .capstan/.
+    for entry in std::fs::read_dir(lab.dir.path()).expect("lab dir") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), other.join(entry.file_name())).expect("copy");
+        }
+    }
     let g = run_capstan(&["certs", "generate"], &other.join("cluster.yaml"));
     assert_eq!(g.code, 0, "{}", g.all());
     let other_ca = std::fs::read(other.join(".capstan/pki/etcd/ca.crt")).expect("other etcd CA");
