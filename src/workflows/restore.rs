@@ -132,20 +132,20 @@ pub fn check_local(inv: &Inventory, path: &Path, allow_foreign: bool) -> Result<
             format!("restore the description from where the snapshot came from, or move {} away and pass --allow-foreign-snapshot", meta_file.display()),
         )
     })?;
-    if let Some(m) = &meta {
-        if m.sha256 != sha256 || m.size != bytes.len() as u64 {
-            return Err(BadInput::new(
-                format!(
-                    "{shown} is not the snapshot {} describes (sha256 {sha256}, {} bytes; recorded \
+    if let Some(m) = &meta
+        && (m.sha256 != sha256 || m.size != bytes.len() as u64)
+    {
+        return Err(BadInput::new(
+            format!(
+                "{shown} is not the snapshot {} describes (sha256 {sha256}, {} bytes; recorded \
                      {}, {} bytes): it changed or was damaged after it was taken",
-                    meta_file.display(),
-                    bytes.len(),
-                    m.sha256,
-                    m.size
-                ),
-                "restore another snapshot (`ls .capstan/backups/`)",
-            ));
-        }
+                meta_file.display(),
+                bytes.len(),
+                m.sha256,
+                m.size
+            ),
+            "restore another snapshot (`ls .capstan/backups/`)",
+        ));
     }
     if !allow_foreign {
         origin_check(inv, path, meta.as_ref())?;
@@ -683,11 +683,13 @@ async fn steps(
 
     // The uploaded snapshot and the marks have served; the data aside stays.
     let _ = on_each(run, &members, |_| {
-        format!("rm -f {REMOTE_SNAPSHOT} {MARK}; rmdir {MANIFESTS_ASIDE} 2>/dev/null; true")
+        format!(
+            "rm -f {REMOTE_SNAPSHOT} {MARK}; rmdir {MANIFESTS_ASIDE} {WORK_DIR} 2>/dev/null; true"
+        )
     })
     .await;
     let _ = on_each(run, &cps, |_| {
-        format!("rmdir {MANIFESTS_ASIDE} 2>/dev/null; true")
+        format!("rmdir {MANIFESTS_ASIDE} {WORK_DIR} 2>/dev/null; true")
     })
     .await;
     Ok(())
