@@ -98,7 +98,7 @@ pub enum Command {
     Join(JoinArgs),
     /// Take nodes out of the cluster (drain, etcd member remove) and clean their hosts
     Reset(ResetArgs),
-    /// etcd: snapshots
+    /// etcd: snapshots and restore
     #[command(subcommand)]
     Etcd(EtcdCommand),
     /// Upgrade the cluster's Kubernetes version, one minor at a time (version-skew policy)
@@ -254,8 +254,30 @@ pub struct UpgradeApplyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EtcdCommand {
-    /// Snapshot etcd on a healthy member, verify it, copy it to .capstan/backups/
+    /// Snapshot etcd on a healthy member, verify it, copy it to .capstan/backups/ (with a
+    /// description beside it: NAME.db.json)
     Snapshot,
+    /// Put the whole etcd cluster back to a snapshot (quorum lost for good, data to undo):
+    /// API servers and etcd stopped, each member's data moved aside (kept), the snapshot
+    /// restored on every member as a new cluster, etcd and the API servers started again
+    Restore(EtcdRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdRestoreArgs {
+    /// The snapshot file (`capstan etcd snapshot` writes them to .capstan/backups/)
+    #[arg(long)]
+    pub snapshot: PathBuf,
+    /// Check the snapshot and show the plan; change nothing on any host or locally
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
+    /// Restore a snapshot that cannot be shown to be of this cluster (no description beside
+    /// it, another cluster name or etcd CA): a cluster rebuilt with a new PKI, say
+    #[arg(long)]
+    pub allow_foreign_snapshot: bool,
 }
 
 #[derive(Debug, Args)]

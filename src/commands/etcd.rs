@@ -1,9 +1,11 @@
-//! `capstan etcd snapshot`: a verified etcd snapshot in .capstan/backups/.
+//! `capstan etcd snapshot`: a verified etcd snapshot in .capstan/backups/;
+//! `capstan etcd restore`: the whole etcd cluster back to one.
 
 use std::process::ExitCode;
 
-use crate::cli::{EtcdCommand, GlobalArgs};
-use crate::workflows::{SessionOptions, snapshot};
+use crate::cli::{EtcdCommand, EtcdRestoreArgs, GlobalArgs};
+use crate::error::{BadInput, EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::workflows::{SessionOptions, restore, snapshot};
 
 pub fn run(global: &GlobalArgs, cmd: &EtcdCommand) -> miette::Result<ExitCode> {
     match cmd {
@@ -14,17 +16,68 @@ pub fn run(global: &GlobalArgs, cmd: &EtcdCommand) -> miette::Result<ExitCode> {
             if crate::ui::ui().json {
                 crate::ui::emit_json(&snap)?;
             } else {
+                let m = &snap.meta;
                 crate::ui::emit(&format!(
                     "snapshot of etcd taken on {} (revision {}, {} keys, {} bytes, sha256 {})\n  {}\n",
-                    snap.host,
-                    snap.revision,
-                    snap.total_keys,
-                    snap.size,
-                    snap.sha256,
+                    m.host,
+                    m.revision,
+                    m.total_keys,
+                    m.size,
+                    m.sha256,
                     snap.path.display()
                 ));
             }
             Ok(ExitCode::SUCCESS)
         }
+        EtcdCommand::Restore(args) => restore(global, args),
     }
+}
+
+fn restore(global: &GlobalArgs, args: &EtcdRestoreArgs) -> miette::Result<ExitCode> {
+    let inventory = super::load_inventory(global)?;
+    // Everything that can be checked here is, before any connection.
+    let local = restore::check_local(&inventory, &args.snapshot, args.allow_foreign_snapshot)?;
+    let ask = !args.dry_run && !args.yes;
+    if ask && !crate::ui::can_ask() {
+        return Err(BadInput::new(
+            format!(
+                "restoring etcd of cluster {} replaces all of its data and needs a confirmation, \
+                 and there is no terminal to ask",
+                inventory.cluster.name
+            ),
+            "add --yes (or look first with --dry-run)",
+        )
+        .into());
+    }
+    let session = SessionOptions::from_flags(global, &inventory)?;
+    let opts = restore::RestoreOptions {
+        dry_run: args.dry_run,
+        confirm: ask,
+        allow_foreign: args.allow_foreign_snapshot,
+    };
+    super::mutating(
+        global,
+        &inventory,
+        &session,
+        "etcd restore",
+        args.dry_run,
+        &super::all_hosts(&inventory),
+        |rt| {
+            let report = rt.block_on(restore::run(
+                &inventory,
+                &session,
+                super::cache(global),
+                &local,
+                &opts,
+            ))?;
+            restore::print(&report)?;
+            Ok(if report.refused.is_some() {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            })
+        },
+    )
 }

@@ -148,8 +148,7 @@ fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCod
 
 /// Asks before a real upgrade; without a terminal, `--yes` is required.
 fn confirm(cluster: &str, to: &Version) -> Result<(), BadInput> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
+    if !crate::ui::can_ask() {
         return Err(BadInput::new(
             format!(
                 "upgrading cluster {cluster} to {to} needs a confirmation, and there is no terminal to ask"
@@ -157,11 +156,7 @@ fn confirm(cluster: &str, to: &Version) -> Result<(), BadInput> {
             "add --yes (or look first with --dry-run)",
         ));
     }
-    eprint!("Upgrade cluster {cluster} to {to}? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
+    if crate::ui::confirm(&format!("Upgrade cluster {cluster} to {to}?")) {
         Ok(())
     } else {
         Err(BadInput::new(

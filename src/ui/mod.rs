@@ -134,3 +134,19 @@ pub fn emit(text: &str) {
         eprintln!("capstan: cannot write the output: {e}");
     }
 }
+
+/// stdin is a terminal someone can answer a question on.
+pub fn can_ask() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
+}
+
+/// Asks `question` on the terminal (stderr, then a line of stdin): `true` for y/yes.
+pub fn confirm(question: &str) -> bool {
+    use std::io::{BufRead, Write};
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes")
+}

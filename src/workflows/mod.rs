@@ -12,6 +12,7 @@ pub mod membership;
 pub mod node_labels;
 pub mod renew;
 pub mod reset;
+pub mod restore;
 pub mod snapshot;
 pub mod upgrade;
 pub mod upgrade_plan;

@@ -2,6 +2,10 @@
 //! (`etcdctl snapshot status`), copied to `.capstan/backups/` on the operator machine and
 //! checked against the member's sha256. `upgrade apply` takes one before the first control
 //! plane changes.
+//!
+//! Beside each snapshot, `NAME.db.json` ([`Meta`]) says where it came from: the cluster, its
+//! etcd cluster ID and the sha256 of its etcd CA, so that `etcd restore` can refuse a
+//! snapshot of another cluster before it stops anything.
 
 use std::path::PathBuf;
 
@@ -17,22 +21,92 @@ const REMOTE_DIR: &str = "/var/lib/capstan/snapshots";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
-    /// The member it was taken on.
-    pub host: String,
     /// The copy on the operator machine.
     pub path: PathBuf,
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+/// What is known of a snapshot: written beside it as `NAME.db.json` (its sidecar).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Meta {
+    /// The inventory's cluster name.
+    pub cluster: String,
+    pub kubernetes_version: String,
+    /// When it was taken (RFC 3339, UTC).
+    pub taken_at: String,
+    /// The member it was taken on.
+    pub host: String,
     pub size: u64,
     pub sha256: String,
     /// etcd's view of the file (`snapshot status`).
     pub revision: i64,
     pub total_keys: i64,
+    /// The etcd cluster ID (hex) when it was taken; a restore makes a new one.
+    pub cluster_id: String,
+    /// sha256 of the etcd CA certificate (`/etc/kubernetes/pki/etcd/ca.crt`): what a
+    /// restore compares, as it survives restores.
+    pub etcd_ca_sha256: String,
+}
+
+/// Where the sidecar of the snapshot at `path` is.
+pub fn meta_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+/// The sidecar of the snapshot at `path`: `Ok(None)` when there is none.
+pub fn read_meta(path: &std::path::Path) -> Result<Option<Meta>, String> {
+    let meta = meta_path(path);
+    match std::fs::read(&meta) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is not a snapshot description: {e}", meta.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", meta.display())),
+    }
+}
+
+/// `snapshot status -w json`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Status {
+    pub revision: i64,
+    #[serde(rename = "totalKey")]
+    pub total_key: i64,
+}
+
+/// The snapshot's status from the first line of `text` (`snapshot status -w json`).
+pub fn parse_status(text: &str) -> Result<Status, String> {
+    let line = gates::first_line(text);
+    serde_json::from_str(line)
+        .map_err(|e| format!("unexpected `snapshot status` output ({e}): {line}"))
+}
+
+/// sha256 of the etcd CA certificate on a member.
+pub const ETCD_CA: &str = "/etc/kubernetes/pki/etcd/ca.crt";
+
+#[derive(Debug, serde::Deserialize)]
+struct EndpointStatus {
+    #[serde(rename = "Status")]
+    status: StatusHeader,
 }
 
 #[derive(Debug, serde::Deserialize)]
-struct Status {
-    revision: i64,
-    #[serde(rename = "totalKey")]
-    total_key: i64,
+struct StatusHeader {
+    header: Header,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Header {
+    cluster_id: u64,
+}
+
+/// The cluster ID (hex, as etcdctl prints it in tables) from `endpoint status -w json`.
+fn parse_cluster_id(line: &str) -> Option<String> {
+    let list: Vec<EndpointStatus> = serde_json::from_str(line.trim()).ok()?;
+    list.first()
+        .map(|e| format!("{:x}", e.status.header.cluster_id))
 }
 
 /// The snapshot's file name: cluster, Kubernetes version and UTC time, sortable.
@@ -60,9 +134,10 @@ pub async fn take(
     let remote = format!("{REMOTE_DIR}/{name}");
     let q = ssh::quote(&remote);
     let script = format!(
-        "set -eu\nmkdir -p -m 0700 {REMOTE_DIR}\n{save} >&2\n{status}\nsha256sum {q}\n",
+        "set -eu\nmkdir -p -m 0700 {REMOTE_DIR}\n{save} >&2\n{status}\nsha256sum {q}\n{endpoint}\nsha256sum {ETCD_CA}\n",
         save = gates::etcdctl(&format!("snapshot save {q}")),
         status = gates::etcdctl(&format!("snapshot status {q} -w json")),
+        endpoint = gates::etcd_status_script(),
     );
     let out = conn.exec(&script).await.map_err(|e| e.to_string())?;
     if !out.success() {
@@ -73,14 +148,21 @@ pub async fn take(
     }
     let text = out.stdout_text();
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let status: Status = lines
-        .next()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| format!("etcdctl snapshot status on {host} gave no status: {text}"))?;
+    let status = parse_status(lines.next().unwrap_or_default())
+        .map_err(|e| format!("etcdctl snapshot status on {host}: {e}"))?;
     let remote_sha = lines
         .next()
         .and_then(|l| l.split_whitespace().next())
         .ok_or_else(|| format!("no sha256 of the snapshot on {host}"))?
+        .to_string();
+    let cluster_id = lines
+        .next()
+        .and_then(parse_cluster_id)
+        .ok_or_else(|| format!("etcdctl endpoint status on {host} gave no cluster ID"))?;
+    let etcd_ca_sha256 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().next())
+        .ok_or_else(|| format!("no sha256 of {ETCD_CA} on {host}"))?
         .to_string();
 
     let copy = conn
@@ -107,14 +189,25 @@ pub async fn take(
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     // The member's copy has served its purpose; a full disk on a member hurts etcd.
     let _ = conn.exec(&format!("rm -f {q}")).await;
-    Ok(Snapshot {
+    let meta = Meta {
+        cluster: inv.cluster.name.clone(),
+        kubernetes_version: inv.cluster.kubernetes_version.to_string(),
+        taken_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
         host: host.to_string(),
-        path,
         size: copy.stdout.len() as u64,
         sha256,
         revision: status.revision,
         total_keys: status.total_key,
-    })
+        cluster_id,
+        etcd_ca_sha256,
+    };
+    let text = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
+    let sidecar = meta_path(&path);
+    crate::fsutil::write_atomic(&sidecar, &text, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", sidecar.display()))?;
+    Ok(Snapshot { path, meta })
 }
 
 #[cfg(unix)]

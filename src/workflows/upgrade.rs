@@ -918,8 +918,8 @@ async fn take_snapshot(
         vec![format!(
             "{} ({} keys, revision {})",
             snap.path.display(),
-            snap.total_keys,
-            snap.revision
+            snap.meta.total_keys,
+            snap.meta.revision
         )],
     );
     Ok(())
