@@ -41,12 +41,8 @@ pub fn run(global: &GlobalArgs, cmd: &ImagesCommand) -> miette::Result<ExitCode>
     if crate::ui::ui().json {
         crate::ui::emit_json(&list)?;
     } else {
-        let text: String = list
-            .images
-            .iter()
-            .map(|i| format!("{}\n", i.image))
-            .collect();
-        crate::ui::emit(text.trim_end());
+        let text: Vec<&str> = list.images.iter().map(|i| i.image.as_str()).collect();
+        crate::ui::emit(&text.join("\n"));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -490,7 +490,8 @@ mod tests {
                  server = \"http://registry.lab:5000\"\n\
                  capabilities = [\"pull\", \"resolve\"]\n\
                  \n\
-                 # The server itself over plain http (as a host too, so that no pull tries https first).\n\
+                 # The server itself as a host too: over plain http, so that no pull tries https first;\n\
+                 # without mirrors, because containerd 1.x refuses a hosts.toml with no host table.\n\
                  [host.\"http://registry.lab:5000\"]\n\
                  \x20 capabilities = [\"pull\", \"resolve\"]\n"
             );

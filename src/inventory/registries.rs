@@ -340,8 +340,7 @@ fn credentials(
         // One trailing line end is the editor's, not the secret's.
         let text = text
             .strip_suffix('\n')
-            .map(|t| t.strip_suffix('\r').unwrap_or(t))
-            .unwrap_or(&text)
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t))
             .to_string();
         Secret::new(text)
     } else {
