@@ -439,11 +439,11 @@ fn containerd_pulls_through_mirrors_and_private_registries() {
 
     // The plain http registry leaves the inventory: its folder goes, the others stay.
     std::fs::write(dir.join("registry.pass"), format!("{PASSWORD}\n")).expect("write");
-    let block = block
+    let block: String = block
         .lines()
         .filter(|l| !l.contains(":5000"))
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
+        .flat_map(|l| [l, "\n"])
+        .collect();
     registries(&inv, &lab_text, &block);
     let removed = run(&roles, &inv, &cache);
     ok(&removed, "apply without the plain http registry");
