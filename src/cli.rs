@@ -113,6 +113,9 @@ pub enum Command {
     /// Print a kubeconfig for the API endpoint: the admin's, or one for `--user` with a fresh
     /// client certificate signed by the cluster CA (never stored)
     Kubeconfig(KubeconfigArgs),
+    /// The container images a cluster of the inventory needs
+    #[command(subcommand)]
+    Images(ImagesCommand),
     /// capstan's version and the newest Kubernetes its catalog knows
     Version,
     /// The version catalog: the Kubernetes minors capstan knows, their dates and support
@@ -124,6 +127,20 @@ pub enum Command {
     /// The man page (roff) on stdout, from the same definitions as --help
     /// (`capstan man > capstan.1`)
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Every image reference the inventory's Kubernetes version (or `--to`) needs: control
+    /// plane, kube-proxy, CoreDNS, pause and the CNI, as `kubeadm config images list`
+    List(ImagesListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesListArgs {
+    /// Another Kubernetes version, vX.Y.Z (an upgrade's target)
+    #[arg(long)]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Args)]

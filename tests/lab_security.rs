@@ -1,4 +1,5 @@
-//! Security and fault behaviour on real lab hosts (issue 8): secrets never in any output,
+//! Security and fault behaviour on real lab hosts (issue 8): secrets (registry credentials
+//! too, issue 16) never in any output,
 //! a changed host key stops a run before anything is sent, and an SSH connection dropped in
 //! the middle of an upload fails that host cleanly while the others finish.
 
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::lab::{Lab, Run, bed_lab, docker, read, run_capstan};
-use support::secrets::{assert_no_secret, secrets};
+use support::secrets::{assert_no_secret, secrets, with_registry_credentials};
 
 /// `docker exec CONTAINER sh -c SCRIPT`, its stdout (panics on failure).
 fn sh(lab: &Lab, host: &str, script: &str) -> String {
@@ -27,8 +28,10 @@ fn ok(run: &Run, what: &str) {
 fn no_secret_in_any_output_and_loose_key_modes_are_refused() {
     let lab = bed_lab("sec", &["--control-planes", "1", "--workers", "1"]);
     let inv = lab.inventory();
+    let registry = with_registry_credentials(&inv);
     ok(&run_capstan(&["init"], &inv), "init");
-    let secrets = secrets(&lab, &inv);
+    let mut secrets = secrets(&lab, &inv);
+    secrets.extend(registry);
 
     let commands: &[&[&str]] = &[
         &["check"],

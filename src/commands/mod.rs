@@ -4,6 +4,7 @@ mod apply;
 mod certs;
 mod check;
 mod etcd;
+mod images;
 mod init;
 mod join;
 mod kubeconfig;
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Certs(cmd) => certs::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, &args),
+        Command::Images(cmd) => images::run(&cli.global, &cmd),
         Command::Version => version::run(),
         Command::Versions => versions::run(&cli.global),
         Command::Completion(args) => Ok(version::completion(args.shell)),

@@ -216,6 +216,7 @@ pub fn context(
             address: &h.internal_address,
         })
         .collect();
+    let (registries, registry_files) = super::registry_hosts::views(inventory);
     let base = minijinja::context! {
         cluster => v(&inventory.cluster),
         host => v(HostView::from(host)),
@@ -237,6 +238,8 @@ pub fn context(
             service_account_issuer => &computed.service_account_issuer,
             etcd_members => v(members),
             lb_backends => v(backends),
+            registries => v(registries),
+            registry_files => v(registry_files),
         },
     };
     match facts {
@@ -435,6 +438,111 @@ mod tests {
         assert!(!cfg.contains("grpc.v1.cri"), "no 1.x plugin ids: {cfg}");
         assert!(files["/etc/sysctl.d/99-capstan.conf"].contains("net.ipv4.ip_forward = 1"));
         assert!(files["/etc/modules-load.d/capstan.conf"].contains("br_netfilter"));
+    }
+
+    /// Each registry of the inventory gets its hosts.toml (the same for containerd 1.7 and 2.x),
+    /// with the files it names beside it; credentials only in 0600 files shown as secrets.
+    #[test]
+    fn registries_become_hosts_toml_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap().pem();
+        std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+        std::fs::write(dir.path().join("client.key"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("reg.pass"), "pw\n").unwrap();
+        let text = "cluster:\n  name: t\n  kubernetes_version: v1.32.4\n  registries:\n    docker.io:\n      mirrors:\n        - {url: https://mirror.lab:5443, ca_file: ca.pem, username: u, password_file: reg.pass}\n        - {url: http://cache.lab:5000, capabilities: [pull]}\n    registry.lab:5000:\n      server: {url: http://registry.lab:5000}\n    secure.lab:\n      server: {ca_file: ca.pem, client_cert_file: ca.pem, client_key_file: client.key, skip_verify: true}\nhosts:\n  - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: w1, address: 10.0.0.2, roles: [worker]}\n";
+        let inv = crate::inventory::load_str(text, &dir.path().join("cluster.yaml"), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for containerd in ["v1.7.29", "v2.1.9"] {
+            let mut inv = inv.clone();
+            inv.cluster
+                .versions
+                .insert("containerd".into(), containerd.into());
+            let files = lab_host_files(&inv);
+            let d = "/etc/containerd/certs.d";
+            assert_eq!(
+                files[&format!("{d}/docker.io/hosts.toml")],
+                format!(
+                    "# Managed by capstan (cluster.registries); local changes are reverted on the next run.\n\
+                     # containerd reads this file on every pull: changing it restarts nothing.\n\
+                     server = \"https://registry-1.docker.io\"\n\
+                     capabilities = [\"pull\", \"resolve\"]\n\
+                     \n\
+                     # Mirror 1, tried before the server.\n\
+                     [host.\"https://mirror.lab:5443\"]\n\
+                     \x20 capabilities = [\"pull\", \"resolve\"]\n\
+                     \x20 ca = \"{d}/docker.io/mirror-1-ca.crt\"\n\
+                     \x20 [host.\"https://mirror.lab:5443\".header]\n\
+                     \x20   Authorization = \"Basic dTpwdw==\"\n\
+                     \n\
+                     # Mirror 2, tried before the server.\n\
+                     [host.\"http://cache.lab:5000\"]\n\
+                     \x20 capabilities = [\"pull\"]\n"
+                )
+            );
+            assert_eq!(files[&format!("{d}/docker.io/mirror-1-ca.crt")], ca);
+            assert_eq!(
+                files[&format!("{d}/registry.lab:5000/hosts.toml")],
+                "# Managed by capstan (cluster.registries); local changes are reverted on the next run.\n\
+                 # containerd reads this file on every pull: changing it restarts nothing.\n\
+                 server = \"http://registry.lab:5000\"\n\
+                 capabilities = [\"pull\", \"resolve\"]\n\
+                 \n\
+                 # The server itself as a host too: over plain http, so that no pull tries https first;\n\
+                 # without mirrors, because containerd 1.x refuses a hosts.toml with no host table.\n\
+                 [host.\"http://registry.lab:5000\"]\n\
+                 \x20 capabilities = [\"pull\", \"resolve\"]\n"
+            );
+            let secure = &files[&format!("{d}/secure.lab/hosts.toml")];
+            assert!(
+                secure.contains(&format!(
+                    "server = \"https://secure.lab\"\ncapabilities = [\"pull\", \"resolve\"]\nca = \"{d}/secure.lab/server-ca.crt\"\nclient = [[\"{d}/secure.lab/server.cert\", \"{d}/secure.lab/server.key\"]]\nskip_verify = true\n"
+                )),
+                "{secure}"
+            );
+        }
+        // Modes and secrecy: the hosts.toml with a credential and the client key.
+        let facts = lab_facts();
+        let (_, desired) = files_of(&inv, "w1", &facts, None);
+        let file = |path: &str| {
+            desired
+                .iter()
+                .find_map(|x| match x {
+                    Desired::File(f) if f.path == path => Some(f.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no {path}"))
+        };
+        let d = "/etc/containerd/certs.d";
+        for (path, mode, secret) in [
+            (format!("{d}/docker.io/hosts.toml"), 0o600, true),
+            (format!("{d}/registry.lab:5000/hosts.toml"), 0o644, false),
+            (format!("{d}/secure.lab/hosts.toml"), 0o644, false),
+            (format!("{d}/secure.lab/server.key"), 0o600, true),
+            (format!("{d}/secure.lab/server.cert"), 0o644, false),
+        ] {
+            let f = file(&path);
+            assert_eq!((f.mode, f.secret), (mode, secret), "{path}");
+        }
+        for dir in ["docker.io", "registry.lab:5000", "secure.lab"] {
+            assert!(desired.iter().any(|x| matches!(x, Desired::Directory { path, .. } if *path == format!("{d}/{dir}"))), "{dir}");
+        }
+        // Folders of registries no longer in the inventory go (those capstan wrote only).
+        let prune = desired
+            .iter()
+            .find_map(|x| match x {
+                Desired::Command {
+                    name, run, unless, ..
+                } if name == "remove-registries-not-in-the-inventory" => {
+                    Some((run.clone(), unless.clone().unwrap_or_default()))
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert!(prune.0.starts_with("keep='docker.io registry.lab:5000 secure.lab'; for f in /etc/containerd/certs.d/*/hosts.toml; do"), "{}", prune.0);
+        assert!(prune.1.contains("test -z"), "{}", prune.1);
     }
 
     /// containerd 1.x hosts keep config format 2 and its plugin ids.

@@ -159,203 +159,222 @@ pub fn build(
         for (i, spec) in role.spec.resources.iter().enumerate() {
             let loc = role.tree.locate(&["resources", &i.to_string()]);
             let origin = format!("roles/{}/role.yaml:{loc}", role.name);
-            let r = |s: &str| renderer.render_str(&origin, s, &role_ctx);
-            let invalid = |message: String, help: &str| DesiredError::Invalid {
-                origin: origin.clone(),
-                message,
-                help: Some(help.to_string()),
-            };
-            let path_of = |s: &str| -> Result<String, DesiredError> {
-                let p = r(s)?;
-                check_path(&p).map_err(|m| invalid(m, "managed paths are absolute, without '..', quotes, '|' or control characters"))?;
-                Ok(p)
-            };
-            let mode_of = |m: &str| parse_mode(m).unwrap_or(0o644);
-            match spec {
-                ResourceSpec::Directory {
-                    path,
-                    owner,
-                    group,
-                    mode,
-                } => out.push(Desired::Directory {
-                    path: path_of(path)?,
-                    owner: r(owner)?,
-                    group: r(group)?,
-                    mode: mode_of(mode),
-                }),
-                ResourceSpec::File {
-                    path,
-                    content,
-                    template,
-                    owner,
-                    group,
-                    mode,
-                    secret,
-                    create_only,
-                } => {
-                    let text = match (content, template) {
-                        _ if !full => String::new(),
-                        (Some(c), _) => r(c)?,
-                        (None, Some(t)) => renderer.render_template(&r(t)?, &role_ctx)?,
-                        (None, None) => String::new(),
-                    };
-                    let mut file = inline_file(
-                        path_of(path)?,
-                        text.into_bytes(),
-                        r(owner)?,
-                        r(group)?,
-                        mode_of(mode),
-                        *secret,
-                    );
-                    file.create_only = *create_only;
-                    out.push(Desired::File(file));
+            // One resource per item of `for_each`, each rendered with its `item`.
+            let each = match spec {
+                ResourceSpec::Directory { for_each, .. } | ResourceSpec::File { for_each, .. } => {
+                    for_each.as_deref()
                 }
-                ResourceSpec::Binary {
-                    artifact,
-                    file,
-                    path,
-                    mode,
-                } => {
-                    let artifact = r(artifact)?;
-                    let file = file.as_deref().map(r).transpose()?;
-                    let (cached, sha256, size) = artifacts
-                        .fetch(&artifact, file.as_deref().unwrap_or(&artifact))
-                        .map_err(|e| {
-                            invalid(
-                                e,
-                                "check the artifact mirror and the versions in the inventory",
-                            )
-                        })?;
-                    out.push(Desired::File(DesiredFile {
+                _ => None,
+            };
+            let contexts: Vec<Value> = match each {
+                None => vec![role_ctx.clone()],
+                Some(expr) => renderer
+                    .items(&format!("{origin} (for_each)"), expr, &role_ctx)?
+                    .into_iter()
+                    .map(|item| minijinja::context! { item => item, ..role_ctx.clone() })
+                    .collect(),
+            };
+            for role_ctx in contexts {
+                let r = |s: &str| renderer.render_str(&origin, s, &role_ctx);
+                let invalid = |message: String, help: &str| DesiredError::Invalid {
+                    origin: origin.clone(),
+                    message,
+                    help: Some(help.to_string()),
+                };
+                let path_of = |s: &str| -> Result<String, DesiredError> {
+                    let p = r(s)?;
+                    check_path(&p).map_err(|m| invalid(m, "managed paths are absolute, without '..', quotes, '|' or control characters"))?;
+                    Ok(p)
+                };
+                let mode_of = |m: &str| parse_mode(m).unwrap_or(0o644);
+                match spec {
+                    ResourceSpec::Directory {
+                        path,
+                        owner,
+                        group,
+                        mode,
+                        ..
+                    } => out.push(Desired::Directory {
                         path: path_of(path)?,
-                        content: Content::Cached(cached),
-                        sha256,
-                        size,
-                        owner: "root".into(),
-                        group: "root".into(),
+                        owner: r(owner)?,
+                        group: r(group)?,
                         mode: mode_of(mode),
-                        secret: false,
-                        create_only: false,
-                        verified_by: artifacts.verified_by(&artifact),
-                    }));
-                }
-                ResourceSpec::Unit {
-                    name,
-                    template,
-                    enabled,
-                    state,
-                    restart_on,
-                    reload_on,
-                } => {
-                    let name = r(name)?;
-                    check_unit_name(&name)
-                        .map_err(|m| invalid(m, "unit names look like containerd.service"))?;
-                    let unit_file = match template {
-                        Some(t) => {
-                            let text = if full {
-                                renderer.render_template(&r(t)?, &role_ctx)?
-                            } else {
-                                String::new()
-                            };
-                            let path = format!("{UNIT_DIR}/{name}");
-                            out.push(Desired::File(inline_file(
-                                path.clone(),
-                                text.into_bytes(),
-                                "root".into(),
-                                "root".into(),
-                                0o644,
-                                false,
-                            )));
-                            Some(path)
-                        }
-                        None => None,
-                    };
-                    out.push(Desired::Unit {
+                    }),
+                    ResourceSpec::File {
+                        path,
+                        content,
+                        template,
+                        owner,
+                        group,
+                        mode,
+                        secret,
+                        create_only,
+                        ..
+                    } => {
+                        let text = match (content, template) {
+                            _ if !full => String::new(),
+                            (Some(c), _) => r(c)?,
+                            (None, Some(t)) => renderer.render_template(&r(t)?, &role_ctx)?,
+                            (None, None) => String::new(),
+                        };
+                        let mut file = inline_file(
+                            path_of(path)?,
+                            text.into_bytes(),
+                            r(owner)?,
+                            r(group)?,
+                            mode_of(mode),
+                            *secret,
+                        );
+                        file.create_only = *create_only;
+                        out.push(Desired::File(file));
+                    }
+                    ResourceSpec::Binary {
+                        artifact,
+                        file,
+                        path,
+                        mode,
+                    } => {
+                        let artifact = r(artifact)?;
+                        let file = file.as_deref().map(r).transpose()?;
+                        let (cached, sha256, size) = artifacts
+                            .fetch(&artifact, file.as_deref().unwrap_or(&artifact))
+                            .map_err(|e| {
+                                invalid(
+                                    e,
+                                    "check the artifact mirror and the versions in the inventory",
+                                )
+                            })?;
+                        out.push(Desired::File(DesiredFile {
+                            path: path_of(path)?,
+                            content: Content::Cached(cached),
+                            sha256,
+                            size,
+                            owner: "root".into(),
+                            group: "root".into(),
+                            mode: mode_of(mode),
+                            secret: false,
+                            create_only: false,
+                            verified_by: artifacts.verified_by(&artifact),
+                        }));
+                    }
+                    ResourceSpec::Unit {
                         name,
-                        unit_file,
-                        enabled: *enabled,
-                        state: *state,
-                        restart_on: restart_on
+                        template,
+                        enabled,
+                        state,
+                        restart_on,
+                        reload_on,
+                    } => {
+                        let name = r(name)?;
+                        check_unit_name(&name)
+                            .map_err(|m| invalid(m, "unit names look like containerd.service"))?;
+                        let unit_file = match template {
+                            Some(t) => {
+                                let text = if full {
+                                    renderer.render_template(&r(t)?, &role_ctx)?
+                                } else {
+                                    String::new()
+                                };
+                                let path = format!("{UNIT_DIR}/{name}");
+                                out.push(Desired::File(inline_file(
+                                    path.clone(),
+                                    text.into_bytes(),
+                                    "root".into(),
+                                    "root".into(),
+                                    0o644,
+                                    false,
+                                )));
+                                Some(path)
+                            }
+                            None => None,
+                        };
+                        out.push(Desired::Unit {
+                            name,
+                            unit_file,
+                            enabled: *enabled,
+                            state: *state,
+                            restart_on: restart_on
+                                .iter()
+                                .map(|p| path_of(p))
+                                .collect::<Result<_, _>>()?,
+                            reload_on: reload_on
+                                .iter()
+                                .map(|p| path_of(p))
+                                .collect::<Result<_, _>>()?,
+                        });
+                    }
+                    ResourceSpec::Sysctl { key, value } => {
+                        let key = r(key)?;
+                        let value = r(value)?;
+                        if key.is_empty()
+                            || !key.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+                            })
+                        {
+                            return Err(invalid(
+                                format!("`{key}` is not a sysctl key"),
+                                "keys look like net.ipv4.ip_forward",
+                            ));
+                        }
+                        if value.contains(['\n', '\'']) {
+                            return Err(invalid(
+                                format!("sysctl value `{value}` has a newline or quote"),
+                                "give a plain value",
+                            ));
+                        }
+                        sysctls.insert(key.clone(), value.clone());
+                        out.push(Desired::Sysctl { key, value });
+                    }
+                    ResourceSpec::Module { name } => {
+                        let name = r(name)?;
+                        if name.is_empty()
+                            || !name
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+                        {
+                            return Err(invalid(
+                                format!("`{name}` is not a kernel module name"),
+                                "module names look like br_netfilter",
+                            ));
+                        }
+                        if !modules.contains(&name) {
+                            modules.push(name.clone());
+                        }
+                        out.push(Desired::Module { name });
+                    }
+                    ResourceSpec::Package { name } => {
+                        let name = r(name)?;
+                        if name.is_empty()
+                            || !name.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b'_')
+                            })
+                        {
+                            return Err(invalid(
+                                format!("`{name}` is not a package name"),
+                                "package names look like conntrack",
+                            ));
+                        }
+                        out.push(Desired::Package { name });
+                    }
+                    ResourceSpec::Command {
+                        name,
+                        run,
+                        creates,
+                        unless,
+                        diff,
+                        on_change,
+                    } => out.push(Desired::Command {
+                        name: r(name)?,
+                        run: r(run)?,
+                        creates: creates.as_deref().map(path_of).transpose()?,
+                        unless: unless.as_deref().map(r).transpose()?,
+                        diff: diff.as_deref().map(r).transpose()?,
+                        on_change: on_change
                             .iter()
                             .map(|p| path_of(p))
                             .collect::<Result<_, _>>()?,
-                        reload_on: reload_on
-                            .iter()
-                            .map(|p| path_of(p))
-                            .collect::<Result<_, _>>()?,
-                    });
+                    }),
                 }
-                ResourceSpec::Sysctl { key, value } => {
-                    let key = r(key)?;
-                    let value = r(value)?;
-                    if key.is_empty()
-                        || !key
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-                    {
-                        return Err(invalid(
-                            format!("`{key}` is not a sysctl key"),
-                            "keys look like net.ipv4.ip_forward",
-                        ));
-                    }
-                    if value.contains(['\n', '\'']) {
-                        return Err(invalid(
-                            format!("sysctl value `{value}` has a newline or quote"),
-                            "give a plain value",
-                        ));
-                    }
-                    sysctls.insert(key.clone(), value.clone());
-                    out.push(Desired::Sysctl { key, value });
-                }
-                ResourceSpec::Module { name } => {
-                    let name = r(name)?;
-                    if name.is_empty()
-                        || !name
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-                    {
-                        return Err(invalid(
-                            format!("`{name}` is not a kernel module name"),
-                            "module names look like br_netfilter",
-                        ));
-                    }
-                    if !modules.contains(&name) {
-                        modules.push(name.clone());
-                    }
-                    out.push(Desired::Module { name });
-                }
-                ResourceSpec::Package { name } => {
-                    let name = r(name)?;
-                    if name.is_empty()
-                        || !name.bytes().all(|b| {
-                            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-' | b'_')
-                        })
-                    {
-                        return Err(invalid(
-                            format!("`{name}` is not a package name"),
-                            "package names look like conntrack",
-                        ));
-                    }
-                    out.push(Desired::Package { name });
-                }
-                ResourceSpec::Command {
-                    name,
-                    run,
-                    creates,
-                    unless,
-                    diff,
-                    on_change,
-                } => out.push(Desired::Command {
-                    name: r(name)?,
-                    run: r(run)?,
-                    creates: creates.as_deref().map(path_of).transpose()?,
-                    unless: unless.as_deref().map(r).transpose()?,
-                    diff: diff.as_deref().map(r).transpose()?,
-                    on_change: on_change
-                        .iter()
-                        .map(|p| path_of(p))
-                        .collect::<Result<_, _>>()?,
-                }),
             }
         }
     }

@@ -6,5 +6,6 @@ pub mod desired;
 pub mod library;
 pub mod plan;
 pub mod probe;
+pub(crate) mod registry_hosts;
 pub mod render;
 pub mod role;

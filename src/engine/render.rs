@@ -100,6 +100,26 @@ impl Renderer {
     }
 }
 
+impl Renderer {
+    /// Evaluates a resource's `for_each` expression to its items; `origin` names it in errors.
+    pub fn items(&self, origin: &str, expr: &str, ctx: &Value) -> Result<Vec<Value>, RenderError> {
+        let compiled = self
+            .env
+            .compile_expression(expr)
+            .map_err(|e| explain(&e, origin))?;
+        let value = compiled.eval(ctx).map_err(|e| explain(&e, origin))?;
+        let items = value.try_iter().map_err(|_| RenderError {
+            where_: origin.to_string(),
+            message: format!("`{expr}` is not a list"),
+            help: Some(
+                "for_each takes an expression whose value is a list, e.g. computed.registries"
+                    .into(),
+            ),
+        })?;
+        Ok(items.collect())
+    }
+}
+
 /// Names the place and the failing expression of a minijinja error.
 fn explain(err: &minijinja::Error, origin: &str) -> RenderError {
     let where_ = match (err.name(), err.line()) {

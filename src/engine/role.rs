@@ -11,6 +11,8 @@
 //!   - module: {name: br_netfilter}
 //!   - directory: {path: /etc/containerd}
 //!   - file: {path: /etc/containerd/config.toml, template: containerd/config.toml.j2}
+//!   - file: {path: "/etc/containerd/certs.d/{{ item.dir }}/hosts.toml",      # one per item
+//!            template: containerd/hosts.toml.j2, for_each: computed.registries}
 //!   - binary: {artifact: containerd, file: ctr, path: /usr/local/bin/ctr}
 //!   - unit: {name: containerd.service, template: containerd/containerd.service.j2,
 //!            restart_on: [/etc/containerd/config.toml, /usr/local/bin/containerd]}
@@ -58,6 +60,8 @@ pub enum ResourceSpec {
         group: String,
         #[serde(default = "dir_mode")]
         mode: String,
+        /// An expression giving a list: one directory per item, rendered with `item`.
+        for_each: Option<String>,
     },
     File {
         path: String,
@@ -78,6 +82,9 @@ pub enum ResourceSpec {
         /// right): for what must stay as it was first written, like etcd's initial cluster.
         #[serde(default)]
         create_only: bool,
+        /// An expression giving a list: one file per item, rendered with `item` (the
+        /// inventory's registries: a hosts.toml each).
+        for_each: Option<String>,
     },
     Binary {
         /// A component of the artifact catalog (its version comes from the inventory).

@@ -6,6 +6,7 @@
 
 pub mod fuzz;
 mod model;
+mod registries;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +23,7 @@ pub use model::{
     ApiEndpointMode, Become, ChecksumSource, EtcdTopology, InventoryFile, KeyAlgorithm, LbSoftware,
     Role, TaintEffect,
 };
+pub use registries::{Endpoint, Registry};
 pub use validate::{DEFAULT_SERVICE_SUBNET, resolve};
 
 /// The file name looked up when `-i` names a folder.
@@ -130,6 +132,8 @@ pub struct Cluster {
     pub leader_election: LeaderElection,
     pub dns: Dns,
     pub kube_proxy: KubeProxy,
+    /// containerd's registry hosts, by host (sorted).
+    pub registries: Vec<registries::Registry>,
 }
 
 /// `cluster.dns`: nameservers for nodes that have no usable one of their own.

