@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use crate::cli::{EtcdCommand, EtcdRestoreArgs, GlobalArgs};
-use crate::error::{BadInput, EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::error::BadInput;
 use crate::workflows::{SessionOptions, restore, snapshot};
 
 pub fn run(global: &GlobalArgs, cmd: &EtcdCommand) -> miette::Result<ExitCode> {
@@ -71,13 +71,7 @@ fn restore(global: &GlobalArgs, args: &EtcdRestoreArgs) -> miette::Result<ExitCo
                 &opts,
             ))?;
             restore::print(&report)?;
-            Ok(if report.refused.is_some() {
-                ExitCode::from(EXIT_BAD_INPUT)
-            } else if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILED)
-            })
+            Ok(super::run_exit_code(report.refused.is_some(), report.ok()))
         },
     )
 }

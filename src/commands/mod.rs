@@ -242,3 +242,14 @@ pub(crate) fn check_ignores(names: &[String]) -> Result<(), crate::error::BadInp
         ),
     ))
 }
+
+/// A cluster run's exit code: refused before any change (bad input), ok, or failed.
+fn run_exit_code(refused: bool, ok: bool) -> ExitCode {
+    if refused {
+        ExitCode::from(crate::error::EXIT_BAD_INPUT)
+    } else if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::error::EXIT_FAILED)
+    }
+}

@@ -135,13 +135,7 @@ fn apply(global: &GlobalArgs, args: &UpgradeApplyArgs) -> miette::Result<ExitCod
                 &opts,
             ))?;
             upgrade::print(&report)?;
-            Ok(if report.refused.is_some() {
-                ExitCode::from(EXIT_BAD_INPUT)
-            } else if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILED)
-            })
+            Ok(super::run_exit_code(report.refused.is_some(), report.ok()))
         },
     )
 }
