@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use capstan::facts::sh_quote;
-use support::lab::{Lab, Run, bed, capstan_env, docker, run_capstan_cached};
+use support::lab::{Lab, Run, bed, capstan_env, docker, run_capstan_cached, said_of};
 
 /// The test mirror: the test bed's (tests/lab/prepare.sh), shared by every lab test.
 fn mirror() -> PathBuf {
@@ -144,7 +144,7 @@ fn apply_common_and_containerd_on_three_hosts() {
     );
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("cp1 no changes") && r.stdout.contains("w2 no changes"),
+        said_of(&r.stdout, "cp1", "no changes") && said_of(&r.stdout, "w2", "no changes"),
         "{}",
         r.stdout
     );

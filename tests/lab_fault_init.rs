@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::lab::{bed_lab, capstan, docker, kubectl_admin, run_capstan};
+use support::lab::{bed_lab, capstan, docker, kubectl_admin, run_capstan, said_of};
 
 /// Real kubectl on this machine with the operator's admin.conf: the nodes' names and whether
 /// each is Ready.
@@ -109,7 +109,7 @@ fn a_worker_stopped_during_init_fails_alone_and_a_later_init_completes_it() {
     let again = run_capstan(&["init"], &inv);
     assert_eq!(again.code, 0, "{}", again.all());
     assert!(
-        again.stdout.contains("w1 changed"),
+        said_of(&again.stdout, "w1", "changed"),
         "w1 was not completed:\n{}",
         again.all()
     );

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::lab::{Lab, Run, bed, bed_lab, capstan, docker};
+use support::lab::{Lab, Run, bed, bed_lab, capstan, docker, said_of};
 
 const LOCK: &str = "/var/lib/capstan/lock";
 
@@ -569,10 +569,10 @@ fn sigkill_during_apply_on_five_hosts() {
         rerun.all()
     );
     // Only w4, cut mid-upload, had anything left to do.
-    assert!(rerun.stdout.contains("w4 changed"), "{}", rerun.all());
+    assert!(said_of(&rerun.stdout, "w4", "changed"), "{}", rerun.all());
     for h in &hosts[..4] {
         assert!(
-            rerun.stdout.contains(&format!("{h} no changes")),
+            said_of(&rerun.stdout, h, "no changes"),
             "{h} was redone:\n{}",
             rerun.all()
         );

@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::lab::{Lab, Run, bed_flags, docker, etcdctl_on, kubectl_admin, run_capstan};
+use support::lab::{Lab, Run, bed_flags, docker, etcdctl_on, kubectl_admin, run_capstan, said_of};
 
 fn lab(what: &str, flags: &[&str]) -> Lab {
     support::lab::bed_lab(what, flags)
@@ -519,12 +519,12 @@ fn single_control_plane_one_worker_and_a_foreign_ca_is_refused() {
         repaired.all()
     );
     assert!(
-        repaired.stdout.contains("w1 changed (kubelet)"),
+        said_of(&repaired.stdout, "w1", "changed (kubelet)"),
         "{}",
         repaired.all()
     );
     assert!(
-        !repaired.stdout.contains("cp1 changed"),
+        !said_of(&repaired.stdout, "cp1", "changed"),
         "{}",
         repaired.all()
     );

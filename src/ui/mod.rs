@@ -83,6 +83,21 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
+/// Hosts whose lines say the same thing, said once: `(hosts, line)` in the order each line
+/// first appears. Five hosts with nothing to do are one line, not five.
+pub(crate) fn group_hosts<'a>(
+    lines: impl IntoIterator<Item = (&'a str, String)>,
+) -> Vec<(Vec<&'a str>, String)> {
+    let mut groups: Vec<(Vec<&'a str>, String)> = Vec::new();
+    for (host, line) in lines {
+        match groups.iter_mut().find(|(_, l)| *l == line) {
+            Some((hosts, _)) => hosts.push(host),
+            None => groups.push((vec![host], line)),
+        }
+    }
+    groups
+}
+
 pub fn paint(text: &str, color: Color) -> String {
     if !ui().color {
         return text.to_string();
@@ -149,4 +164,29 @@ pub fn confirm(question: &str) -> bool {
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_hosts;
+
+    #[test]
+    fn hosts_with_the_same_line_are_grouped_in_first_seen_order() {
+        let lines = [
+            ("cp1", "no changes".to_string()),
+            ("w1", "changed".to_string()),
+            ("cp2", "no changes".to_string()),
+            ("w2", "changed".to_string()),
+            ("lb1", "failed".to_string()),
+        ];
+        assert_eq!(
+            group_hosts(lines),
+            vec![
+                (vec!["cp1", "cp2"], "no changes".to_string()),
+                (vec!["w1", "w2"], "changed".to_string()),
+                (vec!["lb1"], "failed".to_string()),
+            ]
+        );
+        assert!(group_hosts(Vec::new()).is_empty());
+    }
 }

@@ -636,17 +636,21 @@ fn print_phase(report: &PhaseReport, dry_run: bool) {
     if u.json || u.quiet {
         return;
     }
+    ui::emit(&render_phase(report, dry_run, u.verbose > 0));
+}
+
+/// A phase's lines: its title, then what it did per host, hosts that did the same said once.
+fn render_phase(report: &PhaseReport, dry_run: bool, verbose: bool) -> String {
     let mut out = format!("{} {}\n", ui::paint("==>", Color::Bold), report.phase);
-    for h in &report.hosts {
+    // What each host would print after its name; hosts that print the same are one line.
+    let lines = report.hosts.iter().filter_map(|h| {
         if h.plan.is_empty() {
-            if u.verbose > 0 {
-                out.push_str(&format!(
-                    "  {} {}\n",
-                    h.host,
-                    ui::paint("no changes", Color::Dim)
-                ));
-            }
-            continue;
+            return (verbose).then(|| {
+                (
+                    h.host.as_str(),
+                    format!("{}\n", ui::paint("no changes", Color::Dim)),
+                )
+            });
         }
         let outcome = HostOutcome {
             host: h.host.clone(),
@@ -658,20 +662,26 @@ fn print_phase(report: &PhaseReport, dry_run: bool) {
             seconds: 0.0,
         };
         let verb = if dry_run { "would change" } else { "changed" };
-        out.push_str(&format!(
-            "  {} {verb} ({}): {}\n",
-            ui::paint(&h.host, Color::Bold),
+        let mut line = format!(
+            "{verb} ({}): {}\n",
             h.roles.join(", "),
             ui::count(outcome.changes(), "change")
-        ));
+        );
         // Dry runs show every change with its diff; real runs only with -v.
-        if dry_run || u.verbose > 0 {
-            out.push_str(&converge::render_changes(
+        if dry_run || verbose {
+            line.push_str(&converge::render_changes(
                 &h.plan,
-                !h.applied || u.verbose > 0,
+                !h.applied || verbose,
                 "    ",
             ));
         }
+        Some((h.host.as_str(), line))
+    });
+    for (hosts, line) in ui::group_hosts(lines) {
+        out.push_str(&format!(
+            "  {} {line}",
+            ui::paint(&hosts.join(", "), Color::Bold)
+        ));
     }
     for (host, e) in &report.failed {
         out.push_str(&format!(
@@ -680,7 +690,7 @@ fn print_phase(report: &PhaseReport, dry_run: bool) {
             ui::paint("failed", Color::Red)
         ));
     }
-    ui::emit(&out);
+    out
 }
 
 /// Prints the run's last lines (or the JSON report).
@@ -917,6 +927,36 @@ mod tests {
             .map(render_report)
             .collect::<Vec<_>>()
             .join("---\n");
+        insta::assert_snapshot!(text);
+    }
+
+    /// A phase as a user reads it: hosts that did the same are one line; a host whose
+    /// changes differ has its own; hosts with nothing to do only with -v.
+    #[test]
+    fn a_phase_says_hosts_that_did_the_same_once() {
+        let mut w3 = changed("w3");
+        w3.roles = vec!["kubelet".into()];
+        w3.plan.changes[0].target = "/var/lib/kubelet/config.yaml".into();
+        let report = PhaseReport {
+            phase: "control plane".into(),
+            hosts: vec![
+                changed("cp1"),
+                unchanged("w1"),
+                changed("cp2"),
+                w3,
+                unchanged("w2"),
+                changed("cp3"),
+            ],
+            gates: Vec::new(),
+            failed: BTreeMap::from([("lb1".to_string(), "connect: refused".to_string())]),
+            seconds: 1.0,
+        };
+        let text = [
+            render_phase(&report, false, false),
+            render_phase(&report, false, true),
+            render_phase(&report, true, false),
+        ]
+        .join("---\n");
         insta::assert_snapshot!(text);
     }
 }

@@ -758,44 +758,48 @@ impl ArtifactSource for NoArtifacts {
 
 /// Prints a plan (or the result of a run) per host, then the summary line.
 pub fn print(report: &ConvergeReport) -> miette::Result<()> {
-    use crate::ui::{self, Color};
+    use crate::ui;
     if ui::ui().json {
         return ui::emit_json(report);
     }
-    let quiet = ui::ui().quiet;
-    let mut out = String::new();
-    for h in &report.hosts {
+    ui::emit(&render(report, ui::ui().quiet, ui::ui().verbose > 0));
+    Ok(())
+}
+
+/// A plan or a run's result as text: hosts that print the same said once, then the counts.
+fn render(report: &ConvergeReport, quiet: bool, verbose: bool) -> String {
+    use crate::ui::{self, Color};
+    let diffs = |h: &HostOutcome| !h.applied || verbose;
+    // What each host would print after its name; hosts that print the same are one line.
+    let lines = report.hosts.iter().filter_map(|h| {
         if let Some(e) = &h.error {
-            out.push_str(&format!(
-                "{} {}\n  {}\n",
-                ui::paint(&h.host, Color::Bold),
-                ui::paint("failed", Color::Red),
-                e
+            return Some((
+                h.host.as_str(),
+                format!("{}\n  {e}\n", ui::paint("failed", Color::Red)),
             ));
-            continue;
         }
-        let Some(p) = &h.plan else { continue };
+        let p = h.plan.as_ref()?;
         if p.is_empty() {
-            if !quiet {
-                out.push_str(&format!(
-                    "{} {}\n",
-                    ui::paint(&h.host, Color::Bold),
-                    ui::paint("no changes", Color::Dim)
-                ));
-            }
-            continue;
+            return (!quiet).then(|| {
+                (
+                    h.host.as_str(),
+                    format!("{}\n", ui::paint("no changes", Color::Dim)),
+                )
+            });
         }
         let verb = if h.applied { "changed" } else { "would change" };
-        out.push_str(&format!(
-            "{} {} ({})\n",
-            ui::paint(&h.host, Color::Bold),
-            verb,
-            h.roles.join(", ")
-        ));
-        if quiet {
-            continue;
+        let mut line = format!("{verb} ({})\n", h.roles.join(", "));
+        if !quiet {
+            line.push_str(&render_changes(p, diffs(h), "  "));
         }
-        out.push_str(&render_changes(p, !h.applied || ui::ui().verbose > 0, "  "));
+        Some((h.host.as_str(), line))
+    });
+    let mut out = String::new();
+    for (hosts, line) in ui::group_hosts(lines) {
+        out.push_str(&format!(
+            "{} {line}",
+            ui::paint(&hosts.join(", "), Color::Bold)
+        ));
     }
     let n = report.hosts.len();
     let failed = report.failed();
@@ -818,8 +822,7 @@ pub fn print(report: &ConvergeReport) -> miette::Result<()> {
             report.seconds
         ));
     }
-    crate::ui::emit(&out);
-    Ok(())
+    out
 }
 
 /// The lines of a plan: one per change, with its diff when `diffs` (never for secrets),
@@ -953,5 +956,52 @@ mod tests {
             changed(&with("/etc/kubernetes/pki/etcd/ca.crt", "e2")),
             ["apiserver"]
         );
+    }
+
+    /// A plan as a user reads it: hosts with nothing to do are one line, hosts with the
+    /// same changes share theirs, a failed host has its own.
+    #[test]
+    fn a_plan_says_hosts_with_the_same_changes_once() {
+        use crate::engine::plan::{Action, Change};
+        let host = |name: &str, target: &str| HostOutcome {
+            host: name.into(),
+            roles: vec!["common".into(), "containerd".into()],
+            plan: Some(HostPlan {
+                changes: (!target.is_empty())
+                    .then(|| Change {
+                        kind: "file",
+                        target: target.into(),
+                        action: Action::Update,
+                        details: Vec::new(),
+                        diff: Some("-a\n+b\n".into()),
+                        secret: false,
+                        index: 0,
+                    })
+                    .into_iter()
+                    .collect(),
+                daemon_reload: false,
+            }),
+            applied: false,
+            error: None,
+            round_trips: 1,
+            seconds: 0.1,
+        };
+        let mut lb1 = host("lb1", "");
+        lb1.plan = None;
+        lb1.error = Some("connect: refused".into());
+        let report = ConvergeReport {
+            dry_run: true,
+            hosts: vec![
+                host("cp1", ""),
+                host("w1", "/etc/containerd/config.toml"),
+                host("cp2", ""),
+                host("w2", "/etc/containerd/config.toml"),
+                host("w3", "/etc/sysctl.d/99-capstan.conf"),
+                lb1,
+            ],
+            seconds: 1.5,
+        };
+        let text = [render(&report, false, false), render(&report, true, false)].join("---\n");
+        insta::assert_snapshot!(text);
     }
 }

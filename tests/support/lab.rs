@@ -323,3 +323,13 @@ pub fn set_node_version(inv: &Path, key: &str, version: &str) {
         .collect();
     std::fs::write(inv, edited).expect("write inventory");
 }
+
+/// Whether a line of `out` says `what` of `host`: capstan says it once for every host it is
+/// true of (`cp1, w2 no changes`), optionally indented (a phase's `  w1 changed (kubelet)`).
+pub fn said_of(out: &str, host: &str, what: &str) -> bool {
+    out.lines().any(|l| {
+        l.trim_start()
+            .split_once(&format!(" {what}"))
+            .is_some_and(|(hosts, _)| hosts.split(", ").any(|h| h == host))
+    })
+}

@@ -256,7 +256,10 @@ pub fn assert_snapshot(inv: &Path, from: &str) {
         .expect("backups")
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.display().to_string().contains(from))
+        .find(|p| {
+            // `NAME.db.json` beside each snapshot describes it; the snapshot is `NAME.db`.
+            p.extension().is_some_and(|e| e == "db") && p.display().to_string().contains(from)
+        })
         .unwrap_or_else(|| panic!("no snapshot of {from} in {}", backups.display()));
     super::lab::assert_snapshot_readable(&snap);
 }
