@@ -97,7 +97,10 @@ fn try_lab_fits_on_two_screens_and_says_things_once() {
     for args in ["check", "init"] {
         for part in command_output(&all, &format!("{args} -i ")) {
             let mut seen = std::collections::BTreeMap::new();
-            for l in part.lines().filter(|l| l.trim_start().starts_with("warning [")) {
+            for l in part
+                .lines()
+                .filter(|l| l.trim_start().starts_with("warning ["))
+            {
                 *seen.entry(l.trim()).or_insert(0) += 1;
             }
             for (line, n) in seen {

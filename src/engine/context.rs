@@ -1219,4 +1219,99 @@ hosts:
         let api = command_of(&files["/etc/kubernetes/manifests/kube-apiserver.yaml"]);
         assert_eq!(flag(&api, "bind-address"), Some("10.0.0.1"));
     }
+
+    const SNAP_TIMER: &str = "/etc/systemd/system/capstan-etcd-snapshot.timer";
+    const SNAP_SERVICE: &str = "/etc/systemd/system/capstan-etcd-snapshot.service";
+    const SNAP_SCRIPT: &str = "/usr/local/sbin/capstan-etcd-snapshot";
+
+    fn snapshot_inventory(etcd: &str) -> crate::inventory::Inventory {
+        crate::inventory::load_str(
+            &format!("cluster: {{name: t, kubernetes_version: v1.32.4, etcd: {etcd}}}\nhosts:\n  - {{name: cp1, address: 10.0.0.1, roles: [control-plane]}}\n  - {{name: w1, address: 10.0.0.2, roles: [worker]}}\n"),
+            std::path::Path::new("/nonexistent/cluster.yaml"),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_schedule_becomes_a_timer_on_members_only() {
+        let inv = snapshot_inventory(
+            "{snapshots: {schedule: \"15 3 * * sun\", keep: 4, dir: /srv/snaps}}",
+        );
+        let (files, desired) = files_of(&inv, "cp1", &lab_facts(), None);
+        let timer = &files[SNAP_TIMER];
+        assert!(timer.contains("OnCalendar=Sun *-*-* 03:15:00\n"), "{timer}");
+        assert!(timer.contains("WantedBy=timers.target"), "{timer}");
+        let service = &files[SNAP_SERVICE];
+        assert!(service.contains("Type=oneshot"), "{service}");
+        assert!(
+            service.contains("EnvironmentFile=/etc/etcd/etcdctl.env"),
+            "{service}"
+        );
+        assert!(
+            service.contains(&format!("ExecStart={SNAP_SCRIPT}")),
+            "{service}"
+        );
+        let script = &files[SNAP_SCRIPT];
+        assert!(script.contains("dir=/srv/snaps\nkeep=4\n"), "{script}");
+        assert!(script.contains("name=etcd-t-$(date -u"), "{script}");
+        assert!(
+            desired.iter().any(|d| matches!(d, Desired::Unit { name, enabled: true, .. } if name == "capstan-etcd-snapshot.timer")),
+            "{desired:?}"
+        );
+        assert!(
+            !desired.iter().any(|d| matches!(d, Desired::Command { name, .. } if name == "remove-etcd-snapshot-timer")),
+            "{desired:?}"
+        );
+        let (worker, _) = files_of(&inv, "w1", &lab_facts(), None);
+        assert!(
+            !worker.contains_key(SNAP_TIMER),
+            "a worker is no etcd member"
+        );
+    }
+
+    #[test]
+    fn without_the_key_only_the_removal_is_there() {
+        let (files, desired) = files_of(
+            &snapshot_inventory("{topology: stacked}"),
+            "cp1",
+            &lab_facts(),
+            None,
+        );
+        assert!(
+            !files.contains_key(SNAP_TIMER) && !files.contains_key(SNAP_SCRIPT),
+            "{files:?}"
+        );
+        assert!(
+            !desired
+                .iter()
+                .any(|d| matches!(d, Desired::Unit { name, .. } if name.starts_with("capstan-"))),
+            "{desired:?}"
+        );
+        let remove = desired
+            .iter()
+            .find_map(|d| match d {
+                Desired::Command {
+                    name, run, unless, ..
+                } if name == "remove-etcd-snapshot-timer" => Some((run.clone(), unless.clone())),
+                _ => None,
+            })
+            .expect("the removal command");
+        assert!(
+            remove
+                .0
+                .contains("systemctl disable --now capstan-etcd-snapshot.timer"),
+            "{remove:?}"
+        );
+        assert!(
+            remove
+                .0
+                .contains("'^# Managed by capstan (cluster.etcd.snapshots)'"),
+            "{remove:?}"
+        );
+        assert_eq!(
+            remove.1.as_deref(),
+            Some(format!("[ ! -e {SNAP_TIMER} ]").as_str())
+        );
+    }
 }

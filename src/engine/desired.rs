@@ -161,9 +161,10 @@ pub fn build(
             let origin = format!("roles/{}/role.yaml:{loc}", role.name);
             // One resource per item of `for_each`, each rendered with its `item`.
             let each = match spec {
-                ResourceSpec::Directory { for_each, .. } | ResourceSpec::File { for_each, .. } => {
-                    for_each.as_deref()
-                }
+                ResourceSpec::Directory { for_each, .. }
+                | ResourceSpec::File { for_each, .. }
+                | ResourceSpec::Unit { for_each, .. }
+                | ResourceSpec::Command { for_each, .. } => for_each.as_deref(),
                 _ => None,
             };
             let contexts: Vec<Value> = match each {
@@ -264,6 +265,7 @@ pub fn build(
                         state,
                         restart_on,
                         reload_on,
+                        ..
                     } => {
                         let name = r(name)?;
                         check_unit_name(&name)
@@ -363,6 +365,7 @@ pub fn build(
                         unless,
                         diff,
                         on_change,
+                        ..
                     } => out.push(Desired::Command {
                         name: r(name)?,
                         run: r(run)?,

@@ -19,7 +19,11 @@
 //!   - package: {name: conntrack}
 //!   - command: {name: swap-off, run: "swapoff -a", unless: "test -z \"$(tail -n +2 /proc/swaps)\""}
 //!   - command: {name: apply, run: "kubectl apply -f m/", diff: "kubectl diff -f m/"}   # drift shown as a diff
+//!   - unit: {name: "x.timer", template: x/x.timer.j2, for_each: "[1] if cluster.x else []"}   # conditional
 //! ```
+//!
+//! `for_each` (directories, files, units, commands) repeats a resource per item of a list;
+//! an empty list leaves it out, which is how a role carries what only some inventories ask for.
 //!
 //! Every string value may use minijinja expressions (`{{ cluster.name }}`), rendered from
 //! the same context as the templates.
@@ -111,6 +115,9 @@ pub enum ResourceSpec {
         /// Paths of resources whose change reloads the unit (no restart).
         #[serde(default)]
         reload_on: Vec<String>,
+        /// An expression giving a list: one unit per item, rendered with `item` (an empty
+        /// list: none, for what only some inventories have).
+        for_each: Option<String>,
     },
     Sysctl {
         key: String,
@@ -136,6 +143,8 @@ pub enum ResourceSpec {
         /// Also run when one of these managed paths changes in the same apply.
         #[serde(default)]
         on_change: Vec<String>,
+        /// An expression giving a list: one command per item, rendered with `item`.
+        for_each: Option<String>,
     },
 }
 

@@ -4,9 +4,11 @@
 //! returns a validated [`Inventory`] whose values are all filled in. Nothing connects to a
 //! host before this succeeds.
 
+mod cron;
 pub mod fuzz;
 mod model;
 mod registries;
+mod snapshots;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +26,7 @@ pub use model::{
     Role, TaintEffect,
 };
 pub use registries::{Endpoint, Registry};
+pub use snapshots::{DEFAULT_DIR as DEFAULT_SNAPSHOT_DIR, EtcdSnapshots};
 pub use validate::{DEFAULT_SERVICE_SUBNET, resolve};
 
 /// The file name looked up when `-i` names a folder.
@@ -119,6 +122,8 @@ pub struct Cluster {
     pub service_subnet: IpNet,
     pub dns_domain: String,
     pub etcd_topology: EtcdTopology,
+    /// Scheduled snapshots on every etcd member (`cluster.etcd.snapshots`); `None`: no timer.
+    pub etcd_snapshots: Option<EtcdSnapshots>,
     pub api_endpoint: ApiEndpoint,
     pub artifacts: Artifacts,
     pub image_repository: String,

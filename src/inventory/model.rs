@@ -170,6 +170,20 @@ pub struct VersionsSpec {
 #[serde(deny_unknown_fields)]
 pub struct EtcdSpec {
     pub topology: Option<EtcdTopology>,
+    /// Scheduled snapshots on every member (a systemd timer); absent: none.
+    pub snapshots: Option<EtcdSnapshotsSpec>,
+}
+
+/// `cluster.etcd.snapshots`: every key optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSnapshotsSpec {
+    /// A 5-field cron expression (default `0 */6 * * *`).
+    pub schedule: Option<String>,
+    /// How many snapshots each member keeps, newest first (default 12).
+    pub keep: Option<u32>,
+    /// Where on the member (default /var/lib/capstan/etcd-snapshots).
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -300,6 +300,7 @@ pub fn resolve(
     let leader_election = resolve_leader_election(&mut c, file);
     let dns = resolve_dns(&mut c, file);
     let registries = super::registries::resolve(&mut c, file, base_dir);
+    let etcd_snapshots = super::snapshots::resolve(&mut c, file);
     let kube_proxy = super::KubeProxy {
         conntrack_max_per_core: spec.kube_proxy.conntrack_max_per_core,
     };
@@ -335,6 +336,7 @@ pub fn resolve(
                 service_subnet: service_subnet.unwrap_or_default(),
                 dns_domain,
                 etcd_topology: topology,
+                etcd_snapshots,
                 api_endpoint,
                 artifacts,
                 image_repository,
@@ -1060,7 +1062,7 @@ fn is_user_name(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::artifacts::catalog::Component;
 
@@ -1231,7 +1233,8 @@ mod tests {
         }
     }
 
-    fn problems(text: &str) -> Vec<String> {
+    /// Every problem of the inventory `text` as `LINE:COL: MESSAGE | HELP`; none when valid.
+    pub(in crate::inventory) fn problems(text: &str) -> Vec<String> {
         match crate::inventory::load_str(text, Path::new("/x/cluster.yaml"), None) {
             Ok(_) => Vec::new(),
             Err(e) => e
