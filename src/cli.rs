@@ -272,12 +272,25 @@ pub struct UpgradeApplyArgs {
 #[derive(Debug, Subcommand)]
 pub enum EtcdCommand {
     /// Snapshot etcd on a healthy member, verify it, copy it to .capstan/backups/ (with a
-    /// description beside it: NAME.db.json)
-    Snapshot,
+    /// description beside it: NAME.db.json); or list the snapshots (--list), or copy the
+    /// newest scheduled one from the members (--fetch)
+    Snapshot(EtcdSnapshotArgs),
     /// Put the whole etcd cluster back to a snapshot (quorum lost for good, data to undo):
     /// API servers and etcd stopped, each member's data moved aside (kept), the snapshot
     /// restored on every member as a new cluster, etcd and the API servers started again
     Restore(EtcdRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdSnapshotArgs {
+    /// List the snapshots in .capstan/backups/ and those the members' timers took
+    /// (cluster.etcd.snapshots.dir): time, revision, size, sha256, verified or not
+    #[arg(long, conflicts_with = "fetch")]
+    pub list: bool,
+    /// Copy the newest verified scheduled snapshot from the members into .capstan/backups/
+    /// (with its description, so `etcd restore` takes it), checked by sha256
+    #[arg(long)]
+    pub fetch: bool,
 }
 
 #[derive(Debug, Args)]

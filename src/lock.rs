@@ -145,7 +145,8 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
-fn rfc3339(unix: i64) -> String {
+/// `unix` (seconds) as RFC 3339 UTC, `@SECONDS` when out of range.
+pub(crate) fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {

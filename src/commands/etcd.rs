@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use crate::cli::{EtcdCommand, EtcdRestoreArgs, GlobalArgs};
 use crate::error::BadInput;
-use crate::workflows::{SessionOptions, restore, snapshot};
+use crate::workflows::{SessionOptions, restore, snapshot, snapshot_fetch, snapshot_list};
 
 pub fn run(global: &GlobalArgs, cmd: &EtcdCommand) -> miette::Result<ExitCode> {
     match cmd {
-        EtcdCommand::Snapshot => {
+        EtcdCommand::Snapshot(args) if args.list => list(global),
+        EtcdCommand::Snapshot(args) if args.fetch => fetch(global),
+        EtcdCommand::Snapshot(_) => {
             let inventory = super::load_inventory(global)?;
             let session = SessionOptions::from_flags(global, &inventory)?;
             let snap = super::runtime()?.block_on(snapshot::run(&inventory, &session))?;
@@ -31,6 +33,52 @@ pub fn run(global: &GlobalArgs, cmd: &EtcdCommand) -> miette::Result<ExitCode> {
         }
         EtcdCommand::Restore(args) => restore(global, args),
     }
+}
+
+/// `etcd snapshot --list`: what there is, here and on the members. A member that cannot be
+/// read is said in the listing and makes the exit code 1.
+fn list(global: &GlobalArgs) -> miette::Result<ExitCode> {
+    let inventory = super::load_inventory(global)?;
+    let session = SessionOptions::from_flags(global, &inventory)?;
+    let listing = super::runtime()?.block_on(snapshot_list::run(&inventory, &session))?;
+    if crate::ui::ui().json {
+        crate::ui::emit_json(&listing)?;
+    } else {
+        crate::ui::emit(&snapshot_list::render(&listing));
+    }
+    Ok(if listing.hosts.iter().any(|h| h.error.is_some()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `etcd snapshot --fetch`: the newest verified scheduled snapshot, copied here.
+fn fetch(global: &GlobalArgs) -> miette::Result<ExitCode> {
+    let inventory = super::load_inventory(global)?;
+    let session = SessionOptions::from_flags(global, &inventory)?;
+    let fetched = super::runtime()?.block_on(snapshot_fetch::run(&inventory, &session))?;
+    if crate::ui::ui().json {
+        crate::ui::emit_json(&fetched)?;
+    } else {
+        let m = &fetched.snapshot.meta;
+        let how = if fetched.already_here {
+            "is here already"
+        } else {
+            "copied"
+        };
+        crate::ui::emit(&format!(
+            "{} {how} (taken {}, revision {}, {} keys, {} bytes, sha256 {})\n  {}\n",
+            fetched.source,
+            m.taken_at,
+            m.revision,
+            m.total_keys,
+            m.size,
+            m.sha256,
+            fetched.snapshot.path.display()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn restore(global: &GlobalArgs, args: &EtcdRestoreArgs) -> miette::Result<ExitCode> {

@@ -14,6 +14,8 @@ pub mod renew;
 pub mod reset;
 pub mod restore;
 pub mod snapshot;
+pub(crate) mod snapshot_fetch;
+pub(crate) mod snapshot_list;
 pub mod upgrade;
 pub mod upgrade_plan;
 pub mod versions;

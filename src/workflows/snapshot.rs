@@ -103,7 +103,7 @@ struct Header {
 }
 
 /// The cluster ID (hex, as etcdctl prints it in tables) from `endpoint status -w json`.
-fn parse_cluster_id(line: &str) -> Option<String> {
+pub(crate) fn parse_cluster_id(line: &str) -> Option<String> {
     let list: Vec<EndpointStatus> = serde_json::from_str(line.trim()).ok()?;
     list.first()
         .map(|e| format!("{:x}", e.status.header.cluster_id))
@@ -181,14 +181,7 @@ pub async fn take(
             "the copy of the snapshot differs from the one on {host} (sha256 {sha256} vs {remote_sha}); nothing was kept"
         ));
     }
-    let dir = inv.state_dir().join("backups");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    set_private(&dir);
-    let path = dir.join(name);
-    crate::fsutil::write_atomic(&path, &copy.stdout, 0o600)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    // The member's copy has served its purpose; a full disk on a member hurts etcd.
-    let _ = conn.exec(&format!("rm -f {q}")).await;
+    let path = inv.state_dir().join("backups").join(name);
     let meta = Meta {
         cluster: inv.cluster.name.clone(),
         kubernetes_version: inv.cluster.kubernetes_version.to_string(),
@@ -203,11 +196,30 @@ pub async fn take(
         cluster_id,
         etcd_ca_sha256,
     };
-    let text = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
-    let sidecar = meta_path(&path);
-    crate::fsutil::write_atomic(&sidecar, &text, 0o600)
-        .map_err(|e| format!("cannot write {}: {e}", sidecar.display()))?;
+    let kept = keep_locally(inv, &path, &copy.stdout, &meta);
+    // The member's copy has served its purpose; a full disk on a member hurts etcd.
+    let _ = conn.exec(&format!("rm -f {q}")).await;
+    kept?;
     Ok(Snapshot { path, meta })
+}
+
+/// Writes a snapshot's bytes to `path` in `.capstan/backups/` (0600, the dir 0700) and its
+/// description beside it.
+pub(crate) fn keep_locally(
+    inv: &Inventory,
+    path: &std::path::Path,
+    bytes: &[u8],
+    meta: &Meta,
+) -> Result<(), String> {
+    let dir = inv.state_dir().join("backups");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    set_private(&dir);
+    crate::fsutil::write_atomic(path, bytes, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let text = serde_json::to_vec_pretty(meta).map_err(|e| e.to_string())?;
+    let sidecar = meta_path(path);
+    crate::fsutil::write_atomic(&sidecar, &text, 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", sidecar.display()))
 }
 
 #[cfg(unix)]
