@@ -6,6 +6,7 @@
 
 pub mod fuzz;
 mod model;
+mod preload;
 mod registries;
 mod validate;
 
@@ -23,6 +24,7 @@ pub use model::{
     ApiEndpointMode, Become, ChecksumSource, EtcdTopology, InventoryFile, KeyAlgorithm, LbSoftware,
     Role, TaintEffect,
 };
+pub use preload::PreloadArchive;
 pub use registries::{Endpoint, Registry};
 pub use validate::{DEFAULT_SERVICE_SUBNET, resolve};
 
@@ -134,6 +136,8 @@ pub struct Cluster {
     pub kube_proxy: KubeProxy,
     /// containerd's registry hosts, by host (sorted).
     pub registries: Vec<registries::Registry>,
+    /// `cluster.images.preload`: the archives, each with the images it holds.
+    pub preload: Vec<preload::PreloadArchive>,
 }
 
 /// `cluster.dns`: nameservers for nodes that have no usable one of their own.

@@ -300,6 +300,7 @@ pub fn resolve(
     let leader_election = resolve_leader_election(&mut c, file);
     let dns = resolve_dns(&mut c, file);
     let registries = super::registries::resolve(&mut c, file, base_dir);
+    let preload = super::preload::resolve(&mut c, file, base_dir);
     let kube_proxy = super::KubeProxy {
         conntrack_max_per_core: spec.kube_proxy.conntrack_max_per_core,
     };
@@ -345,6 +346,7 @@ pub fn resolve(
                 dns,
                 kube_proxy,
                 registries,
+                preload,
             },
             hosts,
         })
