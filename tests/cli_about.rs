@@ -366,3 +366,99 @@ fn a_mirror_without_a_release_is_one_error_before_connecting() {
     let (_, _, err) = capstan(&["plan", "-i", inv_arg, "--connect-timeout", "1"]);
     assert!(!err.contains("lacks what this run installs"), "{err}");
 }
+
+/// `capstan images list`: every image the inventory's version needs (or an upgrade
+/// target's), under its `image_repository`, one per line or as JSON; a bad `--to` is bad
+/// input before anything else.
+#[test]
+fn images_list_names_every_image_of_a_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |cluster: &str| {
+        std::fs::write(
+            dir.path().join("cluster.yaml"),
+            format!("cluster: {{name: a, {cluster}}}\nhosts:\n  - {{name: cp1, address: 192.0.2.1, roles: [control-plane]}}\n"),
+        )
+        .unwrap();
+    };
+    let inv = dir.path().to_str().unwrap();
+    write("kubernetes_version: v1.35.1");
+    let (code, out, err) = capstan(&["images", "list", "-i", inv]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    for image in [
+        "registry.k8s.io/kube-apiserver:v1.35.1",
+        "registry.k8s.io/kube-controller-manager:v1.35.1",
+        "registry.k8s.io/kube-scheduler:v1.35.1",
+        "registry.k8s.io/kube-proxy:v1.35.1",
+        "registry.k8s.io/coredns/coredns:v1.13.1",
+    ] {
+        assert!(lines.contains(&image), "{image} missing:\n{out}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("registry.k8s.io/pause:")),
+        "{out}"
+    );
+    // The CNI's images come from its role.
+    assert!(lines.iter().any(|l| l.contains("/flannel:")), "{out}");
+    assert!(out.ends_with('\n'), "{out:?}");
+
+    // An upgrade target's images, as JSON, named by what runs them.
+    let (code, json, err) = capstan(&[
+        "images", "list", "-i", inv, "--to", "v1.37.1", "--output", "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["kubernetes_version"], "v1.37.1");
+    let images = v["images"].as_array().unwrap();
+    let of = |name: &str| {
+        images
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        of("kube-apiserver"),
+        "registry.k8s.io/kube-apiserver:v1.37.1"
+    );
+    assert_eq!(of("kube-proxy"), "registry.k8s.io/kube-proxy:v1.37.1");
+    assert!(
+        of("coredns").starts_with("registry.k8s.io/coredns/coredns:v"),
+        "{json}"
+    );
+
+    // A mirror of the Kubernetes images: every one of them comes from it, as kubeadm's do.
+    write("kubernetes_version: v1.36.4, image_repository: mirror.example:5000/k8s");
+    let (code, out, err) = capstan(&["images", "list", "-i", inv]);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "kube-apiserver:v1.36.4",
+        "kube-proxy:v1.36.4",
+        "coredns:v",
+        "pause:",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("mirror.example:5000/k8s/{name}"))),
+            "{name} is not from the mirror:\n{out}"
+        );
+    }
+
+    // A minor the catalog does not know, and a version that is not one: exit 2, with what to do.
+    let (code, _, err) = capstan(&["images", "list", "-i", inv, "--to", "v1.99.0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("v1.99") && err.contains("capstan versions"),
+        "{err}"
+    );
+    let (code, _, err) = capstan(&["images", "list", "-i", inv, "--to", "banana"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`banana` is not a Kubernetes version"),
+        "{err}"
+    );
+}

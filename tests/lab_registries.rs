@@ -16,8 +16,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use base64::Engine as _;
-use sha2::Digest as _;
 use support::lab::{Lab, Run, bed_lab, capstan, docker, sh};
+use support::oci::{oci_image, sha256};
 use support::secrets::assert_no_secret;
 
 /// The registry's name on the lab network (a network alias of its container).
@@ -101,43 +101,6 @@ fn cri_pull(lab: &Lab, image: &str) -> (i32, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-/// A one-layer OCI image of `file` (as /`name`): its blobs (config, layer) and manifest.
-fn oci_image(name: &str, file: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(file.len() as u64);
-    header.set_mode(0o755);
-    header.set_cksum();
-    tar.append_data(&mut header, name, file).expect("tar");
-    let tar = tar.into_inner().expect("tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).expect("gzip");
-    let layer = gz.finish().expect("gzip");
-    let arch = match std::env::consts::ARCH {
-        "aarch64" => "arm64",
-        _ => "amd64",
-    };
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "config": {"Entrypoint": [format!("/{name}")]},
-        "rootfs": {"type": "layers", "diff_ids": [sha256(&tar)]},
-    }))
-    .expect("json");
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(&layer), "size": layer.len()}],
-    }))
-    .expect("json");
-    (config, layer, manifest)
 }
 
 /// Pushes the image to `base` (`http://IP:5000`) as REPO:`tag` with the registry API:

@@ -54,10 +54,11 @@ fn rows(text: &str) -> usize {
         .sum()
 }
 
-/// The part of the script's output that one `$ capstan ARGS` printed.
+/// What each `$ capstan ARGS…` whose arguments start with `args` printed (its command line
+/// first).
 fn command_output<'a>(out: &'a str, args: &str) -> Vec<&'a str> {
     out.split("\n$ ")
-        .filter(|part| part.starts_with(&format!("capstan {args}\n")))
+        .filter(|part| part.starts_with(&format!("capstan {args}")))
         .collect()
 }
 
@@ -95,7 +96,9 @@ fn try_lab_fits_on_two_screens_and_says_things_once() {
 
     // Each command says a warning once, with its hosts, not once per host.
     for args in ["check", "init"] {
-        for part in command_output(&all, &format!("{args} -i ")) {
+        let parts = command_output(&all, &format!("{args} -i "));
+        assert!(!parts.is_empty(), "no `capstan {args}` in:\n{all}");
+        for part in parts {
             let mut seen = std::collections::BTreeMap::new();
             for l in part
                 .lines()
@@ -122,7 +125,7 @@ fn try_lab_fits_on_two_screens_and_says_things_once() {
         inits[1]
     );
     // And kubectl lists the five nodes Ready.
-    let nodes = all.split("get nodes\n").nth(1).expect("kubectl get nodes");
+    let nodes = all.split("\n$ kubectl ").nth(1).expect("kubectl get nodes");
     for node in ["cp1", "cp2", "cp3", "w1", "w2"] {
         assert!(
             nodes

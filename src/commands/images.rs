@@ -42,7 +42,7 @@ pub fn run(global: &GlobalArgs, cmd: &ImagesCommand) -> miette::Result<ExitCode>
         crate::ui::emit_json(&list)?;
     } else {
         let text: Vec<&str> = list.images.iter().map(|i| i.image.as_str()).collect();
-        crate::ui::emit(&text.join("\n"));
+        crate::ui::emit(&format!("{}\n", text.join("\n")));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,7 @@
 //! Desired state of one host: the roles' resources, rendered, in a stable order.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use minijinja::Value;
 use sha2::{Digest, Sha256};
@@ -201,6 +201,36 @@ pub fn build(
                         group: r(group)?,
                         mode: mode_of(mode),
                     }),
+                    ResourceSpec::File {
+                        path,
+                        owner,
+                        group,
+                        mode,
+                        secret,
+                        create_only,
+                        source: Some(source),
+                        ..
+                    } => {
+                        let source = PathBuf::from(r(source)?);
+                        let (sha256, size) = local_sha256(&source).map_err(|e| {
+                            invalid(
+                                format!("cannot read {}: {e}", source.display()),
+                                "check the file beside the inventory",
+                            )
+                        })?;
+                        out.push(Desired::File(DesiredFile {
+                            path: path_of(path)?,
+                            content: Content::Cached(source),
+                            sha256,
+                            size,
+                            owner: r(owner)?,
+                            group: r(group)?,
+                            mode: mode_of(mode),
+                            secret: *secret,
+                            create_only: *create_only,
+                            verified_by: None,
+                        }));
+                    }
                     ResourceSpec::File {
                         path,
                         content,
@@ -437,6 +467,32 @@ fn role_context(role: &Role, ctx: &Value) -> Value {
 }
 
 /// A file held in memory, with its hash.
+/// sha256 and size of a file of the operator's, read once per process (an image archive
+/// can be large, and every host's desired state names it).
+fn local_sha256(path: &Path) -> std::io::Result<(String, u64)> {
+    type Seen = BTreeMap<PathBuf, (u64, std::time::SystemTime, String)>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(BTreeMap::new());
+    let meta = std::fs::metadata(path)?;
+    let modified = meta.modified()?;
+    let key = path.to_path_buf();
+    if let Some((size, at, sha)) = SEEN
+        .lock()
+        .map_err(|_| std::io::Error::other("poisoned"))?
+        .get(&key)
+        && *size == meta.len()
+        && *at == modified
+    {
+        return Ok((sha.clone(), *size));
+    }
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    let sha = hex::encode(hasher.finalize());
+    if let Ok(mut seen) = SEEN.lock() {
+        seen.insert(key, (size, modified, sha.clone()));
+    }
+    Ok((sha, size))
+}
+
 pub fn inline_file(
     path: String,
     bytes: Vec<u8>,

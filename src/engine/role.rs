@@ -73,6 +73,9 @@ pub enum ResourceSpec {
         content: Option<String>,
         /// A template under templates/ (exclusive with `content`).
         template: Option<String>,
+        /// A file on the operator's machine, uploaded as it is (an image archive of
+        /// `cluster.images.preload`); exclusive with `content` and `template`.
+        source: Option<String>,
         #[serde(default = "root")]
         owner: String,
         #[serde(default = "root")]
@@ -143,7 +146,8 @@ pub enum ResourceSpec {
         /// Also run when one of these managed paths changes in the same apply.
         #[serde(default)]
         on_change: Vec<String>,
-        /// An expression giving a list: one command per item, rendered with `item`.
+        /// An expression giving a list: one command per item, rendered with `item` (its
+        /// name too, which must then differ per item).
         for_each: Option<String>,
     },
 }
@@ -236,12 +240,16 @@ pub fn load(library: &Library, name: &str) -> Result<Role, RoleError> {
             let at = || tree.locate(&["resources", &i.to_string()]);
             match r {
                 ResourceSpec::File {
-                    content, template, ..
-                } if content.is_some() == template.is_some() => problems.push((
+                    content,
+                    template,
+                    source,
+                    ..
+                } if [content, template, source].iter().filter(|x| x.is_some()).count() != 1 => problems.push((
                     at(),
-                    "a file needs exactly one of `content` and `template`".into(),
+                    "a file needs exactly one of `content`, `template` and `source`".into(),
                     Some(
-                        "use `content:` for a literal, `template:` for a file under templates/"
+                        "use `content:` for a literal, `template:` for a file under templates/, \
+                         `source:` for a file of the operator's"
                             .into(),
                     ),
                 )),

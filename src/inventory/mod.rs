@@ -7,6 +7,7 @@
 mod cron;
 pub mod fuzz;
 mod model;
+mod preload;
 mod registries;
 mod snapshots;
 mod validate;
@@ -25,6 +26,7 @@ pub use model::{
     ApiEndpointMode, Become, ChecksumSource, EtcdTopology, InventoryFile, KeyAlgorithm, LbSoftware,
     Role, TaintEffect,
 };
+pub use preload::PreloadArchive;
 pub use registries::{Endpoint, Registry};
 pub use snapshots::{DEFAULT_DIR as DEFAULT_SNAPSHOT_DIR, EtcdSnapshots};
 pub use validate::{DEFAULT_SERVICE_SUBNET, resolve};
@@ -139,6 +141,8 @@ pub struct Cluster {
     pub kube_proxy: KubeProxy,
     /// containerd's registry hosts, by host (sorted).
     pub registries: Vec<registries::Registry>,
+    /// `cluster.images.preload`: the archives, each with the images it holds.
+    pub preload: Vec<preload::PreloadArchive>,
 }
 
 /// `cluster.dns`: nameservers for nodes that have no usable one of their own.

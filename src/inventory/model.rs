@@ -50,6 +50,18 @@ pub struct ClusterSpec {
     /// `docker.io`, `registry.example:5000`, `_default`.
     #[serde(default)]
     pub registries: std::collections::BTreeMap<String, RegistrySpec>,
+    /// Images without a registry: archives imported into every node's containerd.
+    #[serde(default)]
+    pub images: ImagesSpec,
+}
+
+/// `cluster.images`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesSpec {
+    /// A folder of image archives (`*.tar`: OCI layouts or `docker save`), relative to the
+    /// inventory's folder.
+    pub preload: Option<String>,
 }
 
 /// One registry host of `cluster.registries`: its mirrors, tried in order, then the

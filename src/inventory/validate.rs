@@ -301,6 +301,7 @@ pub fn resolve(
     let dns = resolve_dns(&mut c, file);
     let registries = super::registries::resolve(&mut c, file, base_dir);
     let etcd_snapshots = super::snapshots::resolve(&mut c, file);
+    let preload = super::preload::resolve(&mut c, file, base_dir);
     let kube_proxy = super::KubeProxy {
         conntrack_max_per_core: spec.kube_proxy.conntrack_max_per_core,
     };
@@ -347,6 +348,7 @@ pub fn resolve(
                 dns,
                 kube_proxy,
                 registries,
+                preload,
             },
             hosts,
         })

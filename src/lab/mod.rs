@@ -261,21 +261,24 @@ impl fmt::Display for LabSummary {
             self.count(HostAction::Kept),
             self.elapsed_secs
         )?;
-        let width = self.hosts.iter().map(|h| h.name.len()).max().unwrap_or(0);
+        // One line per set of roles: `  control-plane  cp1 172.24.1.1, cp2 172.24.1.2`.
+        let mut by_roles: Vec<(String, Vec<String>)> = Vec::new();
         for h in &self.hosts {
             let roles: Vec<&str> = h.roles.iter().map(|r| r.as_str()).collect();
-            writeln!(
-                f,
-                "  {:width$}  {:15}  {}{}",
-                h.name,
-                h.address.to_string(),
-                roles.join(","),
-                if h.system_state == "running" {
-                    String::new()
-                } else {
-                    format!("  (systemd: {})", h.system_state)
-                }
-            )?;
+            let roles = roles.join(",");
+            let host = if h.system_state == "running" {
+                format!("{} {}", h.name, h.address)
+            } else {
+                format!("{} {} (systemd: {})", h.name, h.address, h.system_state)
+            };
+            match by_roles.iter_mut().find(|(r, _)| *r == roles) {
+                Some((_, hosts)) => hosts.push(host),
+                None => by_roles.push((roles, vec![host])),
+            }
+        }
+        let width = by_roles.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
+        for (roles, hosts) in &by_roles {
+            writeln!(f, "  {roles:width$}  {}", hosts.join(", "))?;
         }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;

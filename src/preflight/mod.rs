@@ -725,9 +725,9 @@ fn cgroups(f: &Facts, out: &mut Vec<Check>) {
             CHECK_CGROUPS,
             Level::Warning,
             format!(
-                "cgroup {v}: Kubernetes keeps cgroup v1 in maintenance mode and kubelets from \
-                 1.35 refuse it unless `failCgroupV1: false`, which capstan sets on this host; \
-                 prefer cgroup v2 (boot with systemd.unified_cgroup_hierarchy=1)"
+                "cgroup {v}: kubelets from 1.35 refuse cgroup v1 unless `failCgroupV1: false`, \
+                 which capstan sets here; v1 is in maintenance mode: prefer cgroup v2 (boot \
+                 with systemd.unified_cgroup_hierarchy=1)"
             ),
         ),
         CgroupVersion::None => push(
@@ -760,8 +760,8 @@ fn resolv_conf(f: &Facts, first: Option<&Facts>, s: Settings, out: &mut Vec<Chec
         "/etc/resolv.conf names no nameserver".to_string()
     } else {
         format!(
-            "/etc/resolv.conf names loopback nameservers ({}){}, which inside a pod are the pod itself \
-             (CoreDNS would detect a loop and exit)",
+            "/etc/resolv.conf names only loopback nameservers ({}){}: in a pod they are the \
+             pod itself (a DNS loop)",
             dns.loopback_nameservers().join(", "),
             if dns.resolved_running {
                 ", and systemd-resolved has no upstream server"
@@ -785,16 +785,16 @@ fn resolv_conf(f: &Facts, first: Option<&Facts>, s: Settings, out: &mut Vec<Chec
         "; CoreDNS forwards to /etc/resolv.conf (the first control plane has an upstream), so \
          a CoreDNS pod placed on this node exits (no nameservers found)"
     } else {
-        "; CoreDNS answers for the cluster only"
+        ""
     };
     push(
         out,
         CHECK_RESOLV_CONF,
         Level::Warning,
         format!(
-            "{found}: the kubelet gets no resolv.conf here and names outside the cluster do not \
-             resolve in pods{coredns}. Set cluster.dns.upstream to the site's nameservers, or \
-             run systemd-resolved with upstream servers"
+            "{found}; pods get no resolv.conf here, so names outside the cluster do not resolve \
+             in them{coredns}. Set cluster.dns.upstream to the site's nameservers (or give \
+             systemd-resolved upstream servers)"
         ),
     );
 }

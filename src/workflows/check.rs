@@ -193,28 +193,53 @@ pub fn print(_inventory: &Inventory, report: &CheckReport) -> miette::Result<()>
     Ok(())
 }
 
-/// The text report: a block per host (what it is, or why it could not be checked), then
-/// every finding once with the hosts that share it, errors first, then the verdict.
+/// The text report: what the hosts are (hosts that are alike said once; each host with
+/// its address and roles under -v), the unreachable ones each with why, then every finding
+/// once with the hosts that share it, errors first, then the verdict.
 fn render(report: &CheckReport, verbose: bool, quiet: bool) -> String {
     let mut out = String::new();
-    for host in &report.hosts {
-        let attention = host.error.is_some() || host.checks.iter().any(|c| c.level != Level::Ok);
-        if quiet && !attention {
-            continue;
+    let attention =
+        |h: &HostResult| h.error.is_some() || h.checks.iter().any(|c| c.level != Level::Ok);
+    let shown = report.hosts.iter().filter(|h| !quiet || attention(h));
+    if verbose {
+        for host in shown {
+            out.push_str(&format!(
+                "{} ({}) [{}]\n",
+                ui::paint(&host.name, Color::Bold),
+                host.address,
+                host.roles.join(", ")
+            ));
+            match (&host.error, &host.facts) {
+                (Some(error), _) => out.push_str(&format!(
+                    "  {} {error}\n",
+                    ui::paint("unreachable:", Color::Red)
+                )),
+                (None, Some(f)) => out.push_str(&format!("  {}\n", summary_line(f))),
+                (None, None) => {}
+            }
         }
-        out.push_str(&format!(
-            "{} ({}) [{}]\n",
-            ui::paint(&host.name, Color::Bold),
-            host.address,
-            host.roles.join(", ")
-        ));
-        match (&host.error, &host.facts) {
-            (Some(error), _) => out.push_str(&format!(
-                "  {} {error}\n",
-                ui::paint("unreachable:", Color::Red)
-            )),
-            (None, Some(f)) => out.push_str(&format!("  {}\n", summary_line(f))),
-            (None, None) => {}
+    } else {
+        let shown: Vec<&HostResult> = shown.collect();
+        let alike = ui::group_hosts(
+            shown
+                .iter()
+                .filter_map(|h| Some((h.name.as_str(), summary_line(h.facts.as_ref()?)))),
+        );
+        for (hosts, line) in alike {
+            out.push_str(&format!(
+                "{}: {line}\n",
+                // Named, not counted: this is where a user sees which hosts were read.
+                ui::paint(&hosts.join(", "), Color::Bold)
+            ));
+        }
+        for host in shown.iter().filter(|h| h.error.is_some()) {
+            out.push_str(&format!(
+                "{} ({}) {} {}\n",
+                ui::paint(&host.name, Color::Bold),
+                host.address,
+                ui::paint("unreachable:", Color::Red),
+                host.error.as_deref().unwrap_or_default()
+            ));
         }
     }
     let checked: Vec<HostReport> = report

@@ -582,7 +582,7 @@ fn write_admin_conf(run: &ClusterRun<'_>) -> Result<(), Stop> {
         .map_err(|e| Stop(format!("cannot write {}: {e}", path.display())))?;
     if !ui::ui().quiet && !ui::ui().json {
         ui::emit(&format!(
-            "The cluster is up. Talk to it with:\n  export KUBECONFIG={}\n  kubectl get nodes\n",
+            "The cluster is up: kubectl --kubeconfig {} get nodes\n",
             path.display()
         ));
     }

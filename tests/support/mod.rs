@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod oci;
 pub mod secrets;
 pub mod upgrade;
