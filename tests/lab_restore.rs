@@ -5,7 +5,8 @@
 //! two of three members are stopped and wiped (quorum lost, the API fails), the restore is
 //! interrupted with SIGINT once etcd is being stopped, and a re-run finishes it; the API
 //! serves the first ConfigMap and not the second, etcd has three healthy members of a new
-//! cluster, the old data is kept aside, and `capstan init` afterwards changes nothing.
+//! cluster, the old data is kept aside, and `capstan init` afterwards changes nothing. A
+//! second lab restores on external etcd hosts (the API server on a host that is no member).
 
 mod support;
 
@@ -358,4 +359,58 @@ fn restore_brings_back_a_snapshot_after_quorum_loss() {
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The external topology: etcd on three hosts of its own, the API server on a control
+/// plane that is no member. The restore stops the API server on cp1, restores every etcd
+/// host, and brings the API server back; what came after the snapshot is gone.
+#[test]
+fn restore_on_external_etcd_hosts() {
+    let lab = support::lab::bed_lab("restore-ext", &["--control-planes", "1", "--etcd", "3"]);
+    let inv = lab.inventory();
+    support::upgrade::init(&inv);
+    apply(
+        &lab,
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"dr"}}"#,
+    );
+    apply(&lab, &config_map("first", "before"));
+    let snap = run_capstan(&["etcd", "snapshot", "--output", "json"], &inv);
+    assert_eq!(snap.code, 0, "{}", snap.all());
+    let json: serde_json::Value = serde_json::from_str(&snap.stdout).expect("JSON");
+    let path = json["path"].as_str().expect("path").to_string();
+    apply(&lab, &config_map("second", "after"));
+
+    let restored = run_capstan(&["etcd", "restore", "--yes", "--snapshot", &path], &inv);
+    assert_eq!(restored.code, 0, "{}", restored.all());
+    let (code, out) = kubectl(&lab, "-n dr get configmap first -o jsonpath={.data.k}");
+    assert_eq!((code, out.trim()), (0, "before"), "{out}");
+    let (code, out) = kubectl(&lab, "-n dr get configmap second");
+    assert!(
+        code != 0 && (out.contains("NotFound") || out.contains("not found")),
+        "{out}"
+    );
+    let health = etcdctl(
+        &lab,
+        "etcd1",
+        &["endpoint", "health", "--cluster", "-w", "json"],
+    );
+    let health: serde_json::Value = serde_json::from_str(&health).expect("JSON");
+    let health = health.as_array().expect("list");
+    assert_eq!(health.len(), 3, "{health:?}");
+    assert!(health.iter().all(|e| e["health"] == true), "{health:?}");
+    // Each member's data from before is kept aside; cp1 is no member and has none.
+    for h in ["etcd1", "etcd2", "etcd3"] {
+        let (code, out) = sh(&lab, h, "ls /var/lib/etcd-before-restore-*/member");
+        assert_eq!(code, 0, "{h}: {out}");
+    }
+    let (code, _) = sh(&lab, "cp1", "ls -d /var/lib/etcd-before-restore-*");
+    assert_ne!(code, 0, "cp1 is no etcd member");
+
+    let again = run_capstan(&["init"], &inv);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        again.stdout.contains(" 0 changed,") && again.stdout.contains(" 0 changes"),
+        "{}",
+        again.all()
+    );
 }

@@ -706,8 +706,13 @@ pub fn print_report(report: &RunReport) -> miette::Result<()> {
 fn render_report(report: &RunReport) -> String {
     let mut out = String::new();
     for (host, e) in &report.failed {
-        // A host the run stopped at failed for the reason given once, below.
-        let e = if report.stopped.as_ref() == Some(e) {
+        // A host the run stopped at failed for the reason given once, below (the stop may
+        // add what to do after it).
+        let e = if report
+            .stopped
+            .as_ref()
+            .is_some_and(|s| s.starts_with(e.as_str()))
+        {
             "the run stopped at this host (see `stopped:`)"
         } else {
             e.as_str()
@@ -958,5 +963,25 @@ mod tests {
         ]
         .join("---\n");
         insta::assert_snapshot!(text);
+    }
+
+    /// A stop that starts with the host's error and adds what to do says the error once:
+    /// the host's line points at it.
+    #[test]
+    fn a_stop_that_carries_the_hosts_error_says_it_once() {
+        let mut report = run_of(&["cp1", "cp2"], Vec::new());
+        let e = "cp2: kube-apiserver v1.32.5: the SSH connection to cp2 is lost".to_string();
+        report.failed.insert("cp2".into(), e.clone());
+        report.stopped = Some(format!("{e}; cp2 stays cordoned and the cluster serves"));
+        let text = render_report(&report);
+        assert_eq!(
+            text.matches("the SSH connection to cp2 is lost").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("cp2 failed: the run stopped at this host (see `stopped:`)"),
+            "{text}"
+        );
     }
 }

@@ -726,10 +726,13 @@ async fn steps(
             )
             .await;
         if let Some(&f) = failed.first() {
+            let why = run.hosts[f]
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("the upgrade of {} failed", run.host(f).name));
             return Err(Stop(format!(
-                "the upgrade of {} failed; it stays cordoned and the cluster serves. Fix it \
-                 and run `capstan upgrade apply --to {to}` again: finished hosts are skipped",
-                run.host(f).name
+                "{why}; it stays cordoned and the cluster serves. Fix it and run \
+                 `capstan upgrade apply --to {to}` again: finished hosts are skipped"
             ))
             .into());
         }
@@ -875,8 +878,14 @@ async fn step(
         Ok(())
     } else {
         let name = &run.host(host).name;
+        // The stop says why (the host's own error), so that the last lines do not need
+        // the failed host's line above them.
+        let why = run.hosts[host]
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("{title} failed"));
         Err(Stop(format!(
-            "{title} failed; {name} stays cordoned and the cluster serves. Fix it and run \
+            "{why}; {name} stays cordoned and the cluster serves. Fix it and run \
              `capstan upgrade apply` again: finished hosts are skipped, {name} is retried"
         )))
     }
