@@ -726,12 +726,13 @@ async fn steps(
             )
             .await;
         if let Some(&f) = failed.first() {
+            let name = &run.host(f).name;
             let why = run.hosts[f]
                 .error
                 .clone()
-                .unwrap_or_else(|| format!("the upgrade of {} failed", run.host(f).name));
+                .unwrap_or_else(|| format!("the upgrade of {name} failed"));
             return Err(Stop(format!(
-                "{why}; it stays cordoned and the cluster serves. Fix it and run \
+                "{why}; {name} stays cordoned and the cluster serves. Fix it and run \
                  `capstan upgrade apply --to {to}` again: finished hosts are skipped"
             ))
             .into());
