@@ -61,6 +61,28 @@ fn says(run: &Run, text: &str) {
     );
 }
 
+/// After a restore: what was there at the snapshot is back, what came after is not, and
+/// etcd (asked on `member`) has three healthy members.
+fn assert_restored(lab: &Lab, member: &str) {
+    let (code, out) = kubectl(lab, "-n dr get configmap first -o jsonpath={.data.k}");
+    assert_eq!((code, out.trim()), (0, "before"), "{out}");
+    let (code, out) = kubectl(lab, "-n dr get configmap second");
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("NotFound") || out.contains("not found"),
+        "{out}"
+    );
+    let health = etcdctl(
+        lab,
+        member,
+        &["endpoint", "health", "--cluster", "-w", "json"],
+    );
+    let health: serde_json::Value = serde_json::from_str(&health).expect("JSON");
+    let health = health.as_array().expect("list");
+    assert_eq!(health.len(), 3, "{health:?}");
+    assert!(health.iter().all(|e| e["health"] == true), "{health:?}");
+}
+
 /// A state of the cluster to compare before and after a refused or dry run: the
 /// ConfigMaps the API serves, the static pod manifests and etcd's data on every member.
 fn fingerprint(lab: &Lab) -> String {
@@ -297,25 +319,8 @@ fn restore_brings_back_a_snapshot_after_quorum_loss() {
         );
     }
 
-    // What was there at the snapshot is back, what came after is not.
-    let (code, out) = kubectl(&lab, "-n dr get configmap first -o jsonpath={.data.k}");
-    assert_eq!((code, out.trim()), (0, "before"), "{out}");
-    let (code, out) = kubectl(&lab, "-n dr get configmap second");
-    assert_ne!(code, 0, "{out}");
-    assert!(
-        out.contains("NotFound") || out.contains("not found"),
-        "{out}"
-    );
-    // Three healthy members, of a new cluster.
-    let health = etcdctl(
-        &lab,
-        "cp1",
-        &["endpoint", "health", "--cluster", "-w", "json"],
-    );
-    let health: serde_json::Value = serde_json::from_str(&health).expect("JSON");
-    let health = health.as_array().expect("list");
-    assert_eq!(health.len(), 3, "{health:?}");
-    assert!(health.iter().all(|e| e["health"] == true), "{health:?}");
+    assert_restored(&lab, "cp1");
+    // Of a new cluster.
     let status = etcdctl(&lab, "cp3", &["endpoint", "status", "-w", "json"]);
     let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");
     let new_id = format!(
@@ -382,22 +387,7 @@ fn restore_on_external_etcd_hosts() {
 
     let restored = run_capstan(&["etcd", "restore", "--yes", "--snapshot", &path], &inv);
     assert_eq!(restored.code, 0, "{}", restored.all());
-    let (code, out) = kubectl(&lab, "-n dr get configmap first -o jsonpath={.data.k}");
-    assert_eq!((code, out.trim()), (0, "before"), "{out}");
-    let (code, out) = kubectl(&lab, "-n dr get configmap second");
-    assert!(
-        code != 0 && (out.contains("NotFound") || out.contains("not found")),
-        "{out}"
-    );
-    let health = etcdctl(
-        &lab,
-        "etcd1",
-        &["endpoint", "health", "--cluster", "-w", "json"],
-    );
-    let health: serde_json::Value = serde_json::from_str(&health).expect("JSON");
-    let health = health.as_array().expect("list");
-    assert_eq!(health.len(), 3, "{health:?}");
-    assert!(health.iter().all(|e| e["health"] == true), "{health:?}");
+    assert_restored(&lab, "etcd1");
     // Each member's data from before is kept aside; cp1 is no member and has none.
     for h in ["etcd1", "etcd2", "etcd3"] {
         let (code, out) = sh(&lab, h, "ls /var/lib/etcd-before-restore-*/member");
