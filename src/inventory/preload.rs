@@ -3,7 +3,7 @@
 //! air-gapped site needs no registry. Each archive is read here, before any connection, for
 //! the image names it carries: the probe asks containerd for exactly those.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -98,12 +98,13 @@ pub(super) fn resolve(
 /// The image names a tar archive holds: an OCI layout's `index.json` (its manifests'
 /// `io.containerd.image.name`, or an `org.opencontainers.image.ref.name` that is a whole
 /// reference), else a `docker save` archive's `manifest.json` (`RepoTags`); each normalized
-/// as containerd lists them.
-pub(crate) fn image_names(archive: impl Read) -> Result<Vec<String>, String> {
+/// as containerd lists them. Every command loads the inventory, so the layers (the bulk of
+/// an archive) are seeked over, not read.
+pub(crate) fn image_names(archive: impl Read + Seek) -> Result<Vec<String>, String> {
     let mut tar = tar::Archive::new(archive);
     let mut index: Option<Vec<u8>> = None;
     let mut manifest: Option<Vec<u8>> = None;
-    for entry in tar.entries().map_err(|e| e.to_string())? {
+    for entry in tar.entries_with_seek().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
         let path = entry.path().map_err(|e| e.to_string())?.into_owned();
         let slot = match path.to_str().map(|p| p.trim_start_matches("./")) {
@@ -181,6 +182,8 @@ fn normalize(reference: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
     use super::*;
 
     fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
@@ -208,7 +211,7 @@ mod tests {
             ),
         ]);
         assert_eq!(
-            image_names(&oci[..]).unwrap(),
+            image_names(Cursor::new(&oci)).unwrap(),
             vec![
                 "ghcr.io/flannel-io/flannel:v0.26.7",
                 "registry.k8s.io/pause:3.10.1"
@@ -219,7 +222,7 @@ mod tests {
             r#"[{"Config":"x.json","RepoTags":["busybox:1.36","example/app","localhost:5000/a/b:1"],"Layers":[]}]"#,
         )]);
         assert_eq!(
-            image_names(&docker[..]).unwrap(),
+            image_names(Cursor::new(&docker)).unwrap(),
             vec![
                 "docker.io/example/app:latest",
                 "docker.io/library/busybox:1.36",
@@ -230,17 +233,23 @@ mod tests {
 
     #[test]
     fn what_is_not_an_image_archive_says_so() {
-        let err = image_names(&tar_of(&[("hello.txt", "hi")])[..]).unwrap_err();
+        let err = image_names(Cursor::new(tar_of(&[("hello.txt", "hi")]))).unwrap_err();
         assert!(err.contains("neither index.json"), "{err}");
-        let err = image_names(&b"not a tar at all, but long enough to be read as one"[..]);
+        let err = image_names(Cursor::new(
+            b"not a tar at all, but long enough to be read as one",
+        ));
         assert!(err.is_err());
         let bad = tar_of(&[("index.json", "{")]);
         assert!(
-            image_names(&bad[..])
+            image_names(Cursor::new(&bad))
                 .unwrap_err()
                 .starts_with("index.json:")
         );
         let odd = tar_of(&[("manifest.json", r#"[{"RepoTags":["a b"]}]"#)]);
-        assert!(image_names(&odd[..]).unwrap_err().contains("`a b`"));
+        assert!(
+            image_names(Cursor::new(&odd))
+                .unwrap_err()
+                .contains("`a b`")
+        );
     }
 }
